@@ -1,0 +1,117 @@
+"""The one face-crop function, used at run time and by convert/ when it makes training crops.
+
+A crop is a square around the face box, ``scale`` times its larger side, moved down by
+``shift_y`` box heights, rotated so that the eyes are level when eye keypoints are known, and
+resized to the classifier's input size. Its parameters come from the classifier's sidecar
+(``crop``), so a model is always fed crops framed the way it was trained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from agent.types import Box
+
+# Beyond this roll the eye keypoints are more likely wrong than the face is tilted.
+_MAX_ROLL_DEG = 45.0
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How to cut a face for a classifier (the sidecar's ``crop`` plus its input size)."""
+
+    width: int
+    height: int
+    scale: float = 1.3
+    align: str = "eyes"  # "eyes" (level the eyes when keypoints exist) or "none"
+    shift_y: float = 0.0
+
+    @classmethod
+    def from_sidecar(cls, crop: Mapping[str, Any], width: int, height: int) -> "CropSpec":
+        """Build from a sidecar ``crop`` mapping and the model's input size."""
+        align = str(crop.get("align", "eyes"))
+        if align not in ("eyes", "none"):
+            raise ValueError(f"crop.align must be 'eyes' or 'none', not {align!r}")
+        return cls(
+            width=int(width),
+            height=int(height),
+            scale=float(crop.get("scale", 1.3)),
+            align=align,
+            shift_y=float(crop.get("shift_y", 0.0)),
+        )
+
+
+def roll_angle(keypoints: Optional[np.ndarray]) -> float:
+    """Roll of the face in radians from keypoints 0 (subject's right eye) and 1 (left eye).
+
+    Returns 0 when keypoints are missing or implausible (eyes on top of each other, or a roll
+    beyond 45 degrees, which a BlazeFace keypoint error is likelier to cause than a real tilt).
+    """
+    if keypoints is None or len(keypoints) < 2:
+        return 0.0
+    right_eye, left_eye = np.asarray(keypoints[0], float), np.asarray(keypoints[1], float)
+    dx, dy = left_eye - right_eye
+    if not (math.isfinite(dx) and math.isfinite(dy)) or math.hypot(dx, dy) < 1e-3:
+        return 0.0
+    angle = math.atan2(dy, dx)
+    return angle if abs(math.degrees(angle)) <= _MAX_ROLL_DEG else 0.0
+
+
+def crop_matrix(box: Box, keypoints: Optional[np.ndarray], spec: CropSpec) -> np.ndarray:
+    """The 2x3 affine matrix mapping frame pixels to crop pixels."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0 + spec.shift_y * h
+    side = spec.scale * max(w, h)
+    theta = roll_angle(keypoints) if spec.align == "eyes" else 0.0
+    # dst = A (src - c) + half, with A = zoom * R(-theta)
+    cos, sin = math.cos(theta), math.sin(theta)
+    zx, zy = spec.width / side, spec.height / side
+    a = np.array([[zx * cos, zx * sin], [-zy * sin, zy * cos]])
+    t = np.array([spec.width / 2.0, spec.height / 2.0]) - a @ np.array([cx, cy])
+    return np.hstack([a, t[:, None]]).astype(np.float64)
+
+
+def crop_face(image: np.ndarray, box: Box, keypoints: Optional[np.ndarray], spec: CropSpec) -> np.ndarray:
+    """Cut one face from a BGR frame; returns a (spec.height, spec.width, 3) uint8 BGR crop.
+
+    Pixels outside the frame repeat the frame's border, the same at training and at run time.
+    """
+    m = crop_matrix(box, keypoints, spec)
+    # Shrinking a large face a lot with bilinear sampling aliases: pre-shrink with INTER_AREA.
+    zoom = math.hypot(m[0, 0], m[0, 1])
+    if zoom < 0.5:
+        f = zoom * 2.0
+        small = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        s = np.array([[f, 0, 0], [0, f, 0], [0, 0, 1.0]])
+        m = m @ np.linalg.inv(s)
+        image = small
+    return cv2.warpAffine(
+        image, m, (spec.width, spec.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def crop_faces(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    keypoints: Sequence[Optional[np.ndarray]],
+    spec: CropSpec,
+) -> np.ndarray:
+    """Cut every face of a frame into one (N, H, W, 3) uint8 batch, for one classifier call."""
+    out = np.empty((len(boxes), spec.height, spec.width, 3), np.uint8)
+    for i, (box, kps) in enumerate(zip(boxes, keypoints)):
+        out[i] = crop_face(image, box, kps, spec)
+    return out
+
+
+def crop_size_ok(box: Box, min_size: float) -> bool:
+    """True when the face box is at least ``min_size`` pixels on its shorter side."""
+    return min(box[2] - box[0], box[3] - box[1]) >= min_size
+
+
+__all__: Tuple[str, ...] = ("CropSpec", "crop_face", "crop_faces", "crop_matrix", "roll_angle", "crop_size_ok")
