@@ -1,0 +1,160 @@
+"""BlazeFace post-processing in numpy: SSD anchors, box/keypoint decoding, weighted NMS.
+
+Follows MediaPipe's SsdAnchorsCalculator, TensorsToDetectionsCalculator (reverse_output_order,
+i.e. x before y) and NonMaxSuppressionCalculator (WEIGHTED). Every parameter comes from the
+detector sidecar's ``decoding`` (docs/model-contract.md), nothing here describes one model.
+Coordinates are normalized to the model input (0..1); the caller undoes the letterbox.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, List, Mapping, Tuple
+
+import numpy as np
+
+
+def _scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
+    """MediaPipe CalculateScale: linear from min to max over the layers (midpoint for one layer)."""
+    if count == 1:
+        return (min_scale + max_scale) * 0.5
+    return min_scale + (max_scale - min_scale) * index / (count - 1.0)
+
+
+def generate_anchors(options: Mapping[str, Any]) -> np.ndarray:
+    """SSD anchors (N, 4) as (cx, cy, w, h), normalized, from SsdAnchorsCalculatorOptions fields."""
+    num_layers = int(options["num_layers"])
+    strides = [int(s) for s in options["strides"]]
+    if len(strides) != num_layers:
+        raise ValueError(f"anchors: {len(strides)} strides for num_layers {num_layers}")
+    min_s, max_s = float(options["min_scale"]), float(options["max_scale"])
+    in_h, in_w = int(options["input_size_height"]), int(options["input_size_width"])
+    off_x, off_y = float(options.get("anchor_offset_x", 0.5)), float(options.get("anchor_offset_y", 0.5))
+    ratios_opt = [float(r) for r in options.get("aspect_ratios", [1.0])]
+    interp = float(options.get("interpolated_scale_aspect_ratio", 1.0))
+    fixed = bool(options.get("fixed_anchor_size", False))
+    reduce_lowest = bool(options.get("reduce_boxes_in_lowest_layer", False))
+
+    parts: List[np.ndarray] = []
+    layer = 0
+    while layer < num_layers:
+        ratios: List[float] = []
+        scales: List[float] = []
+        last = layer
+        # consecutive layers with the same stride share one feature map
+        while last < num_layers and strides[last] == strides[layer]:
+            scale = _scale(min_s, max_s, last, num_layers)
+            if last == 0 and reduce_lowest:
+                ratios += [1.0, 2.0, 0.5]
+                scales += [0.1, scale, scale]
+            else:
+                for r in ratios_opt:
+                    ratios.append(r)
+                    scales.append(scale)
+                if interp > 0.0:
+                    nxt = 1.0 if last == num_layers - 1 else _scale(min_s, max_s, last + 1, num_layers)
+                    scales.append(math.sqrt(scale * nxt))
+                    ratios.append(interp)
+            last += 1
+        sq = np.sqrt(np.asarray(ratios))
+        heights, widths = np.asarray(scales) / sq, np.asarray(scales) * sq
+        fh, fw = math.ceil(in_h / strides[layer]), math.ceil(in_w / strides[layer])
+        ys, xs = np.meshgrid((np.arange(fh) + off_y) / fh, (np.arange(fw) + off_x) / fw, indexing="ij")
+        k = len(ratios)
+        cx = np.repeat(xs.reshape(-1), k)
+        cy = np.repeat(ys.reshape(-1), k)
+        if fixed:
+            w = np.ones_like(cx)
+            h = np.ones_like(cy)
+        else:
+            w = np.tile(widths, fh * fw)
+            h = np.tile(heights, fh * fw)
+        parts.append(np.stack([cx, cy, w, h], axis=1))
+        layer = last
+    return np.concatenate(parts).astype(np.float32)
+
+
+def sigmoid_scores(raw_scores: np.ndarray, decoding: Mapping[str, Any]) -> np.ndarray:
+    """Score logits -> probabilities (clipped like MediaPipe's score_clipping_thresh)."""
+    s = np.asarray(raw_scores, np.float32).reshape(-1)
+    clip = decoding.get("score_clipping")
+    if clip is not None:
+        s = np.clip(s, -float(clip), float(clip))
+    if decoding.get("score_activation", "sigmoid") == "sigmoid":
+        e = np.exp(-np.abs(s))  # never overflows, unlike exp(-s) for very negative logits
+        return np.where(s >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+    return s
+
+
+def decode(
+    raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, decoding: Mapping[str, Any]
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode raw regressors (N, 4 + 2K) and score logits (N,) against ``anchors`` (N, 4).
+
+    Returns boxes (N, 4) x1y1x2y2, scores (N,) probabilities and keypoints (N, K, 2) (x, y),
+    all normalized to the model input.
+    """
+    raw = np.asarray(raw_boxes, np.float32).reshape(len(anchors), -1)
+    xs, ys, ws, hs = (float(v) for v in decoding.get("scale", [1.0, 1.0, 1.0, 1.0]))
+    if decoding.get("box_format", "xywh_center") != "xywh_center":
+        raise ValueError(f"decoding.box_format {decoding.get('box_format')!r} is not supported (xywh_center)")
+    ax, ay, aw, ah = anchors[:, 0], anchors[:, 1], anchors[:, 2], anchors[:, 3]
+    cx = raw[:, 0] / xs * aw + ax
+    cy = raw[:, 1] / ys * ah + ay
+    w = raw[:, 2] / ws * aw
+    h = raw[:, 3] / hs * ah
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    k = int(decoding.get("num_keypoints", 0))
+    off = int(decoding.get("keypoint_offset", 4))
+    kp = raw[:, off : off + 2 * k].reshape(len(anchors), k, 2)
+    kpx = kp[..., 0] / xs * aw[:, None] + ax[:, None]
+    kpy = kp[..., 1] / ys * ah[:, None] + ay[:, None]
+    keypoints = np.stack([kpx, kpy], axis=-1)
+    return boxes, sigmoid_scores(raw_scores, decoding), keypoints
+
+
+def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float, min_score: float
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe weighted NMS over detections with score >= ``min_score``.
+
+    The best remaining detection and every remaining one overlapping it by IoU > ``iou_threshold``
+    form a cluster; the cluster becomes one detection: score-weighted mean box and keypoints, with
+    the top score. Output is sorted by decreasing score.
+    """
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    keep = np.flatnonzero(scores >= min_score)
+    k = keypoints.shape[1] if keypoints.ndim == 3 else 0
+    if keep.size == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, k, 2), np.float32)
+    order = keep[np.argsort(-scores[keep], kind="stable")]
+    b, s, kp = boxes[order].astype(np.float32), scores[order], keypoints[order].astype(np.float32)
+    out_b, out_s, out_k = [], [], []
+    remaining = np.arange(len(order))
+    while remaining.size:
+        top = remaining[0]
+        in_cluster = _iou_one(b[top], b[remaining]) > iou_threshold
+        in_cluster[0] = True  # a degenerate (zero-area) top box still forms its own cluster
+        members = remaining[in_cluster]
+        w = s[members]
+        total = float(w.sum())
+        out_b.append((b[members] * w[:, None]).sum(0) / total)
+        out_k.append((kp[members] * w[:, None, None]).sum(0) / total)
+        out_s.append(s[top])
+        remaining = remaining[~in_cluster]
+    return np.asarray(out_b, np.float32), np.asarray(out_s, np.float32), np.asarray(out_k, np.float32).reshape(-1, k, 2)
+
+
+__all__ = ("generate_anchors", "decode", "weighted_nms", "sigmoid_scores")

@@ -1,0 +1,66 @@
+"""convert.blazeface_keras: MediaPipe BlazeFace .tflite -> Keras, checked against the original."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf
+pytest.importorskip("tensorflow")
+pytest.importorskip("tflite")
+
+from convert.blazeface_keras import MODEL_FILES, FACE_DIR, load_blazeface, load_keras, parity_vs_tflite  # noqa: E402
+from convert.errors import ConvertError  # noqa: E402
+
+MP_DIR = Path(os.environ.get("MASKWATCH_MEDIAPIPE_DIR", "/work/mp"))
+SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "scenes-ilc2021" / "images"
+needs_mp = pytest.mark.skipif(
+    not (MP_DIR / FACE_DIR / MODEL_FILES["full"]).is_file(),
+    reason=f"mediapipe 0.10.21 wheel not unpacked at {MP_DIR} (set MASKWATCH_MEDIAPIPE_DIR)",
+)
+
+
+@needs_mp
+@pytest.mark.parametrize("variant,outputs", [("full", (2304, 16)), ("short", (896, 16))])
+def test_rebuild_matches_original_on_real_images(variant, outputs, tmp_path):
+    model, data, sha = load_blazeface(MP_DIR, variant)
+    assert [tuple(o.shape[1:]) for o in model.outputs] == [outputs, (outputs[0], 1)]
+    assert model.output_names == ["regressors", "scores"]
+    assert all(";" not in layer.name and "/" not in layer.name for layer in model.layers)
+    diff = parity_vs_tflite(model, data, SCENES, n_images=4)
+    assert diff["n_images"] >= 1
+    assert diff["max_abs_diff"] < 1e-3
+    # the .keras round trip keeps the custom layers and weights
+    path = tmp_path / f"blazeface_{variant}.keras"
+    model.save(path)
+    again = load_keras(path)
+    x = np.random.default_rng(0).uniform(-1, 1, model.inputs[0].shape).astype(np.float32)
+    for a, b in zip(model(x), again(x)):
+        assert np.allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+@needs_mp
+def test_full_range_sparse_weights_are_densified():
+    from convert.blazeface_keras import _Graph
+
+    g = _Graph((MP_DIR / FACE_DIR / MODEL_FILES["full"]).read_bytes(), "full")
+    sparse = [i for i in range(g.sg.TensorsLength()) if g.tensor(i).Sparsity() is not None]
+    assert len(sparse) == 46
+    w = g.constant(sparse[0])
+    assert list(w.shape) == g.shape(sparse[0])
+    assert 0 < np.count_nonzero(w) < w.size  # zeros filled in, stored values placed
+
+
+def test_missing_mediapipe_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(ConvertError, match="--mediapipe-dir"):
+        load_blazeface(tmp_path, "full")
+
+
+def test_corrupt_tflite_is_a_clear_error():
+    from convert.blazeface_keras import tflite_to_keras
+
+    with pytest.raises(ConvertError, match="not a readable TFLite flatbuffer"):
+        tflite_to_keras(b"\x00" * 64, "junk.tflite")
