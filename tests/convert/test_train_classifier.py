@@ -1,0 +1,108 @@
+"""convert.train_classifier: temperature and class weights, the network, and a tiny real run to int8."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from convert import classifier_data as cd
+from convert import evaluate_classifier as ev
+from convert import train_classifier as tc
+
+DATA = cd.DEFAULT_DATA_ROOT
+needs_data = pytest.mark.skipif(not (DATA / "scenes-ilc2021" / "boxes.csv").is_file(), reason=f"datasets not at {DATA}")
+
+
+def test_fit_temperature_recovers_the_true_temperature():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 2.0, (4000, 4))
+    # labels drawn from softmax(base): logits = 3 * base are over-confident by T = 3
+    p = np.exp(base) / np.exp(base).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=row) for row in p])
+    assert tc.fit_temperature(3.0 * base, y) == pytest.approx(3.0, rel=0.1)
+    assert tc.fit_temperature(base, y) == pytest.approx(1.0, rel=0.1)
+
+
+def test_class_weights_favour_rare_classes_and_are_capped():
+    y = np.array([0] * 100 + [1] * 10 + [2] * 100 + [3] * 1)
+    w = tc.class_weights(y, cap=3.0)
+    assert w[1] > w[0] and w[0] == pytest.approx(w[2])
+    assert w.max() <= 3.0
+
+
+def test_wilson_interval():
+    lo, hi = ev.wilson(70, 78)
+    assert lo < 70 / 78 < hi and 0.8 < lo and hi < 0.96
+    assert ev.wilson(0, 10)[0] == 0.0 and ev.wilson(10, 10)[1] == 1.0
+    assert all(np.isnan(v) for v in ev.wilson(0, 0))
+
+
+def test_update_card_replaces_only_its_section(tmp_path):
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# Model card\n\n## Face detector\ntext\n")
+    ev.update_card(card, f"{ev.START}\n## Mask classifier\nv1\n{ev.END}\n")
+    ev.update_card(card, f"{ev.START}\n## Mask classifier\nv2\n{ev.END}\n")
+    text = card.read_text()
+    assert "## Face detector\ntext" in text and "v2" in text and "v1" not in text
+    assert text.count(ev.START) == 1
+
+
+@pytest.mark.tf
+def test_model_size_and_logits():
+    pytest.importorskip("tensorflow")
+    m = tc.build_model(64)
+    assert 150_000 <= m.count_params() <= 300_000
+    assert tuple(m.output_shape) == (None, 4)
+    bn = [layer for layer in m.layers if layer.__class__.__name__ == "BatchNormalization"]
+    assert bn and all(layer.momentum == pytest.approx(0.9) for layer in bn)
+
+
+@pytest.mark.slow  # ~30 s of CPU, but 90 s of wall time on the shared 2-core build machine
+@pytest.mark.tf
+@needs_data
+def test_tiny_run_end_to_end_to_int8(tmp_path):
+    """A few images, one epoch, 32 px: crops -> train -> temperature -> int8 -> sidecar, card, figures."""
+    pytest.importorskip("tensorflow")
+    from ai_edge_litert.interpreter import Interpreter
+
+    models = tmp_path / "models"
+    models.mkdir()
+    crops = tmp_path / "crops.npz"
+    data_args = ["--limit", "4", "--size", "32", "--no-faces"]
+    if cd.DEFAULT_FACE_DETECTOR.is_file():  # synthetic masks need the face detector's keypoints
+        assert cd.main(data_args + ["--synthetic", "10", "--out", str(crops)]) == 0
+        assert cd.synthetic_path(crops).is_file()
+        data_args.append("--synthetic")
+    args = data_args + [
+        "--epochs", "1", "--batch", "16", "--width", "0.5",
+        "--crops", str(crops), "--out-model", str(tmp_path / "clf.keras"),
+        "--export", "--models-dir", str(models),
+    ]
+    assert tc.main(args) == 0
+    tfl, side = models / "mask_classifier.tflite", models / "mask_classifier.json"
+    sidecar = json.loads(side.read_text())
+    assert sidecar["kind"] == "classifier" and sidecar["labels"] == list(cd.LABELS)
+    assert sidecar["non_face_labels"] == ["not_face"]
+    assert sidecar["crop"] == {"scale": 1.3, "align": "eyes", "shift_y": 0.0}
+    assert sidecar["input"]["height"] == 32 and sidecar["input"]["dtype"] == "int8"
+    assert sidecar["output"]["temperature"] > 0
+    assert sidecar["outputs"]["logits"]["shape"] == [1, 4]
+
+    it = Interpreter(model_path=str(tfl), num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    assert inp["dtype"] == np.int8
+    it.set_tensor(inp["index"], np.zeros(inp["shape"], np.int8))
+    it.invoke()
+    assert np.all(np.isfinite(it.get_tensor(out["index"])))
+
+    card = (models / "MODEL_CARD.md").read_text()
+    assert ev.START in card and ev.END in card and "incorrect_mask" in card
+    assert (models / "figures" / "classifier_confusion.png").stat().st_size > 1000
+    assert (models / "figures" / "classifier_reliability.png").stat().st_size > 1000
+    assert json.loads((models / "mask_classifier.parity.json").read_text())["n_images"] > 0
+
+    # the standalone evaluation reads the same files back
+    assert ev.main(["--model", str(tfl), "--crops", str(crops), "--keras", str(tmp_path / "clf.keras"), "--no-write"]) == 0
