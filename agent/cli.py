@@ -1,0 +1,491 @@
+"""``maskwatch`` command line: run, detect, check-config, bench, demo.
+
+Exit codes: 0 success; 1 some input could not be read (``detect``); 2 usage, config or model errors
+(one message on stderr naming the file, key and fix -- never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+
+import cv2
+import numpy as np
+
+from agent import __version__
+from agent.alert import AlertPolicy
+from agent.classify import MaskClassifier
+from agent.config import Config, ConfigError, load, parse
+from agent.detect import FaceDetector, clip_box
+from agent.model import ModelError
+from agent import service
+from agent.pipeline import STAGES, Pipeline, private_mb, rss_mb
+from agent.preview import PreviewError, PreviewServer
+from agent.sdnotify import Notifier
+from agent.publish import Publisher, StdoutPublisher
+from agent.sources import (
+    VIDEO_EXTS, FrameSource, SourceConfig, SourceCounters, SourceError, VideoFileSource, list_images,
+    normalize_image, open_source, read_image,
+)
+from agent.track import Tracker
+from agent.types import Face, Frame
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+LABEL_COLORS = {"mask": (80, 200, 60), "incorrect_mask": (0, 170, 255), "no_mask": (40, 40, 230)}
+
+log = logging.getLogger("maskwatch")
+
+
+class UsageError(Exception):
+    """A command-line mistake; exits 2 with the message."""
+
+
+# --- config and wiring -----------------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def find_config(explicit: Optional[str]) -> Optional[Path]:
+    """The config to use: --config, $MASKWATCH_CONFIG, ./config.yaml, the checkout's, /etc/maskwatch."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("MASKWATCH_CONFIG")
+    if env:
+        return Path(env)
+    for p in (Path.cwd() / "config.yaml", repo_root() / "config.yaml", Path("/etc/maskwatch/config.yaml")):
+        if p.is_file():
+            return p
+    return None
+
+
+def load_config(explicit: Optional[str]) -> Config:
+    path = find_config(explicit)
+    if path is None:
+        # No file anywhere: defaults, with model paths relative to the checkout.
+        return parse("{}", "<defaults>", repo_root())
+    return load(path)
+
+
+def load_models(cfg: Config) -> Tuple[FaceDetector, MaskClassifier]:
+    """Load and check both models (the step most likely to fail on a new box: do it first)."""
+    threads = cfg.runtime.num_threads
+    return FaceDetector(cfg.detector, threads), MaskClassifier(cfg.classifier, threads)
+
+
+def build_pipeline(cfg: Config, publisher: Publisher,
+                   models: Optional[Tuple[FaceDetector, MaskClassifier]] = None) -> Pipeline:
+    """Wire the stages a config describes around loaded models."""
+    detector, classifier = models or load_models(cfg)
+    unknown = [label for label in cfg.alerts.labels if label not in classifier.face_labels]
+    if unknown:
+        raise UsageError(f"{cfg.source_file}: `alerts.labels`: {unknown} not among the classifier's labels"
+                         f" {classifier.face_labels}\n  fix: use those names")
+    versions = {detector.model.name: detector.model.version, classifier.model.name: classifier.model.version}
+    preview = PreviewServer(cfg.preview, cfg.runtime.camera) if cfg.preview.enabled else None
+    return Pipeline(detector, classifier, Tracker(cfg.tracker), AlertPolicy(cfg.alerts, cfg.runtime.camera, versions),
+                    publisher, preview=preview)
+
+
+def make_publisher(cfg: Config) -> Publisher:
+    """MQTT when ``mqtt.enabled``, else JSON lines on stdout."""
+    if cfg.mqtt.enabled:
+        from agent.mqtt import MqttPublisher
+
+        try:
+            return MqttPublisher(cfg.mqtt, cfg.runtime.camera, cfg.runtime.state_dir)
+        except ValueError as exc:  # credentials that cannot be read, a camera name unfit for topics
+            raise UsageError(f"{cfg.source_file}: mqtt: {exc}\n  fix: correct the mqtt section") from None
+    return StdoutPublisher(stats_enabled=cfg.runtime.stats_interval_s > 0)
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def run_config(args: argparse.Namespace) -> Config:
+    """The config ``run`` uses: the file, then ``--source`` and ``$MASKWATCH_STATE_DIR`` (systemd's)."""
+    cfg = load_config(args.config)
+    if args.source:
+        cfg.source = dataclasses.replace(cfg.source, uri=args.source)
+    state_dir = os.environ.get("MASKWATCH_STATE_DIR")
+    if state_dir:
+        cfg.runtime = dataclasses.replace(cfg.runtime, state_dir=state_dir)
+    return cfg
+
+
+def start(cfg: Config) -> Tuple[Pipeline, FrameSource]:
+    """Models first (the likeliest failure), then the camera, then the publisher."""
+    models = load_models(cfg)
+    source = open_source(cfg.source)
+    try:
+        return build_pipeline(cfg, make_publisher(cfg), models), source
+    except BaseException:
+        source.close()
+        raise
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT or the end of a file; SIGHUP reloads the config (kept if invalid)."""
+    cfg = run_config(args)
+    logging.getLogger().setLevel(cfg.runtime.log_level.upper())
+    if cfg.runtime.log_level != "debug":
+        # OpenCV warns on stderr at every reopen attempt of a missing camera; we log it once.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    pipeline, source = start(cfg)
+    stop, terminate, reload = threading.Event(), threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        (reload if signum == signal.SIGHUP else terminate).set()
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    notifier = Notifier()
+    while True:
+        log.info("maskwatch %s: camera %r, source %s, models %s", __version__, cfg.runtime.camera, source.name,
+                 pipeline.policy.models)
+        try:
+            final = pipeline.run(source, stop, cfg.runtime.stats_interval_s, notifier)
+        finally:
+            source.close()
+        log.info("stopped after %d frames, %d alerts", final["frames"], final["alerts"])
+        if terminate.is_set() or not reload.is_set():
+            break
+        notifier.reloading()
+        stop.clear()
+        reload.clear()
+        try:
+            new_cfg = run_config(args)
+            pipeline, source = start(new_cfg)
+            cfg = new_cfg
+            log.info("reloaded %s", cfg.source_file)
+        except (ConfigError, ModelError, SourceError, UsageError, PreviewError) as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            pipeline, source = start(cfg)
+    notifier.stopping()
+    return EXIT_OK
+
+
+# --- detect ----------------------------------------------------------------------------------
+
+
+def _inputs(paths: Sequence[str]) -> Iterator[Tuple[str, str]]:
+    """(path as given or found, kind) for each input: images of folders, globs, files."""
+    for p in paths:
+        if os.path.isdir(p):
+            found = list_images(p)
+            if not found:
+                yield p, "empty-folder"
+            for f in found:
+                yield f, "image"
+        elif any(c in p for c in "*?[") and not os.path.exists(p):
+            found = list_images(p)
+            if not found:
+                yield p, "missing"
+            for f in found:
+                yield f, ("video" if f.lower().endswith(VIDEO_EXTS) else "image")
+        elif p.lower().endswith(VIDEO_EXTS):
+            yield p, "video"
+        else:
+            yield p, "image"
+
+
+def face_json(face: Face, width: int, height: int) -> Dict[str, Any]:
+    return {
+        "box": [round(v, 1) for v in clip_box(face.box, width, height)],
+        "label": face.label,
+        "score": round(face.score, 4),
+        "face_score": round(face.face_score, 4),
+        "scores": {k: round(v, 4) for k, v in face.scores.items()},
+    }
+
+
+def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+    """A copy of the frame with each face's box and label drawn."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    thick = max(1, round(max(h, w) / 400))
+    for f in faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in clip_box(f.box, w, h))
+        color = LABEL_COLORS.get(f.label or "", (200, 200, 200))
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+        text = f"{f.label} {f.score:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, thick)
+        ty = y1 - 4 if y1 - th - 6 >= 0 else y2 + th + 4
+        cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty + 2), color, -1)
+        cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 255, 255), thick,
+                    cv2.LINE_AA)
+    return out
+
+
+class Detector:
+    """detect + classify of single images, timed, for the ``detect`` and ``bench`` commands."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.detector = FaceDetector(cfg.detector, cfg.runtime.num_threads)
+        self.classifier = MaskClassifier(cfg.classifier, cfg.runtime.num_threads)
+
+    def __call__(self, image: np.ndarray) -> Tuple[List[Face], Dict[str, float]]:
+        t0 = time.perf_counter()
+        faces = self.detector.detect(image)
+        t1 = time.perf_counter()
+        faces = self.classifier.classify(image, faces)
+        t2 = time.perf_counter()
+        return faces, {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3}
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    run = Detector(cfg)
+    out: TextIO = sys.stdout
+    if args.annotate:
+        Path(args.annotate).mkdir(parents=True, exist_ok=True)
+    failed = 0
+    max_pixels = cfg.source.max_pixels
+
+    def emit(obj: Dict[str, Any]) -> None:
+        if args.json:
+            out.write(json.dumps(obj) + "\n")
+        elif "error" in obj:
+            out.write(f"{obj['image']}: error: {obj['error']}\n")
+        else:
+            where = obj["image"] + (f" frame {obj['frame']}" if "frame" in obj else "")
+            faces = ", ".join(f"{f['label']} {f['score']:.2f} {f['box']}" for f in obj["faces"]) or "no face"
+            out.write(f"{where}: {len(obj['faces'])} face(s): {faces}  [{obj['ms']['total']:.1f} ms]\n")
+        out.flush()
+
+    def one(path: str, image: np.ndarray, frame: Optional[int] = None) -> None:
+        t0 = time.perf_counter()
+        faces, ms = run(image)
+        h, w = image.shape[:2]
+        obj: Dict[str, Any] = {"image": path}
+        if frame is not None:
+            obj["frame"] = frame
+        obj.update(width=w, height=h, faces=[face_json(f, w, h) for f in faces])
+        ms["total"] = (time.perf_counter() - t0) * 1e3
+        obj["ms"] = {k: round(v, 3) for k, v in ms.items()}
+        emit(obj)
+        if args.annotate:
+            stem = Path(path).stem + (f"_{frame:06d}" if frame is not None else "")
+            cv2.imwrite(str(Path(args.annotate) / f"{stem}.jpg"), annotate(image, faces))
+
+    for path, kind in _inputs(args.paths):
+        if kind in ("missing", "empty-folder"):
+            emit({"image": path, "error": "no such file" if kind == "missing" else "no image in folder"})
+            failed += 1
+            continue
+        if kind == "video":
+            try:
+                video = VideoFileSource(path, max_pixels)
+            except SourceError:
+                emit({"image": path, "error": "cannot open as a video" if os.path.exists(path) else "no such file"})
+                failed += 1
+                continue
+            with video:
+                for frame in video:
+                    one(path, frame.image, frame.index)
+            if video.counters.frames == 0:
+                emit({"image": path, "error": "no readable frame"})
+                failed += 1
+            continue
+        if not os.path.exists(path):
+            emit({"image": path, "error": "no such file"})
+            failed += 1
+            continue
+        raw = read_image(path)
+        if raw is None:
+            emit({"image": path, "error": "not a readable image"})
+            failed += 1
+            continue
+        counters = SourceCounters()
+        image = normalize_image(raw, counters, max_pixels)
+        if image is None:
+            reason = next(iter(counters.skipped), "unusable")
+            emit({"image": path, "error": f"unusable image ({reason.replace('_', ' ')})"})
+            failed += 1
+            continue
+        one(path, image)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+# --- check-config ----------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.explain:
+        from agent.config import describe
+
+        print("\n".join(describe()))
+        return EXIT_OK
+    path = find_config(args.file or args.config)
+    cfg = load_config(str(path) if path else None)
+    run = Detector(cfg)  # loads and checks both models against their sidecars
+    where = path or "<defaults>"
+    print(f"{where}: ok")
+    print(f"  camera {cfg.runtime.camera!r}, source {cfg.source.uri!r}, {cfg.runtime.num_threads} thread(s)")
+    for m in (run.detector.model, run.classifier.model):
+        print(f"  {m.meta['kind']}: {m.name} {m.version} ({m.model_path}, runtime {m.runtime})")
+    print(f"  alerts: {', '.join(cfg.alerts.labels)} -> {'MQTT ' + cfg.mqtt.host if cfg.mqtt.enabled else 'stdout'}")
+    return EXIT_OK
+
+
+# --- bench -----------------------------------------------------------------------------------
+
+
+def bench_frames(source: Optional[str], count: int, max_pixels: int) -> List[np.ndarray]:
+    """Frames to time: from --source (images or video, kept in memory) or a doorway scene with 3 faces."""
+    if source:
+        src: FrameSource = open_source(SourceConfig(uri=source, live=False, max_pixels=max_pixels))
+        frames = []
+        with src:
+            for f in src:
+                frames.append(f.image)
+                if len(frames) >= count:
+                    break
+        if not frames:
+            raise UsageError(f"--source {source}: no readable frame")
+        return frames
+    # Drawn in a child process: loading the sample photo (scikit-image, PIL, imageio) would add
+    # ~40 MB to this process and spoil the RSS figure.
+    with tempfile.TemporaryDirectory(prefix="maskwatch-bench-") as tmp:
+        png = os.path.join(tmp, "scene.png")
+        code = f"import cv2; from agent.demo import doorway_scene; cv2.imwrite({png!r}, doorway_scene())"
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=str(repo_root()))
+        frame = cv2.imread(png)
+        if r.returncode != 0 or frame is None:
+            raise UsageError(f"could not draw the bench scene ({r.stderr.strip().splitlines()[-1:]})\n  fix:"
+                             " pip install scikit-image, or pass --source with your own images")
+    return [frame]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    frames = bench_frames(args.source, args.frames, cfg.source.max_pixels)
+    rows = []
+    for threads in args.threads:
+        run_cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, num_threads=threads),
+                                      preview=dataclasses.replace(cfg.preview, enabled=False))
+        sink = open(os.devnull, "w")
+        pipeline = build_pipeline(run_cfg, StdoutPublisher(stream=sink))
+        for i in range(args.warmup):
+            pipeline.process(Frame(frames[i % len(frames)], time.time(), i))
+        pipeline.timings = type(pipeline.timings)()
+        t0 = time.perf_counter()
+        faces = []
+        for i in range(args.frames):
+            r = pipeline.process(Frame(frames[i % len(frames)], t0 + i / 15.0, i))
+            faces.append(len(r.faces))
+        wall = time.perf_counter() - t0
+        sink.close()
+        s = pipeline.timings.summary()
+        rows.append((threads, s, args.frames / wall, rss_mb(), private_mb(), float(np.mean(faces))))
+        del pipeline  # free the interpreters before the next setting
+    h, w = frames[0].shape[:2]
+    print(f"maskwatch bench: {len(frames)} distinct frame(s) {w}x{h}, {args.frames} frames per run "
+          f"(+{args.warmup} warm-up)")
+    cols = ["total", *STAGES]
+    print(f"{'threads':>7} {'faces':>5} " + " ".join(f"{c + ' med/p95 ms':>22}" for c in cols)
+          + f" {'fps':>7} {'RSS MB':>7} {'private':>7}")
+    for threads, s, fps, rss, priv, nf in rows:
+        cells = " ".join(f"{s[c]['median']:>10.2f} /{s[c]['p95']:>9.2f}" if c in s else f"{'-':>22}" for c in cols)
+        print(f"{threads:>7} {nf:>5.1f} {cells} {fps:>7.1f} {rss:>7.1f} {priv:>7.1f}")
+    print(f"(RSS counts shared library pages too; private = this process's own pages; load average"
+          f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    if args.json:
+        print(json.dumps([{"threads": t, "ms": s, "fps": round(f, 1), "rss_mb": round(r, 1), "private_mb": round(p, 1),
+                           "faces": n} for t, s, f, r, p, n in rows]))
+    return EXIT_OK
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import DEFAULT_PEOPLE, make_clip
+
+    cfg = load_config(args.config)
+    cfg.mqtt = dataclasses.replace(cfg.mqtt, enabled=False)
+    cfg.preview = dataclasses.replace(cfg.preview, enabled=False)
+    cfg.runtime = dataclasses.replace(cfg.runtime, stats_interval_s=0.0)
+    with tempfile.TemporaryDirectory(prefix="maskwatch-demo-") as tmp:
+        clip = make_clip(Path(tmp) / "doorway.avi", DEFAULT_PEOPLE)
+        unmasked = sum(not p.masked for p in clip.people)
+        print(f"demo: {len(clip.people)} people walk past a doorway ({unmasked} without a mask), "
+              f"{clip.frames} frames; alerts follow as JSON lines", file=sys.stderr)
+        pipeline = build_pipeline(cfg, StdoutPublisher())
+        source = VideoFileSource(str(clip.path), cfg.source.max_pixels)
+        final = pipeline.run(source, stats_interval_s=0.0)
+    print(f"demo: {final['alerts']} alert(s); people by label: {final['people']}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maskwatch", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"maskwatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", metavar="FILE",
+                        help="config file (default: $MASKWATCH_CONFIG, ./config.yaml, /etc/maskwatch/config.yaml)")
+        return sp
+
+    r = with_config(sub.add_parser("run", help="run the agent on the configured camera"))
+    r.add_argument("--source", help="override source.uri")
+    r.set_defaults(func=cmd_run)
+    d = with_config(sub.add_parser("detect", help="find and classify faces in images, folders or videos"))
+    d.add_argument("--json", action="store_true", help="one JSON object per image (per frame for videos)")
+    d.add_argument("--annotate", metavar="DIR", help="write annotated copies of the images into DIR")
+    d.add_argument("paths", nargs="+", metavar="PATH")
+    d.set_defaults(func=cmd_detect)
+    c = with_config(sub.add_parser("check-config", help="validate a config file and load its models"))
+    c.add_argument("file", nargs="?", metavar="FILE")
+    c.add_argument("--explain", action="store_true", help="list every key with its default and meaning")
+    c.set_defaults(func=cmd_check_config)
+    b = with_config(sub.add_parser("bench", help="time each stage on 640x480 frames"))
+    b.add_argument("--source", help="image, folder or video to time on (default: a generated 3-face scene)")
+    b.add_argument("--frames", type=int, default=300)
+    b.add_argument("--warmup", type=int, default=20)
+    b.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    b.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    b.set_defaults(func=cmd_bench)
+    m = with_config(sub.add_parser("demo", help="run the agent on a generated doorway clip"))
+    m.set_defaults(func=cmd_demo)
+    i = sub.add_parser("install-service", help="install the systemd unit, a default config and the models")
+    service.add_arguments(i)
+    i.set_defaults(func=service.cmd_install_service)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, ModelError, SourceError, UsageError, PreviewError) as exc:
+        print(f"maskwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Face detection: letterbox a frame to the detector input, run it, decode faces in frame pixels.
+
+Anchors, box decoding and weighted NMS come from :mod:`agent.blazeface`, driven by the detector
+sidecar's ``decoding``; this module only moves between frame pixels and the model's input, applies
+the sidecar's ``box_adjust`` (model box -> human annotators' box) and the config's filters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from agent import blazeface
+from agent.model import Model, ModelError, load_model
+from agent.types import Face
+
+
+@dataclass
+class DetectorConfig:
+    """``detector:`` section -- the face detector model and which faces are kept."""
+
+    model: str = field(
+        default="models/face_detector.json",
+        metadata={"help": "detector sidecar (.json next to its .tflite)", "path": True},
+    )
+    min_score: Optional[float] = field(
+        default=None, metadata={"help": "least detector score; null: the model's default_min_score"}
+    )
+    iou_threshold: Optional[float] = field(
+        default=None, metadata={"help": "overlap that merges two detections; null: the model's nms.iou_threshold"}
+    )
+    min_face_px: float = field(default=20.0, metadata={"help": "faces smaller than this (shorter side, pixels) are ignored"})
+    roi: Optional[List[float]] = field(
+        default=None,
+        metadata={"help": "region of interest [x1, y1, x2, y2] as fractions of the frame; a face counts when"
+                  " its centre is inside; null: whole frame"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.min_score is not None and not 0.0 < self.min_score < 1.0:
+            raise ValueError("min_score must be between 0 and 1 (exclusive)")
+        if self.iou_threshold is not None and not 0.0 < self.iou_threshold < 1.0:
+            raise ValueError("iou_threshold must be between 0 and 1 (exclusive)")
+        if self.min_face_px < 0:
+            raise ValueError("min_face_px must be >= 0")
+        if self.roi is not None:
+            if len(self.roi) != 4:
+                raise ValueError("roi must be 4 numbers [x1, y1, x2, y2]")
+            x1, y1, x2, y2 = self.roi
+            if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
+                raise ValueError("roi must satisfy 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a frame was fitted into the model input: input = frame * scale + pad."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+
+    def to_frame(self, xy: np.ndarray) -> np.ndarray:
+        """Input-pixel coordinates (..., 2) -> frame pixels."""
+        out = np.empty_like(xy, dtype=np.float64)
+        out[..., 0] = (xy[..., 0] - self.pad_x) / self.scale_x
+        out[..., 1] = (xy[..., 1] - self.pad_y) / self.scale_y
+        return out
+
+
+class FaceDetector:
+    """BlazeFace-style detector driven entirely by its sidecar."""
+
+    def __init__(self, cfg: DetectorConfig, num_threads: int = 1, model: Optional[Model] = None) -> None:
+        self.cfg = cfg
+        self.model = model or load_model(cfg.model, kind="detector", num_threads=num_threads)
+        meta = self.model.meta
+        try:
+            self.decoding = dict(meta["decoding"])
+            if self.decoding.get("type", "blazeface") != "blazeface":
+                raise ValueError(f"decoding.type {self.decoding.get('type')!r} is not supported")
+            self.anchors = blazeface.generate_anchors(self.decoding["anchors"])
+            adj = self.decoding.get("box_adjust") or {}
+            self.box_adjust = (float(adj.get("dx", 0.0)), float(adj.get("dy", 0.0)),
+                               float(adj.get("sw", 1.0)), float(adj.get("sh", 1.0)))
+            nms = self.decoding.get("nms") or {}
+            self.iou_threshold = cfg.iou_threshold or float(nms.get("iou_threshold", 0.3))
+            self.min_score = cfg.min_score or float(self.decoding.get("default_min_score", 0.5))
+            self.keypoint_names = list(self.decoding.get("keypoint_names", []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{self.model.sidecar_path}: bad `decoding` ({exc})\n  fix: rebuild the model;"
+                             " see docs/model-contract.md") from None
+        if len(self.anchors) != int(self.decoding.get("num_boxes", len(self.anchors))):
+            raise ModelError(f"{self.model.sidecar_path}: {len(self.anchors)} anchors from `decoding.anchors`"
+                             f" but num_boxes is {self.decoding.get('num_boxes')}\n  fix: rebuild the model")
+        self.width, self.height = self.model.input_size
+        self.letterbox = str(meta["input"].get("resize", "letterbox")) == "letterbox"
+        self._rgb = str(meta["input"].get("color", "RGB")).upper() == "RGB"
+        self._lut = np.ascontiguousarray(self.model.pixel_lut().reshape(1, 256, 3))
+
+    @property
+    def names(self) -> Tuple[str, str]:
+        return self.model.name, self.model.version
+
+    def prepare(self, image: np.ndarray) -> Tuple[np.ndarray, Letterbox]:
+        """BGR frame -> (input tensor (1, H, W, 3), letterbox); padding is black."""
+        canvas, box = letterbox(image, self.width, self.height, keep_aspect=self.letterbox)
+        rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB) if self._rgb else canvas
+        return cv2.LUT(rgb, self._lut)[None], box
+
+    def detect(self, image: np.ndarray) -> List[Face]:
+        """Faces of a BGR frame, in frame pixels, filtered by score, size and region of interest."""
+        tensor, lb = self.prepare(image)
+        raw = self.model.run_raw(tensor)
+        with np.errstate(over="ignore"):  # exp() of very negative logits saturates to score 0
+            scores = blazeface.sigmoid_scores(self.model.dequantize("scores", raw["scores"]), self.decoding)
+        keep = np.flatnonzero(scores >= self.min_score)
+        if keep.size == 0:
+            return []
+        # Dequantize and decode only the anchors that can survive: a handful instead of thousands.
+        regressors = self.model.dequantize("regressors", raw["regressors"].reshape(len(self.anchors), -1)[keep])
+        boxes, _, keypoints = blazeface.decode(regressors, np.zeros(keep.size), self.anchors[keep], self.decoding)
+        boxes, scores, keypoints = blazeface.weighted_nms(
+            boxes, scores[keep], keypoints, self.iou_threshold, self.min_score
+        )
+        return self._to_faces(np.asarray(boxes), np.asarray(scores), np.asarray(keypoints), lb, image.shape)
+
+    def _to_faces(self, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, lb: Letterbox,
+                  shape: Tuple[int, ...]) -> List[Face]:
+        if len(boxes) == 0:
+            return []
+        size = np.array([self.width, self.height], np.float64)
+        # decode() gives coordinates normalized to the model input; to input pixels, then frame pixels.
+        corners = lb.to_frame(boxes.reshape(-1, 2, 2) * size)
+        points = lb.to_frame(kps.reshape(len(kps), -1, 2) * size)
+        dx, dy, sw, sh = self.box_adjust
+        fh, fw = shape[:2]
+        faces: List[Face] = []
+        for (p1, p2), score, pts in zip(corners, scores, points):
+            w, h = p2[0] - p1[0], p2[1] - p1[1]
+            cx, cy = (p1[0] + p2[0]) / 2 + dx * w, (p1[1] + p2[1]) / 2 + dy * h
+            w, h = w * sw, h * sh
+            if min(w, h) < self.cfg.min_face_px:
+                continue
+            if self.cfg.roi is not None:
+                x1, y1, x2, y2 = self.cfg.roi
+                if not (x1 * fw <= cx <= x2 * fw and y1 * fh <= cy <= y2 * fh):
+                    continue
+            box = (float(cx - w / 2), float(cy - h / 2), float(cx + w / 2), float(cy + h / 2))
+            faces.append(Face(box=box, face_score=float(score), keypoints=pts.astype(np.float32)))
+        faces.sort(key=lambda f: -f.face_score)
+        return faces
+
+
+def letterbox(image: np.ndarray, width: int, height: int, keep_aspect: bool = True) -> Tuple[np.ndarray, Letterbox]:
+    """Fit a frame into ``width`` x ``height``: centred, aspect kept, black padding (or stretched).
+
+    The geometry is continuous (sub-pixel centring), like the views the detector was trained and
+    calibrated on. Reductions beyond 4x first halve with INTER_AREA (OpenCV's fast path; against
+    aliasing); the rest is one bilinear warp. On the val images this is within 1.6 grey levels (mean)
+    of convert/'s slower training view, at ~0.2 ms for 640x480 instead of ~1.7 ms.
+    """
+    h, w = image.shape[:2]
+    if keep_aspect:
+        s = min(width / w, height / h)
+        lb = Letterbox(s, s, (width - s * w) / 2.0, (height - s * h) / 2.0)
+    else:
+        lb = Letterbox(width / w, height / h, 0.0, 0.0)
+    src, zoom = image, max(lb.scale_x, lb.scale_y)
+    while zoom < 0.25 and min(src.shape[:2]) >= 4:
+        # Halving is OpenCV's fast INTER_AREA path (other factors are ~10x slower).
+        src = cv2.resize(src, (src.shape[1] // 2, src.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        zoom *= 2.0
+    fx, fy = w / src.shape[1], h / src.shape[0]
+    # A halved pixel q is centred on original pixel f*q + (f-1)/2.
+    m = np.array([[lb.scale_x * fx, 0.0, lb.pad_x + lb.scale_x * (fx - 1) / 2],
+                  [0.0, lb.scale_y * fy, lb.pad_y + lb.scale_y * (fy - 1) / 2]])
+    canvas = cv2.warpAffine(src, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=(0, 0, 0))
+    return canvas, lb
+
+
+def clip_box(box: Tuple[float, float, float, float], width: int, height: int) -> Tuple[float, float, float, float]:
+    """A box limited to the frame (for reporting; crops use the unclipped box)."""
+    x1, y1, x2, y2 = box
+    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+
+
+__all__ = ["DetectorConfig", "FaceDetector", "Letterbox", "clip_box", "letterbox"]

@@ -1,0 +1,250 @@
+"""Load a TFLite model from its sidecar (docs/model-contract.md) and run it.
+
+The interpreter comes from the first runtime that imports: ``ai_edge_litert`` (the LiteRT wheel),
+``tflite_runtime`` (older Pi images), then ``tensorflow.lite`` -- TensorFlow is only tried last so
+that the agent never pays for it when a light runtime is present.
+
+Quantization parameters are read from the interpreter (they are the truth at run time); the
+sidecar's copy is documentation. Inputs are prepared through a per-channel lookup table that maps
+an 8-bit pixel straight to the tensor's value, so normalization and quantization cost one table
+lookup per pixel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+SCHEMA = "maskwatch-model/1"
+
+# (module to import, attribute path to the Interpreter class, pip package that provides it)
+RUNTIMES: Tuple[Tuple[str, str, str], ...] = (
+    ("ai_edge_litert.interpreter", "Interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "Interpreter", "tflite-runtime"),
+    ("tensorflow", "lite.Interpreter", "tensorflow"),
+)
+
+_DTYPES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32, "int16": np.int16}
+
+
+class ModelError(Exception):
+    """A model that cannot be used; ``str()`` names the files and the fix."""
+
+
+def find_interpreter(runtimes: Sequence[Tuple[str, str, str]] = RUNTIMES) -> Tuple[Callable[..., Any], str]:
+    """Return (Interpreter class, runtime module name) from the first runtime that imports."""
+    import importlib
+
+    failures: List[str] = []
+    for module_name, attr, package in runtimes:
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            return obj, module_name
+        except Exception as exc:  # ImportError, or a broken install raising anything else
+            failures.append(f"{module_name} ({type(exc).__name__}: {exc})")
+    raise ModelError(
+        "no TFLite runtime could be imported; tried: " + "; ".join(failures)
+        + "\n  fix: pip install ai-edge-litert  (or tflite-runtime on older Raspberry Pi OS;"
+        " tensorflow also works but is large)"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_sidecar(path: os.PathLike | str, kind: Optional[str] = None) -> Dict[str, Any]:
+    """Read and check a sidecar's common fields; raises ModelError naming the file."""
+    p = Path(path)
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{p}: model sidecar not found\n  fix: check the model path in the config"
+                         " (models are built by `maskwatch-convert`, see models/MODEL_CARD.md)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{p}: not a readable JSON sidecar ({exc})\n  fix: restore it from the release"
+                         " or rebuild the model") from None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        got = meta.get("schema") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelError(f"{p}: schema is {got!r}, expected {SCHEMA!r}\n  fix: point the config at a"
+                         " maskwatch model sidecar (.json next to the .tflite)")
+    if kind and meta.get("kind") != kind:
+        raise ModelError(f"{p}: is a {meta.get('kind')!r} model, expected a {kind!r}\n  fix: swap the"
+                         " detector and classifier model paths in the config")
+    for key in ("model_file", "input", "outputs"):
+        if key not in meta:
+            raise ModelError(f"{p}: missing `{key}`\n  fix: rebuild the model; see docs/model-contract.md")
+    return meta
+
+
+@dataclass
+class Model:
+    """An allocated interpreter with its sidecar, ready to run."""
+
+    sidecar_path: Path
+    model_path: Path
+    meta: Dict[str, Any]
+    interpreter: Any
+    runtime: str
+    input_index: int
+    input_dtype: np.dtype
+    input_quant: Tuple[float, int]  # (scale, zero_point); scale 0 = not quantized
+    output_index: Dict[str, int]  # logical name -> tensor index
+    batch: int = 1
+    _out_quant: Dict[str, Tuple[float, int]] = field(default_factory=dict)  # name -> (scale, zero point)
+
+    def __post_init__(self) -> None:
+        details = {d["index"]: d for d in self.interpreter.get_output_details()}
+        for name, index in self.output_index.items():
+            scale, zero = details[index]["quantization"]
+            self._out_quant[name] = (float(scale), int(zero))
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.model_path.stem))
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "unknown"))
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """(width, height) of the input tensor."""
+        return int(self.meta["input"]["width"]), int(self.meta["input"]["height"])
+
+    def pixel_lut(self) -> np.ndarray:
+        """(256, 3) table: 8-bit pixel value per channel -> input tensor value (normalized, quantized).
+
+        Channels are in the sidecar's ``input.color`` order.
+        """
+        norm = self.meta["input"].get("normalization") or {"mean": [0.0] * 3, "std": [1.0] * 3}
+        mean = np.asarray(norm["mean"], np.float64).reshape(1, -1)
+        std = np.asarray(norm["std"], np.float64).reshape(1, -1)
+        x = (np.arange(256, dtype=np.float64)[:, None] - mean) / std
+        x = np.broadcast_to(x, (256, 3))
+        scale, zero = self.input_quant
+        if scale:
+            info = np.iinfo(self.input_dtype)
+            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.input_dtype)
+        return x.astype(self.input_dtype)
+
+    def resize_batch(self, n: int, force: bool = False) -> None:
+        """Resize the input's batch dimension (reallocates; only when the size changes)."""
+        if n == self.batch and not force:
+            return
+        shape = list(self.interpreter.get_input_details()[0]["shape"])
+        shape[0] = n
+        self.interpreter.resize_tensor_input(self.input_index, shape, strict=True)
+        self.interpreter.allocate_tensors()
+        self.batch = n
+
+    def run_raw(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run on a prepared input tensor; returns the outputs as stored (maybe quantized), by logical name."""
+        self.interpreter.set_tensor(self.input_index, tensor)
+        self.interpreter.invoke()
+        return {name: self.interpreter.get_tensor(index) for name, index in self.output_index.items()}
+
+    def dequantize(self, name: str, raw: np.ndarray) -> np.ndarray:
+        """float32 values of (part of) output ``name`` from its stored values."""
+        scale, zero = self._out_quant[name]
+        return (raw.astype(np.float32) - zero) * scale if scale else raw.astype(np.float32, copy=False)
+
+    def run(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run on a prepared input tensor; returns float32 outputs by logical name (dequantized)."""
+        return {name: self.dequantize(name, raw) for name, raw in self.run_raw(tensor).items()}
+
+
+def load_model(
+    sidecar: os.PathLike | str,
+    kind: Optional[str] = None,
+    num_threads: int = 1,
+    runtimes: Sequence[Tuple[str, str, str]] = RUNTIMES,
+) -> Model:
+    """Load the model a sidecar describes, after checking its hash and tensor shapes."""
+    sidecar_path = Path(sidecar)
+    meta = read_sidecar(sidecar_path, kind)
+    model_path = sidecar_path.parent / meta["model_file"]
+    if not model_path.is_file():
+        raise ModelError(f"{model_path}: model file named by {sidecar_path} is missing\n  fix: put"
+                         f" {meta['model_file']} next to the sidecar, or rebuild the model")
+    want = meta.get("model_sha256")
+    if want:
+        got = sha256_of(model_path)
+        if got != want:
+            raise ModelError(
+                f"{model_path}: sha256 {got[:12]}... does not match {sidecar_path} ({str(want)[:12]}...)"
+                "\n  fix: the model and its sidecar come from different builds; reinstall both together"
+            )
+    interpreter_cls, runtime = find_interpreter(runtimes)
+    try:
+        interpreter = interpreter_cls(model_path=str(model_path), num_threads=max(1, int(num_threads)))
+        interpreter.allocate_tensors()
+    except Exception as exc:  # the runtime reports corrupt flatbuffers with assorted types
+        raise ModelError(f"{model_path}: not a loadable TFLite model ({exc})\n  fix: rebuild it or"
+                         " restore it from the release, with its sidecar") from None
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1:
+        raise ModelError(f"{model_path}: has {len(inputs)} inputs, expected 1\n  fix: rebuild the model")
+    inp = inputs[0]
+    mi = meta["input"]
+    want_shape = [int(mi["height"]), int(mi["width"]), int(mi.get("channels", 3))]
+    if list(inp["shape"][1:]) != want_shape:
+        raise ModelError(
+            f"{model_path}: input shape {list(inp['shape'])} does not match {sidecar_path} "
+            f"(height, width, channels = {want_shape})\n  fix: reinstall the model and its sidecar together"
+        )
+    want_dtype = _DTYPES.get(str(mi.get("dtype")))
+    if want_dtype is not None and np.dtype(inp["dtype"]) != np.dtype(want_dtype):
+        raise ModelError(f"{model_path}: input dtype {np.dtype(inp['dtype'])} does not match {sidecar_path}"
+                         f" ({mi.get('dtype')})\n  fix: reinstall the model and its sidecar together")
+    output_index = match_outputs(interpreter.get_output_details(), meta["outputs"], model_path, sidecar_path)
+    scale, zero = inp["quantization"]
+    return Model(
+        sidecar_path=sidecar_path,
+        model_path=model_path,
+        meta=meta,
+        interpreter=interpreter,
+        runtime=runtime,
+        input_index=int(inp["index"]),
+        input_dtype=np.dtype(inp["dtype"]),
+        input_quant=(float(scale), int(zero)),
+        output_index=output_index,
+        batch=int(inp["shape"][0]),
+    )
+
+
+def match_outputs(
+    details: Sequence[Mapping[str, Any]], wanted: Mapping[str, Any], model_path: Path, sidecar_path: Path
+) -> Dict[str, int]:
+    """Map the sidecar's logical output names to tensor indices by shape (names change in conversion)."""
+    by_shape: Dict[Tuple[int, ...], List[int]] = {}
+    for d in details:
+        by_shape.setdefault(tuple(int(v) for v in d["shape"][1:]), []).append(int(d["index"]))
+    found: Dict[str, int] = {}
+    for name, spec in wanted.items():
+        shape = tuple(int(v) for v in spec["shape"][1:])
+        hits = by_shape.get(shape, [])
+        if len(hits) != 1:
+            have = ", ".join(str([1, *s]) for s in by_shape)
+            problem = "no output" if not hits else f"{len(hits)} outputs"
+            raise ModelError(
+                f"{model_path}: {problem} of shape {list(spec['shape'])} for `{name}` in {sidecar_path}"
+                f" (the model's outputs: {have})\n  fix: reinstall the model and its sidecar together"
+            )
+        found[name] = hits[0]
+    return found
+
+
+__all__ = ["Model", "ModelError", "RUNTIMES", "find_interpreter", "load_model", "read_sidecar", "sha256_of"]

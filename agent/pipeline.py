@@ -1,0 +1,248 @@
+"""The frame loop: source -> detect -> classify -> track -> alert -> publish, with per-stage timings.
+
+The loop only wires the stages and measures them; each decision lives in its stage's module.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Literal, Optional
+
+import numpy as np
+
+from agent.alert import AlertPolicy
+from agent.classify import MaskClassifier
+from agent.detect import FaceDetector
+from agent.preview import PreviewServer
+from agent.publish import Publisher
+from agent.sdnotify import Notifier
+from agent.sources import FrameSource
+from agent.track import Tracker
+from agent.types import AlertEvent, Face, Frame, Track
+
+STAGES = ("detect", "classify", "track", "alert", "publish")
+
+
+@dataclass
+class RuntimeConfig:
+    """``runtime:`` section -- the camera's name, threads, stats."""
+
+    camera: str = field(default="doorway", metadata={"help": "camera name: in alerts and MQTT topics"})
+    num_threads: int = field(default=1, metadata={"help": "CPU threads per model (1 leaves a core to the camera)"})
+    stats_interval_s: float = field(default=60.0, metadata={"help": "seconds between stats reports; 0: never"})
+    state_dir: str = field(
+        default="/var/lib/maskwatch",
+        metadata={"help": "folder for state kept across restarts (the MQTT alert spool)", "path": True},
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = field(
+        default="info", metadata={"help": "log level of messages on stderr"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.camera or any(c in self.camera for c in "/+#") or self.camera.strip() != self.camera:
+            raise ValueError("camera must be a non-empty name without '/', '+', '#' or surrounding spaces")
+        if not 1 <= self.num_threads <= 64:
+            raise ValueError("num_threads must be between 1 and 64")
+        if self.stats_interval_s < 0:
+            raise ValueError("stats_interval_s must be >= 0")
+
+
+@dataclass
+class FrameResult:
+    """What one frame produced, for callers that look (``detect`` command, tests)."""
+
+    frame: Frame
+    faces: List[Face]
+    tracks: List[Track]
+    events: List[AlertEvent]
+    ms: Dict[str, float]
+
+
+class Timings:
+    """Recent per-stage durations in milliseconds (bounded), with median and 95th percentile."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self._ms: Dict[str, Deque[float]] = {}
+        self._keep = keep
+
+    def add(self, stage: str, ms: float) -> None:
+        self._ms.setdefault(stage, deque(maxlen=self._keep)).append(ms)
+
+    def summary(self) -> Dict[str, Dict[str, float]]:
+        out = {}
+        for stage, values in self._ms.items():
+            a = np.fromiter(values, float)
+            out[stage] = {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3)}
+        return out
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MB (Linux /proc; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * resource.getpagesize() / 1e6
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def private_mb() -> float:
+    """Memory only this process holds (private pages, Linux), in MB; 0 where unknown.
+
+    RSS also counts library code pages (OpenCV, numpy) that other processes may share.
+    """
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            kb = sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
+        return kb * 1024 / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class Pipeline:
+    """Runs each frame through the stages and keeps the counters the stats message reports."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        classifier: MaskClassifier,
+        tracker: Tracker,
+        policy: AlertPolicy,
+        publisher: Publisher,
+        clock: Callable[[], float] = time.perf_counter,
+        preview: Optional[PreviewServer] = None,
+    ) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        self.tracker = tracker
+        self.policy = policy
+        self.publisher = publisher
+        self.clock = clock
+        self.preview = preview  # optional live view: gets every frame with its faces (never blocks)
+        self.timings = Timings()
+        self.frames = 0
+        self.alerts = 0
+        self.people: Dict[str, int] = {}  # decided label -> people seen (counted when their track ends)
+        self._counted: set = set()
+        self._fps_window: Deque[float] = deque(maxlen=100)
+
+    def process(self, frame: Frame) -> FrameResult:
+        """One frame through every stage."""
+        ms: Dict[str, float] = {}
+        t0 = t = self.clock()
+
+        def lap(stage: str) -> None:
+            nonlocal t
+            now = self.clock()
+            ms[stage] = (now - t) * 1e3
+            t = now
+
+        faces = self.detector.detect(frame.image)
+        lap("detect")
+        faces = self.classifier.classify(frame.image, faces)
+        lap("classify")
+        if self.preview is not None:
+            self.preview.update(frame.image, faces, self.detector.cfg.roi)
+        before = {tr.track_id: tr for tr in self.tracker.tracks}
+        tracks = self.tracker.update(faces, frame.timestamp)
+        lap("track")
+        events = self.policy.update(tracks, frame.timestamp, frame.image)
+        lap("alert")
+        for event in events:
+            self.publisher.alert(event)
+        lap("publish")
+        ms["total"] = (t - t0) * 1e3
+        for stage, v in ms.items():
+            self.timings.add(stage, v)
+        self._count_people(before, tracks)
+        self.frames += 1
+        self.alerts += len(events)
+        self._fps_window.append(time.monotonic())
+        return FrameResult(frame, faces, tracks, events, ms)
+
+    def _count_people(self, before: Dict[int, Track], after: List[Track]) -> None:
+        live = {t.track_id for t in after}
+        for tid, track in before.items():
+            if tid not in live:
+                self._count_track(track)
+
+    def _count_track(self, track: Track) -> None:
+        if track.label is not None and track.track_id not in self._counted:
+            self._counted.add(track.track_id)
+            self.people[track.label] = self.people.get(track.label, 0) + 1
+
+    def finish(self) -> None:
+        """Count the people still in view (at the end of a file or on shutdown)."""
+        for track in self.tracker.tracks:
+            self._count_track(track)
+
+    def fps(self) -> float:
+        w = self._fps_window
+        return (len(w) - 1) / (w[-1] - w[0]) if len(w) > 1 and w[-1] > w[0] else 0.0
+
+    def stats(self, source: Optional[FrameSource] = None) -> Dict[str, Any]:
+        """The stats report: fps, per-stage ms, frames, drops, camera state, people by label."""
+        out: Dict[str, Any] = {
+            "fps": round(self.fps(), 2),
+            "frames": self.frames,
+            "alerts": self.alerts,
+            "ms": self.timings.summary(),
+            "people": dict(self.people),
+            "tracks_live": len(self.tracker.tracks),
+            "rss_mb": round(rss_mb(), 1),
+        }
+        if source is not None:
+            c = source.counters
+            out.update(camera_up=bool(source.up), dropped_frames=c.dropped, skipped_frames=dict(c.skipped),
+                       camera_reopens=c.reopens, camera_failures=c.failures)
+        return out
+
+    def run(
+        self,
+        source: FrameSource,
+        stop: Optional[threading.Event] = None,
+        stats_interval_s: float = 60.0,
+        notifier: Optional[Notifier] = None,
+        read_timeout: float = 0.5,
+    ) -> Dict[str, Any]:
+        """Process frames until the source ends or ``stop`` is set; returns the final stats."""
+        stop = stop or threading.Event()
+        notifier = notifier or Notifier()
+        next_stats = time.monotonic() + stats_interval_s if stats_interval_s else float("inf")
+        ready = False
+        if self.preview is not None:
+            self.preview.start()  # first: a busy port fails here, before anything else started
+        self.publisher.start()
+        try:
+            while not stop.is_set():
+                frame = source.read(read_timeout)
+                if source.live:  # files have no camera to report on
+                    self.publisher.camera_status(source.up)
+                if source.healthy:  # a grabber stuck in a driver call stops the pings: systemd restarts us
+                    notifier.watchdog()
+                if frame is not None:
+                    self.process(frame)
+                    if not ready:  # READY=1 once a frame went through every stage
+                        notifier.ready(f"processing {source.name}")
+                        ready = True
+                elif source.finished:
+                    break
+                if time.monotonic() >= next_stats:  # also while the camera is down
+                    next_stats = time.monotonic() + stats_interval_s
+                    self.publisher.stats(self.stats(source))
+        finally:
+            self.finish()
+            final = self.stats(source)
+            if stats_interval_s:
+                self.publisher.stats(final)
+            self.publisher.close()
+            if self.preview is not None:
+                self.preview.stop()
+        return final
+
+
+__all__ = ["FrameResult", "Pipeline", "RuntimeConfig", "STAGES", "Timings", "private_mb", "rss_mb"]

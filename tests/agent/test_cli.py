@@ -1,0 +1,281 @@
+"""The maskwatch command: detect (JSON contract, exit codes), check-config, bench, run, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.cli import main
+
+FACE_LABELS = {"mask", "incorrect_mask", "no_mask"}
+
+
+def check_record(obj):
+    assert set(obj) >= {"image", "width", "height", "faces", "ms"}
+    assert set(obj["ms"]) == {"detect", "classify", "total"}
+    assert obj["ms"]["total"] >= obj["ms"]["detect"]
+    for f in obj["faces"]:
+        assert set(f) == {"box", "label", "score", "face_score", "scores"}
+        assert f["label"] in FACE_LABELS and set(f["scores"]) == FACE_LABELS
+        assert f["score"] == f["scores"][f["label"]]
+        x1, y1, x2, y2 = f["box"]
+        assert 0 <= x1 < x2 <= obj["width"] and 0 <= y1 < y2 <= obj["height"]
+
+
+@pytest.fixture
+def inputs(tmp_path, astronaut):
+    d = tmp_path / "in"
+    d.mkdir()
+    cv2.imwrite(str(d / "astro.jpg"), astronaut)
+    cv2.imwrite(str(d / "gray.png"), cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY))
+    (d / "junk.jpg").write_bytes(b"\x00not an image at all")
+    return d
+
+
+def run_json(capsys, *args):
+    rc = main(["detect", "--json", *args])
+    out = capsys.readouterr().out
+    return rc, [json.loads(ln) for ln in out.splitlines()]
+
+
+def test_detect_json_contract_and_exit_1_on_junk(capsys, models_config, inputs):
+    given = [str(inputs / "astro.jpg"), str(inputs / "junk.jpg"), str(inputs / "missing.jpg"), str(inputs / "gray.png")]
+    rc, objs = run_json(capsys, "--config", str(models_config), *given)
+    assert rc == 1
+    assert [o["image"] for o in objs] == given  # one object per input, paths as given, in order
+    astro, junk, missing, gray = objs
+    check_record(astro)
+    check_record(gray)
+    assert (astro["width"], astro["height"]) == (512, 512) and len(astro["faces"]) == 1
+    assert len(gray["faces"]) == 1
+    assert set(junk) == {"image", "error"} and set(missing) == {"image", "error"}
+
+
+def test_detect_all_readable_exit_0_and_folder(capsys, models_config, inputs):
+    (inputs / "junk.jpg").unlink()
+    rc, objs = run_json(capsys, "--config", str(models_config), str(inputs))
+    assert rc == 0 and len(objs) == 2
+    for o in objs:
+        check_record(o)
+
+
+def test_detect_video_one_object_per_frame(capsys, models_config, clip):
+    rc, objs = run_json(capsys, "--config", str(models_config), str(clip.path))
+    assert rc == 0 and len(objs) == clip.frames
+    assert [o["frame"] for o in objs] == list(range(clip.frames))
+    assert all(o["image"] == str(clip.path) for o in objs)
+    assert sum(len(o["faces"]) > 0 for o in objs) > clip.frames // 2
+
+
+def test_detect_annotate_and_text_output(capsys, models_config, inputs, tmp_path):
+    out = tmp_path / "ann"
+    rc = main(["detect", "--config", str(models_config), "--annotate", str(out), str(inputs / "astro.jpg")])
+    text = capsys.readouterr().out
+    assert rc == 0 and "astro.jpg: 1 face(s)" in text
+    img = cv2.imread(str(out / "astro.jpg"))
+    assert img is not None and img.shape == (512, 512, 3)
+    assert np.abs(img.astype(int) - cv2.imread(str(inputs / "astro.jpg")).astype(int)).max() > 100  # drawn on
+
+
+def test_usage_and_config_errors_exit_2(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["detect"])
+    assert e.value.code == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("detector:\n  min_scroe: 0.5\n")
+    assert main(["detect", "--config", str(bad), "x.jpg"]) == 2
+    assert "did you mean `min_score`?" in capsys.readouterr().err
+    missing_models = tmp_path / "m.yaml"
+    missing_models.write_text("detector:\n  model: nowhere/det.json\n")
+    assert main(["detect", "--config", str(missing_models), "x.jpg"]) == 2
+    assert "sidecar not found" in capsys.readouterr().err
+
+
+def test_no_traceback_from_the_console(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tracker:\n  window: many\n")
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(bad)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "`tracker.window`" in r.stderr
+
+
+def test_check_config_loads_models(capsys, models_config):
+    assert main(["check-config", str(models_config)]) == 0
+    out = capsys.readouterr().out
+    assert ": ok" in out and "detector:" in out and "classifier:" in out
+    assert main(["check-config", "--explain"]) == 0
+    assert "tracker.window = 15" in capsys.readouterr().out
+
+
+def test_bench_prints_a_table(capsys, models_config):
+    assert main(["bench", "--config", str(models_config), "--frames", "5", "--warmup", "1", "--threads", "1", "2",
+                 "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:2] == ["threads", "faces"]
+    rows = json.loads(out[-1])
+    assert [r["threads"] for r in rows] == [1, 2]
+    assert 1.0 <= rows[0]["faces"] <= 3.0  # the budget case: up to 3 faces in a 640x480 doorway
+    assert rows[0]["ms"]["total"]["median"] > 0 and rows[0]["rss_mb"] > 0
+
+
+def test_run_on_a_clip_prints_one_alert_per_person(capsys, models_config, clip):
+    assert main(["run", "--config", str(models_config), "--source", str(clip.path)]) == 0
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    got = [ln for ln in lines if ln["type"] == "alert"]
+    assert [a["label"] for a in got] == ["no_mask"] * len(clip.people)
+
+
+def test_demo_alerts_on_the_unmasked(capsys, models_config):
+    from agent.demo import DEFAULT_PEOPLE
+
+    assert main(["demo", "--config", str(models_config)]) == 0
+    cap = capsys.readouterr()
+    lines = [json.loads(ln) for ln in cap.out.splitlines()]
+    assert {ln["type"] for ln in lines} == {"alert"}
+    got = [ln for ln in lines if ln["type"] == "alert"]
+    assert len(got) == sum(not p.masked for p in DEFAULT_PEOPLE)
+    assert "demo:" in cap.err
+
+
+def test_run_publishes_alerts_and_stats_over_mqtt(tmp_path, detector_json, classifier_json, clip):
+    """`maskwatch run` with mqtt.enabled against a real mosquitto: one QoS 1 alert per person
+    passing, and stats that follow the published schema."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import mosquitto as mq  # tests/mosquitto.py (the MQTT helper's broker fixture)
+
+    if mq.skip_reason():
+        pytest.skip(mq.skip_reason())
+    broker = mq.Broker(tmp_path / "broker")
+    broker.start()
+    collector = None
+    try:
+        collector = mq.Collector(broker.port, ["maskwatch/#"])
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(
+            f"runtime:\n  camera: door1\n  stats_interval_s: 1\n  state_dir: {tmp_path / 'state'}\n"
+            f"source:\n  uri: {clip.path}\n"
+            f"detector:\n  model: {detector_json}\n"
+            f"classifier:\n  model: {classifier_json}\n"
+            # Every label alerts: the test is about one message per person, whatever the model says.
+            "alerts:\n  labels: [mask, incorrect_mask, no_mask]\n  min_score: 0\n"
+            f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {broker.port}\n"
+        )
+        (tmp_path / "state").mkdir()
+        r = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)], capture_output=True,
+                           text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == ""  # alerts went to the broker, not stdout
+        assert collector.wait_for(lambda c: len(c.payloads("maskwatch/door1/alert")) >= len(clip.people), 10)
+        time.sleep(0.5)
+        alerts = [json.loads(p) for p in collector.payloads("maskwatch/door1/alert")]
+        assert len(alerts) == len(clip.people)
+        stats = [json.loads(p) for p in collector.payloads("maskwatch/door1/stats")]
+        assert stats, "no stats message"
+        schema = json.loads((Path(__file__).resolve().parents[2] / "agent/schemas/stats.schema.json").read_text())
+        jsonschema.validate(stats[-1], schema)
+        assert stats[-1]["frames"] == clip.frames
+    finally:
+        if collector is not None:
+            collector.close()
+        broker.stop()
+
+
+def test_detect_odd_images(capsys, tmp_path, detector_json, classifier_json, astronaut):
+    """16-bit and RGBA files are converted; an image above source.max_pixels is an error line."""
+    d = tmp_path / "odd"
+    d.mkdir()
+    cv2.imwrite(str(d / "deep.png"), astronaut.astype(np.uint16) * 257)
+    cv2.imwrite(str(d / "alpha.png"), cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA))
+    big = np.zeros((600, 600, 3), np.uint8)
+    cv2.imwrite(str(d / "huge.png"), big)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"detector:\n  model: {detector_json}\nclassifier:\n  model: {classifier_json}\n"
+                   "source:\n  max_pixels: 300000\n")
+    rc, objs = run_json(capsys, "--config", str(cfg), str(d / "deep.png"), str(d / "alpha.png"), str(d / "huge.png"))
+    assert rc == 1
+    deep, alpha, huge = objs
+    check_record(deep)
+    check_record(alpha)
+    assert huge == {"image": str(d / "huge.png"), "error": "unusable image (too large)"}
+
+
+def test_run_under_systemd_notify_reload_and_stop(tmp_path, detector_json, classifier_json, clip):
+    """`maskwatch run` as systemd runs it: READY=1 after the first frame, SIGHUP reloads (a broken
+    config is refused and the old one kept), SIGTERM stops cleanly with STOPPING=1."""
+    import signal
+    import socket
+    from pathlib import Path
+
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(30)
+    cfg = tmp_path / "config.yaml"
+
+    def write_config(camera):
+        cfg.write_text(f"runtime:\n  camera: {camera}\n  stats_interval_s: 0\n"
+                       f"source:\n  uri: {clip.path}\n  live: true\n"  # the clip as a camera that loops
+                       f"detector:\n  model: {detector_json}\nclassifier:\n  model: {classifier_json}\n")
+
+    def expect(word):
+        seen = []
+        while True:
+            msg = sock.recv(4096).decode()
+            seen.append(msg)
+            if word in msg:
+                return seen
+
+    write_config("door-a")
+    env = dict(os.environ, NOTIFY_SOCKET=sock_path, MASKWATCH_STATE_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)], env=env,
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        expect("READY=1")
+        write_config("door-b")
+        proc.send_signal(signal.SIGHUP)
+        expect("RELOADING=1")
+        expect("READY=1")
+        cfg.write_text("tracker:\n  window: lots\n")  # broken: refused, door-b keeps running
+        proc.send_signal(signal.SIGHUP)
+        expect("RELOADING=1")
+        expect("READY=1")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        expect("STOPPING=1")
+        assert proc.wait(timeout=20) == 0
+        err = proc.stderr.read()
+        assert "camera 'door-b'" in err and "reload failed, keeping the running config" in err
+        assert "`tracker.window`" in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+
+
+def test_alert_labels_must_be_classifier_labels(capsys, tmp_path, detector_json, classifier_json, clip):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"detector:\n  model: {detector_json}\nclassifier:\n  model: {classifier_json}\n"
+                   "alerts:\n  labels: [nomask]\n")
+    assert main(["run", "--config", str(cfg), "--source", str(clip.path)]) == 2
+    err = capsys.readouterr().err
+    assert "`alerts.labels`" in err and "nomask" in err and "fix:" in err
+
+
+def test_install_service_is_a_subcommand(capsys, tmp_path):
+    rc = main(["install-service", "--dry-run", "--prefix", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc in (0, 2), out.err  # 2 only with a user-level reason printed
+    assert (out.out if rc == 0 else out.err).strip()
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
