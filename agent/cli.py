@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,14 +30,14 @@ from agent.classify import MaskClassifier
 from agent.config import Config, ConfigError, load, parse
 from agent.detect import FaceDetector, clip_box
 from agent.model import ModelError
-from agent import service
-from agent.pipeline import STAGES, Pipeline, private_mb, rss_mb
+from agent import logs, service
+from agent.pipeline import STAGES, Pipeline, ReconfigureError, private_mb, rss_mb
 from agent.preview import PreviewError, PreviewServer
 from agent.sdnotify import Notifier
 from agent.publish import Publisher, StdoutPublisher
 from agent.sources import (
     VIDEO_EXTS, FrameSource, SourceConfig, SourceCounters, SourceError, VideoFileSource, list_images,
-    normalize_image, open_source, read_image,
+    normalize_image, open_source, read_image, redact_uri,
 )
 from agent.track import Tracker
 from agent.types import Face, Frame
@@ -99,6 +100,19 @@ def build_pipeline(cfg: Config, publisher: Publisher,
                     publisher, preview=preview)
 
 
+def publisher_error_message(file: Optional[str], problem: str) -> str:
+    """One message naming the key once: ``file: `mqtt.tls.ca_file`: cannot load ...`` plus the fix.
+
+    The publisher's errors start with their own key path ("mqtt.tls.ca_file: ..."); ones that do
+    not (a camera name unfit for topics) are put under ``mqtt``.
+    """
+    m = re.match(r"(mqtt(?:\.[\w/]+)*): (.*)", problem, re.S)
+    key, text = (m.group(1), m.group(2)) if m else ("mqtt", problem)
+    text, _, fix = text.partition("; ")
+    fix = fix or f"correct `{key}` in the mqtt section"
+    return f"{file or '<config>'}: `{key}`: {text}\n  fix: {fix}"
+
+
 def make_publisher(cfg: Config) -> Publisher:
     """MQTT when ``mqtt.enabled``, else JSON lines on stdout."""
     if cfg.mqtt.enabled:
@@ -107,8 +121,14 @@ def make_publisher(cfg: Config) -> Publisher:
         try:
             return MqttPublisher(cfg.mqtt, cfg.runtime.camera, cfg.runtime.state_dir)
         except ValueError as exc:  # credentials that cannot be read, a camera name unfit for topics
-            raise UsageError(f"{cfg.source_file}: mqtt: {exc}\n  fix: correct the mqtt section") from None
-    return StdoutPublisher(stats_enabled=cfg.runtime.stats_interval_s > 0)
+            raise UsageError(publisher_error_message(cfg.source_file, str(exc))) from None
+    # Under systemd stdout goes to the journal, which must hold no face images: crops stay out
+    # (conservatively whenever $JOURNAL_STREAM is set; MQTT carries them).
+    crops = not os.environ.get("JOURNAL_STREAM")
+    if cfg.alerts.include_crop and not crops:
+        log.warning("alerts.include_crop: face crops are left out of alerts on stdout, which goes to the journal;"
+                    " enable mqtt to receive them")
+    return StdoutPublisher(stats_enabled=cfg.runtime.stats_interval_s > 0, crops=crops)
 
 
 # --- run -------------------------------------------------------------------------------------
@@ -136,45 +156,97 @@ def start(cfg: Config) -> Tuple[Pipeline, FrameSource]:
         raise
 
 
+def publisher_key(cfg: Config) -> Tuple[Any, ...]:
+    """What the publisher is built from: a reload rebuilds it only when this changes."""
+    if cfg.mqtt.enabled:
+        return ("mqtt", cfg.mqtt, cfg.runtime.camera, cfg.runtime.state_dir)
+    return ("stdout", cfg.runtime.stats_interval_s > 0)
+
+
+class Reloader:
+    """SIGHUP: re-read the config and apply it to the running pipeline, in the loop's thread.
+
+    The camera is reopened only when the ``source`` section changed, models reloaded only when
+    their paths (or thread count) changed, the publisher rebuilt only when :func:`publisher_key`
+    changed. Everything new is built before anything is swapped: an invalid config, a model or
+    source that cannot be opened leaves the running config in place with one error line.
+    """
+
+    def __init__(self, args: argparse.Namespace, cfg: Config, pipeline: Pipeline, notifier: Notifier) -> None:
+        self.args = args
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.notifier = notifier
+
+    def __call__(self, source: FrameSource) -> FrameSource:
+        self.notifier.reloading()
+        new_source: Optional[FrameSource] = None
+        publisher: Optional[Publisher] = None
+        try:
+            new = run_config(self.args)
+            old = self.cfg
+            models_changed = (new.detector.model != old.detector.model or new.classifier.model != old.classifier.model
+                              or new.runtime.num_threads != old.runtime.num_threads)
+            detector, classifier = load_models(new) if models_changed else (None, None)
+            publisher = make_publisher(new) if publisher_key(new) != publisher_key(old) else None
+            if new.source != old.source:
+                new_source = open_source(new.source)
+            self.pipeline.reconfigure(new, detector, classifier, publisher)
+        except (ConfigError, ModelError, SourceError, UsageError, ReconfigureError) as exc:
+            if new_source is not None:
+                new_source.close()
+            if publisher is not None:
+                publisher.close(timeout=0.0)  # never started: just release its spool
+            log.error("reload failed, keeping the running config: %s", exc)
+            self.notifier.ready(f"processing {source.name} (reload failed: config kept)")
+            return source
+        if new.preview != old.preview:
+            log.warning("reload: `preview` changes take effect after a restart")
+        logs.set_level(new.runtime.log_level)
+        self.cfg = new
+        changed = [name for name, hit in (("source reopened", new_source is not None), ("models reloaded",
+                   models_changed), ("publisher rebuilt", publisher is not None)) if hit]
+        if new_source is not None:
+            source.close()
+            source = new_source
+        log.info("reloaded %s: camera %r, source %s (%s)", new.source_file, new.runtime.camera, source.name,
+                 ", ".join(changed) or "settings only")
+        self.notifier.ready(f"processing {source.name}")
+        return source
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT or the end of a file; SIGHUP reloads the config (kept if invalid)."""
     cfg = run_config(args)
-    logging.getLogger().setLevel(cfg.runtime.log_level.upper())
+    logs.set_level(cfg.runtime.log_level)
     if cfg.runtime.log_level != "debug":
         # OpenCV warns on stderr at every reopen attempt of a missing camera; we log it once.
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     pipeline, source = start(cfg)
-    stop, terminate, reload = threading.Event(), threading.Event(), threading.Event()
+    stop, reload = threading.Event(), threading.Event()
+
+    notifier = Notifier()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        (reload if signum == signal.SIGHUP else terminate).set()
-        stop.set()
+        if signum == signal.SIGHUP:
+            reload.set()
+        elif not stop.is_set():
+            notifier.stopping()  # at once: the shutdown (delivering in-flight alerts) takes a moment
+            stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    notifier = Notifier()
-    while True:
-        log.info("maskwatch %s: camera %r, source %s, models %s", __version__, cfg.runtime.camera, source.name,
-                 pipeline.policy.models)
-        try:
-            final = pipeline.run(source, stop, cfg.runtime.stats_interval_s, notifier)
-        finally:
-            source.close()
-        log.info("stopped after %d frames, %d alerts", final["frames"], final["alerts"])
-        if terminate.is_set() or not reload.is_set():
-            break
-        notifier.reloading()
-        stop.clear()
-        reload.clear()
-        try:
-            new_cfg = run_config(args)
-            pipeline, source = start(new_cfg)
-            cfg = new_cfg
-            log.info("reloaded %s", cfg.source_file)
-        except (ConfigError, ModelError, SourceError, UsageError, PreviewError) as exc:
-            log.error("reload failed, keeping the running config: %s", exc)
-            pipeline, source = start(cfg)
-    notifier.stopping()
+    log.info("maskwatch %s: camera %r, source %s, models %s", __version__, cfg.runtime.camera, source.name,
+             pipeline.policy.models)
+    reloader = Reloader(args, cfg, pipeline, notifier)
+    try:
+        final = pipeline.run(source, stop, cfg.runtime.stats_interval_s, notifier, reload=reload, reloader=reloader,
+                             ready_anyway_s=cfg.runtime.ready_timeout_s)
+    finally:
+        if not stop.is_set():  # the source ended (a file) or the loop failed
+            notifier.stopping()
+        (pipeline.source or source).close()
+    log.info("stopped after %d frames, %d alerts", final["frames"], final["alerts"])
     return EXIT_OK
 
 
@@ -334,7 +406,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     run = Detector(cfg)  # loads and checks both models against their sidecars
     where = path or "<defaults>"
     print(f"{where}: ok")
-    print(f"  camera {cfg.runtime.camera!r}, source {cfg.source.uri!r}, {cfg.runtime.num_threads} thread(s)")
+    print(f"  camera {cfg.runtime.camera!r}, source {redact_uri(cfg.source.uri)!r}, {cfg.runtime.num_threads} thread(s)")
     for m in (run.detector.model, run.classifier.model):
         print(f"  {m.meta['kind']}: {m.name} {m.version} ({m.model_path}, runtime {m.runtime})")
     print(f"  alerts: {', '.join(cfg.alerts.labels)} -> {'MQTT ' + cfg.mqtt.host if cfg.mqtt.enabled else 'stdout'}")
@@ -473,8 +545,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logs.setup(sys.stderr)
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -7,7 +7,6 @@ config); the publisher follows. Topics live under ``prefix`` (default ``maskwatc
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import logging
@@ -15,21 +14,25 @@ import os
 import queue
 import re
 import socket
-import ssl
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 from typing import Any, Deque, Dict, Mapping, Optional, Tuple
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.ha import STATUS_ONLINE, discovery_messages, status_topic
-from agent.spool import Spool, SpoolError
+from agent.publish import alert_payload, iso_utc
 from agent.types import AlertEvent
+
+if TYPE_CHECKING:
+    # paho, ssl and the spool's sqlite3 are imported only when a publisher is built: the config
+    # loader imports this module, and a runtime with MQTT off need not carry them (~5 MB RSS).
+    import ssl
+
+    import paho.mqtt.client as mqtt
 
 DEFAULT_STATE_DIR = "/var/lib/maskwatch"
 MASK_LABEL = "mask"  # the compliant label of docs/model-contract.md
@@ -225,31 +228,6 @@ class MqttConfig:
 # Payloads
 # --------------------------------------------------------------------------------------------
 
-def iso_utc(epoch: float) -> str:
-    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-24T10:00:00.123Z``."""
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def alert_payload(event: AlertEvent) -> Dict[str, Any]:
-    """The alert message (agent/schemas/alert.schema.json); the optional face crop is base64 JPEG
-    in ``crop_jpeg`` so an alert stays one message with one id."""
-    out: Dict[str, Any] = {
-        "id": event.event_id,
-        "camera": event.camera,
-        "time": iso_utc(event.epoch),
-        "epoch": round(float(event.epoch), 3),
-        "label": event.label,
-        "score": round(float(event.score), 4),
-        "track": int(event.track_id),
-        "box": [round(float(v), 1) for v in event.box],
-        "frame": {"width": int(event.frame_width), "height": int(event.frame_height)},
-        "models": {str(k): str(v) for k, v in event.models.items()},
-    }
-    if event.crop_jpeg is not None:
-        out["crop_jpeg"] = base64.b64encode(event.crop_jpeg).decode("ascii")
-    return out
-
-
 def _json(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
@@ -287,19 +265,24 @@ class PublisherError(ValueError):
     file, spool path); ``str()`` names the key and the fix."""
 
 
-class _Client(mqtt.Client):
+def _client_class() -> type:
     """paho's client, remembering why the last (re)connect attempt failed: paho's own loop swallows
     the exception and ``on_connect_fail`` gets no argument, but "certificate verify failed" or
-    "connection refused" is what the operator needs to read."""
+    "connection refused" is what the operator needs to read. paho is imported here, on first use:
+    the config loader imports this module, and a runtime with MQTT off should not carry paho."""
+    import paho.mqtt.client as paho_client
 
-    last_connect_error: Optional[BaseException] = None
+    class _Client(paho_client.Client):
+        last_connect_error: Optional[BaseException] = None
 
-    def reconnect(self) -> MQTTErrorCode:
-        try:
-            return super().reconnect()
-        except OSError as exc:
-            self.last_connect_error = exc
-            raise
+        def reconnect(self) -> Any:
+            try:
+                return super().reconnect()
+            except OSError as exc:
+                self.last_connect_error = exc
+                raise
+
+    return _Client
 
 
 _WAKE, _ACK, _CONNECTED, _DISCONNECTED, _HA_ONLINE, _STOP = range(6)
@@ -335,8 +318,12 @@ class MqttPublisher:
         self._failures = 0  # consecutive failed connection attempts, for the log
         self.counters: Dict[str, int] = {"published": 0, "acked": 0, "reconnects": 0, "spool_errors": 0,
                                          "connect_failures": 0, "sender_errors": 0}
-        self._client = _Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=True,
-                               protocol=mqtt.MQTTv311)
+        import paho.mqtt.client as paho_client
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+        self._queued_ok = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+        self._client = _client_class()(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=True,
+                                       protocol=paho_client.MQTTv311)
         self._client.max_inflight_messages_set(self._window)
         self._client.reconnect_delay_set(max(1, int(round(cfg.reconnect_min_s))),
                                          max(1, int(round(cfg.reconnect_max_s))))
@@ -356,6 +343,8 @@ class MqttPublisher:
             self._client.tls_set_context(self._tls_context())
             # Host name checking follows `verify` too (a CA-only check would accept any cert of that CA).
             self._client.tls_insecure_set(not cfg.tls.verify)
+        from agent.spool import Spool, SpoolError
+
         try:  # last: nothing to close when an earlier check fails
             self._spool = Spool(cfg.spool.path, cfg.spool.max_messages)
         except SpoolError as exc:
@@ -379,6 +368,8 @@ class MqttPublisher:
 
     def alert(self, event: AlertEvent) -> None:
         """Spool the alert, then let the sender publish it; never waits for the network."""
+        from agent.spool import SpoolError
+
         if self._closed:
             raise RuntimeError("MqttPublisher.alert() after close()")
         payload = _json(alert_payload(event))
@@ -434,11 +425,14 @@ class MqttPublisher:
         if self._closed:
             return
         self._closed = True
-        deadline = time.monotonic() + max(0.0, timeout)
+        # The whole close fits in `timeout` (systemd's stop timeout is the outer bound): in-flight
+        # alerts get the time up to the last third (at most 1 s), which is kept for `stopped`.
+        timeout = max(0.0, timeout)
+        deadline = time.monotonic() + timeout
         if self._sender is not None:
             self._drained.clear()  # the sender sets it again once nothing waits for an ack
             self._queue.put((_WAKE, None))
-            self._drained.wait(max(0.0, deadline - time.monotonic()))
+            self._drained.wait(max(0.0, timeout - min(1.0, timeout / 3)))
         if self._connected.is_set():
             info = self._client.publish(self.config.topic("availability"), "stopped", qos=1, retain=True)
             try:
@@ -449,7 +443,7 @@ class MqttPublisher:
         self._client.loop_stop()
         if self._sender is not None:
             self._queue.put((_STOP, None))
-            self._sender.join(timeout=2.0)
+            self._sender.join(timeout=max(0.1, deadline - time.monotonic()))
         left = self._spool.depth()
         if left:
             self.log.warning("mqtt: %d alert(s) not acknowledged yet; kept in %s for the next start",
@@ -514,7 +508,8 @@ class MqttPublisher:
                 self._handle(kind, arg)
             except Exception:  # noqa: BLE001 -- a dead sender would silently strand every alert
                 self.counters["sender_errors"] += 1
-                self.log.exception("mqtt: sender failed on event %d; alerts stay in the spool", kind)
+                # One line; the traceback only at debug level (agent/logs.py drops it otherwise).
+                self.log.error("mqtt: sender failed on event %d; alerts stay in the spool", kind, exc_info=True)
 
     def _handle(self, kind: int, arg: Any) -> None:
         """One event of the sender thread, then hand more alerts to paho if there is room."""
@@ -544,7 +539,7 @@ class MqttPublisher:
             rows = self._spool_call(spool.after, self._cursor, room) or []
             for row in rows:
                 info = self._client.publish(row.topic, row.payload, qos=self.config.qos)
-                if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                if info.rc not in self._queued_ok:
                     # Not queued by paho (e.g. its mid counter wrapped onto a message still in
                     # flight): leave the row for the next pump instead of waiting for an ack.
                     self.log.debug("mqtt: publish of %s deferred (%s)", row.event_id, info.rc)
@@ -559,6 +554,8 @@ class MqttPublisher:
             self._drained.clear()
 
     def _spool_call(self, fn: Any, *args: Any) -> Any:
+        from agent.spool import SpoolError
+
         try:
             return fn(*args)
         except SpoolError as exc:
@@ -573,6 +570,8 @@ class MqttPublisher:
 
     def _tls_context(self) -> ssl.SSLContext:
         tls = self.config.tls
+        import ssl
+
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         try:
             if tls.ca_file:
@@ -595,6 +594,8 @@ class MqttPublisher:
 
 def _describe_error(exc: BaseException) -> str:
     """One line for the log: the SSL/OS reason without a traceback."""
+    import ssl
+
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate verification failed: {exc.verify_message or exc.reason}"
     if isinstance(exc, ssl.SSLError):

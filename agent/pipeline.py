@@ -10,13 +10,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Literal, Optional
 
 import numpy as np
 
 from agent.alert import AlertPolicy
 from agent.classify import MaskClassifier
 from agent.detect import FaceDetector
+from agent.model import ModelError
 from agent.preview import PreviewServer
 from agent.publish import Publisher
 from agent.sdnotify import Notifier
@@ -24,7 +25,18 @@ from agent.sources import FrameSource
 from agent.track import Tracker
 from agent.types import AlertEvent, Face, Frame, Track
 
+if TYPE_CHECKING:  # agent.config imports this module
+    from agent.config import Config
+
 STAGES = ("detect", "classify", "track", "alert", "publish")
+# Shutdown budget (systemd's stop timeout is 5 s here): the publisher gets this long to deliver
+# in-flight alerts and the retained `stopped`; a live source's grabber gets SOURCE_CLOSE_S.
+PUBLISHER_CLOSE_S = 3.0
+READY_ANYWAY_S = 30.0  # a camera absent at start: READY=1 after this long, so systemd does not restart-loop
+
+
+class ReconfigureError(ValueError):
+    """A new config that cannot be applied to the running pipeline; the old one stays."""
 
 
 @dataclass
@@ -41,6 +53,10 @@ class RuntimeConfig:
     log_level: Literal["debug", "info", "warning", "error"] = field(
         default="info", metadata={"help": "log level of messages on stderr"}
     )
+    ready_timeout_s: float = field(
+        default=READY_ANYWAY_S,
+        metadata={"help": "a camera down at start: tell systemd we are up after this many seconds (and keep retrying)"},
+    )
 
     def __post_init__(self) -> None:
         if not self.camera or any(c in self.camera for c in "/+#") or self.camera.strip() != self.camera:
@@ -49,6 +65,8 @@ class RuntimeConfig:
             raise ValueError("num_threads must be between 1 and 64")
         if self.stats_interval_s < 0:
             raise ValueError("stats_interval_s must be >= 0")
+        if not 0 < self.ready_timeout_s <= 3600:
+            raise ValueError("ready_timeout_s must be > 0 and at most 3600 (below systemd's TimeoutStartSec)")
 
 
 @dataclass
@@ -129,6 +147,40 @@ class Pipeline:
         self.people: Dict[str, int] = {}  # decided label -> people seen (counted when their track ends)
         self._counted: set = set()
         self._fps_window: Deque[float] = deque(maxlen=100)
+        self.stats_interval_s: Optional[float] = None  # set by run(); reconfigure() may change it
+        self.source: Optional[FrameSource] = None  # the one run() reads (a reload may replace it)
+
+    def reconfigure(self, cfg: "Config", detector: Optional[FaceDetector] = None,
+                    classifier: Optional[MaskClassifier] = None, publisher: Optional[Publisher] = None) -> None:
+        """Apply a new config between frames (call it from the loop's thread), keeping what it can.
+
+        Detector and classifier settings (min_score, iou, min_face_px, roi, thresholds, batching)
+        are applied around the loaded models, unless new ``detector``/``classifier`` objects (new
+        model files) are given; the tracker keeps its tracks and the alert policy its memory of
+        who was alerted; a given ``publisher`` replaces the running one (closed first). Everything
+        is built before anything is swapped: on :class:`ReconfigureError` nothing changed.
+        """
+        threads = cfg.runtime.num_threads
+        try:
+            new_detector = detector or FaceDetector(cfg.detector, threads, model=self.detector.model)
+            new_classifier = classifier or MaskClassifier(cfg.classifier, threads, model=self.classifier.model)
+        except ModelError as exc:
+            raise ReconfigureError(str(exc)) from None
+        unknown = [label for label in cfg.alerts.labels if label not in new_classifier.face_labels]
+        if unknown:
+            raise ReconfigureError(f"{cfg.source_file}: `alerts.labels`: {unknown} not among the classifier's"
+                                   f" labels {new_classifier.face_labels}\n  fix: use those names")
+        self.detector, self.classifier = new_detector, new_classifier
+        self.tracker.cfg = cfg.tracker  # live tracks carry on; new ones use the new window
+        self.policy.cfg = cfg.alerts
+        self.policy.camera = cfg.runtime.camera
+        self.policy.models = {new_detector.model.name: new_detector.model.version,
+                              new_classifier.model.name: new_classifier.model.version}
+        self.stats_interval_s = cfg.runtime.stats_interval_s
+        if publisher is not None and publisher is not self.publisher:
+            old, self.publisher = self.publisher, publisher
+            old.close(timeout=PUBLISHER_CLOSE_S)
+            publisher.start()
 
     def process(self, frame: Frame) -> FrameResult:
         """One frame through every stage."""
@@ -208,20 +260,50 @@ class Pipeline:
         stats_interval_s: float = 60.0,
         notifier: Optional[Notifier] = None,
         read_timeout: float = 0.5,
+        reload: Optional[threading.Event] = None,
+        reloader: Optional[Callable[[FrameSource], FrameSource]] = None,
+        ready_anyway_s: float = READY_ANYWAY_S,
     ) -> Dict[str, Any]:
-        """Process frames until the source ends or ``stop`` is set; returns the final stats."""
+        """Process frames until the source ends or ``stop`` is set; returns the final stats.
+
+        When ``reload`` is set, ``reloader(source)`` runs here, between two frames, and returns the
+        source to go on with (the same one unless the ``source`` section changed); the caller
+        closes the source it ends with (``self.source``). READY=1 goes out after the first frame
+        went through every stage, or after ``ready_anyway_s`` with a live camera that is down (it
+        keeps being retried; STATUS= follows the camera).
+        """
         stop = stop or threading.Event()
         notifier = notifier or Notifier()
-        next_stats = time.monotonic() + stats_interval_s if stats_interval_s else float("inf")
+        self.stats_interval_s = stats_interval_s
+        self.source = source
+
+        def next_stats_at() -> float:
+            return time.monotonic() + self.stats_interval_s if self.stats_interval_s else float("inf")
+
+        next_stats = next_stats_at()
+        started = time.monotonic()
         ready = False
+        camera_up: Optional[bool] = None
         if self.preview is not None:
             self.preview.start()  # first: a busy port fails here, before anything else started
         self.publisher.start()
         try:
             while not stop.is_set():
+                if reload is not None and reload.is_set():
+                    reload.clear()
+                    if reloader is not None:
+                        interval = self.stats_interval_s
+                        source = self.source = reloader(source)
+                        if self.stats_interval_s != interval:
+                            next_stats = next_stats_at()
+                        camera_up = None  # report the (maybe new) camera afresh
                 frame = source.read(read_timeout)
                 if source.live:  # files have no camera to report on
-                    self.publisher.camera_status(source.up)
+                    up = source.up
+                    self.publisher.camera_status(up)
+                    if ready and up != camera_up:
+                        notifier.status(f"processing {source.name}" if up else f"camera down: {source.name}")
+                    camera_up = up
                 if source.healthy:  # a grabber stuck in a driver call stops the pings: systemd restarts us
                     notifier.watchdog()
                 if frame is not None:
@@ -231,18 +313,24 @@ class Pipeline:
                         ready = True
                 elif source.finished:
                     break
+                elif not ready and source.live and time.monotonic() - started >= ready_anyway_s:
+                    # Started without a camera: say so and keep retrying, rather than leave systemd
+                    # waiting for READY=1 until it kills and restarts us in a loop.
+                    notifier.ready(f"camera down: {source.name}")
+                    ready = True
                 if time.monotonic() >= next_stats:  # also while the camera is down
-                    next_stats = time.monotonic() + stats_interval_s
+                    next_stats = next_stats_at()
                     self.publisher.stats(self.stats(source))
         finally:
             self.finish()
             final = self.stats(source)
-            if stats_interval_s:
+            if self.stats_interval_s:
                 self.publisher.stats(final)
-            self.publisher.close()
+            self.publisher.close(timeout=PUBLISHER_CLOSE_S)
             if self.preview is not None:
                 self.preview.stop()
         return final
 
 
-__all__ = ["FrameResult", "Pipeline", "RuntimeConfig", "STAGES", "Timings", "private_mb", "rss_mb"]
+__all__ = ["FrameResult", "PUBLISHER_CLOSE_S", "Pipeline", "READY_ANYWAY_S", "ReconfigureError", "RuntimeConfig",
+           "STAGES", "Timings", "private_mb", "rss_mb"]

@@ -1,7 +1,8 @@
-"""Where alerts go: the :class:`Publisher` protocol and the stdout implementation.
+"""Where alerts go: the :class:`Publisher` protocol, the one alert payload, the stdout publisher.
 
 ``MqttPublisher`` (agent/mqtt.py) implements the same protocol; the runtime picks it when
-``mqtt.enabled`` is true, otherwise alerts print as one JSON object per line on stdout.
+``mqtt.enabled`` is true, otherwise alerts print as one JSON object per line on stdout. Both send
+the same alert object, :func:`alert_payload` (agent/schemas/alert.schema.json).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import base64
 import json
 import sys
 import threading
+from datetime import datetime, timezone
 from typing import IO, Any, Dict, Mapping, Optional, Protocol, runtime_checkable
 
 from agent.types import AlertEvent
@@ -30,35 +32,48 @@ class Publisher(Protocol):
     def close(self, timeout: float = 5.0) -> None: ...
 
 
-def event_dict(event: AlertEvent) -> Dict[str, Any]:
-    """The JSON form of an alert (the crop, when present, as base64 JPEG)."""
+def iso_utc(epoch: float) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-24T10:00:00.123Z``."""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alert_payload(event: AlertEvent, include_crop: bool = True) -> Dict[str, Any]:
+    """The alert message (agent/schemas/alert.schema.json), on MQTT and stdout alike.
+
+    ``type`` makes a line self-describing among stdout's stats/camera lines. The optional face crop
+    is base64 JPEG in ``crop_jpeg`` so an alert stays one message with one id; ``include_crop``
+    False leaves it out (a stdout that goes to the journal must hold no face images).
+    """
     out: Dict[str, Any] = {
-        "event_id": event.event_id,
+        "type": "alert",
+        "id": event.event_id,
         "camera": event.camera,
-        "epoch": round(event.epoch, 3),
+        "time": iso_utc(event.epoch),
+        "epoch": round(float(event.epoch), 3),
         "label": event.label,
-        "score": event.score,
-        "track_id": event.track_id,
+        "score": round(float(event.score), 4),
+        "track": int(event.track_id),
         "box": [round(float(v), 1) for v in event.box],
-        "frame_width": event.frame_width,
-        "frame_height": event.frame_height,
-        "models": dict(event.models),
+        "frame": {"width": int(event.frame_width), "height": int(event.frame_height)},
+        "models": {str(k): str(v) for k, v in event.models.items()},
     }
-    if event.crop_jpeg is not None:
-        out["crop_jpeg_b64"] = base64.b64encode(event.crop_jpeg).decode("ascii")
+    if include_crop and event.crop_jpeg is not None:
+        out["crop_jpeg"] = base64.b64encode(event.crop_jpeg).decode("ascii")
     return out
 
 
 class StdoutPublisher:
-    """JSON lines on a stream: ``{"type": "alert", ...}``, ``{"type": "stats", ...}``, ``{"type": "camera", ...}``.
+    """JSON lines on a stream: alerts (:func:`alert_payload`, ``"type": "alert"``), ``{"type": "stats", ...}``,
+    ``{"type": "camera", ...}``.
 
     Writing a line to stdout is fast enough to do in the frame loop; a lock keeps lines whole when
-    several threads publish.
+    several threads publish. ``crops=False`` leaves face crops out of alerts (stdout is the journal).
     """
 
-    def __init__(self, stream: Optional[IO[str]] = None, stats_enabled: bool = True) -> None:
+    def __init__(self, stream: Optional[IO[str]] = None, stats_enabled: bool = True, crops: bool = True) -> None:
         self._stream = stream
         self._stats = stats_enabled
+        self._crops = crops
         self._lock = threading.Lock()
         self._camera_up: Optional[bool] = None
 
@@ -79,7 +94,7 @@ class StdoutPublisher:
         pass
 
     def alert(self, event: AlertEvent) -> None:
-        self._write({"type": "alert", **event_dict(event)})
+        self._write(alert_payload(event, include_crop=self._crops))
 
     def stats(self, stats: Mapping[str, Any]) -> None:
         if self._stats:
@@ -98,4 +113,4 @@ class StdoutPublisher:
                 pass
 
 
-__all__ = ["Publisher", "StdoutPublisher", "event_dict"]
+__all__ = ["Publisher", "StdoutPublisher", "alert_payload", "iso_utc"]

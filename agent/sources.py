@@ -21,6 +21,7 @@ import glob as globlib
 import importlib.util
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,24 @@ PICAMERA2_MISSING = (
     "\n  fix: on a Pi: sudo apt install python3-picamera2 (and create the venv with --system-site-packages);"
     " elsewhere set source.uri to a camera index, /dev/videoN, a URL or a file"
 )
+
+
+_URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@", re.S)
+_SECRET_PARAM = re.compile(r"([?&;][^=&;#]*(?:pass|pwd|token|secret|key|auth|sig|cred)[^=&;#]*=)[^&;#]*", re.I)
+
+
+def redact_uri(uri: str) -> str:
+    """A camera URI safe for logs and STATUS=: ``rtsp://user:pass@cam/x`` -> ``rtsp://user:***@cam/x``;
+    a user-info without ``:`` (a token) and secret-looking query values (``?pwd=``, ``&token=``) become
+    ``***`` too. Paths, device numbers and ``picamera2`` come back unchanged."""
+    m = _URL_USERINFO.match(uri)
+    if m:
+        user, sep, _ = m.group(2).partition(":")
+        userinfo = f"{user}:***" if sep else "***"
+        uri = f"{m.group(1)}{userinfo}@{uri[m.end():]}"
+    if "://" in uri:
+        uri = _SECRET_PARAM.sub(r"\1***", uri)
+    return uri
 
 
 class SourceError(Exception):
@@ -308,7 +327,7 @@ class OpenCVCapture(Capture):
             self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
             self._cap.release()
-            raise OSError(f"cannot open {target}")
+            raise OSError(f"cannot open {redact_uri(target) if isinstance(target, str) else target}")
 
     def read(self) -> Optional[np.ndarray]:
         ok, image = self._cap.read()
@@ -353,6 +372,7 @@ class LiveSource(FrameSource):
     """
 
     live = True
+    CLOSE_TIMEOUT_S = 1.0  # longest wait for the grabber thread on close()
 
     def __init__(
         self,
@@ -365,7 +385,7 @@ class LiveSource(FrameSource):
         stall_s: float = 60.0,
     ) -> None:
         super().__init__()
-        self.name = name
+        self.name = redact_uri(name)  # it goes into logs, STATUS= and stats: never a password
         self._opener = opener
         self._reopen = (reopen_min_s, reopen_max_s)
         self._max_pixels = max_pixels
@@ -442,6 +462,10 @@ class LiveSource(FrameSource):
     def _set_up(self, up: bool) -> None:
         with self._cond:
             was, self._up = self._up, up
+            if not up and self._latest is not None:
+                # A frame from before the outage is stale: never hand it out as if it were now.
+                self._latest = None
+                self.counters.dropped += 1
             self._cond.notify_all()
         if self._stop.is_set():
             return  # closing: not a camera failure
@@ -477,7 +501,9 @@ class LiveSource(FrameSource):
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(timeout=5.0)
+        # Bounded: a driver call that never returns must not hold up the shutdown (systemd's stop
+        # timeout); the grabber is a daemon thread and releases the device when the call returns.
+        self._thread.join(timeout=self.CLOSE_TIMEOUT_S)
 
 
 # --- choosing --------------------------------------------------------------------------------
@@ -532,5 +558,5 @@ def open_source(cfg: SourceConfig) -> FrameSource:
 __all__ = [
     "FrameSource", "ImageSource", "LiveSource", "OpenCVCapture", "Picamera2Capture", "SourceConfig",
     "SourceCounters", "SourceError", "VideoFileSource", "classify_uri", "list_images", "normalize_image",
-    "open_source", "read_image",
+    "open_source", "read_image", "redact_uri",
 ]

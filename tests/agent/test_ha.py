@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # after the repo: tests/agent must not shadow agent/
 import mosquitto as mq  # noqa: E402  (tests/mosquitto.py)
 
 from agent.ha import discovery_messages, node_id, status_topic  # noqa: E402

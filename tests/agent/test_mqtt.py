@@ -19,7 +19,7 @@ from typing import Dict, List
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # after the repo: tests/agent must not shadow agent/
 import mosquitto as mq  # noqa: E402  (tests/mosquitto.py)
 
 from agent.mqtt import ComplianceWindow, MqttConfig, MqttPublisher, PublisherError, alert_payload  # noqa: E402

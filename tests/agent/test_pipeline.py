@@ -37,8 +37,8 @@ def test_each_person_passing_alerts_exactly_once(detector_json, classifier_json,
                      min_score=0.0)
     final = pipe.run(open_source(SourceConfig(uri=str(clip.path))), stats_interval_s=0)
     got = alerts(buf)
-    assert len(got) == len(clip.people), [(a["track_id"], a["label"]) for a in got]
-    assert len({a["event_id"] for a in got}) == len(got)
+    assert len(got) == len(clip.people), [(a["track"], a["label"]) for a in got]
+    assert len({a["id"] for a in got}) == len(got)
     assert final["frames"] == clip.frames and final["alerts"] == len(clip.people)
     assert sum(final["people"].values()) == len(clip.people)
 
@@ -49,7 +49,7 @@ def test_unmasked_people_raise_no_mask_alerts(detector_json, classifier_json, cl
     got = alerts(buf)
     assert [a["label"] for a in got] == ["no_mask"] * len(clip.people)
     a = got[0]
-    assert a["camera"] == "door" and a["frame_width"] == 640 and a["frame_height"] == 480
+    assert a["camera"] == "door" and a["frame"] == {"width": 640, "height": 480}
     x1, y1, x2, y2 = a["box"]
     assert 0 <= x1 < x2 <= 640 + 100 and 0 <= y1 < y2 <= 480
 
@@ -145,3 +145,44 @@ def test_preview_gets_every_frame_with_its_faces(detector_json, classifier_json,
     pipe.run(open_source(SourceConfig(uri=str(clip.path))), Stop(), stats_interval_s=0)
     assert seen and seen[0][:2] == b"\xff\xd8"  # a JPEG of the newest frame
     assert pipe.preview.stopping  # closed with the run
+
+
+def _config(detector_json, classifier_json, extra="", detector=""):
+    from agent.config import parse
+
+    return parse(f"runtime:\n  camera: door\n  stats_interval_s: 0\ndetector:\n  model: {detector_json}\n{detector}"
+                 f"classifier:\n  model: {classifier_json}\n" + extra, "c.yaml")
+
+
+def test_reconfigure_keeps_models_tracks_and_alert_memory(detector_json, classifier_json, astronaut):
+    """New thresholds apply around the loaded models; live tracks and who was alerted carry over."""
+    pipe, buf = make(detector_json, classifier_json, labels=("mask", "incorrect_mask", "no_mask"), min_score=0.0)
+    pipe.policy.cfg.min_track_age = 1
+    for i in range(4):
+        pipe.process(Frame(astronaut, 1000.0 + i / 15, i))
+    assert len(alerts(buf)) == 1 and len(pipe.tracker.tracks) == 1
+    models = (pipe.detector.model, pipe.classifier.model)
+    track = pipe.tracker.tracks[0]
+
+    cfg = _config(detector_json, classifier_json,
+                  "alerts:\n  labels: [mask, incorrect_mask, no_mask]\n  min_score: 0\n  min_track_age: 1\n"
+                  "  cooldown_s: 3600\n")
+    pipe.reconfigure(cfg)
+    assert (pipe.detector.model, pipe.classifier.model) == models  # not reloaded
+    for i in range(4, 8):
+        pipe.process(Frame(astronaut, 1000.0 + i / 15, i))
+    assert pipe.tracker.tracks[0] is track  # the same person, still followed
+    assert len(alerts(buf)) == 1  # ... and not alerted again: the policy remembers
+
+    pipe.reconfigure(_config(detector_json, classifier_json, detector="  min_face_px: 10000\n"))
+    assert pipe.process(Frame(astronaut, 1001.0, 9)).faces == []  # the new threshold took effect
+
+
+def test_reconfigure_refuses_labels_the_classifier_lacks(detector_json, classifier_json):
+    from agent.pipeline import ReconfigureError
+
+    pipe, _ = make(detector_json, classifier_json)
+    before = (pipe.detector, pipe.classifier, pipe.policy.cfg)
+    with pytest.raises(ReconfigureError, match="alerts.labels"):
+        pipe.reconfigure(_config(detector_json, classifier_json, "alerts:\n  labels: [no_mask, sunglasses]\n"))
+    assert (pipe.detector, pipe.classifier, pipe.policy.cfg) == before  # nothing changed

@@ -112,10 +112,8 @@ def test_any_text_loads_or_fails_cleanly(text: str):
     _check(text)
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason="agent/config.py _Loader._resolve calls Path.exists(),"
-                   " which raises OSError (ENAMETOOLONG) on a path with a name over 255 bytes: a traceback"
-                   " instead of a ConfigError; remove this mark once _resolve treats OSError as 'not a file'")
 def test_overlong_path_is_a_config_error_not_a_traceback():
+    """A name over 255 bytes (ENAMETOOLONG from the existence check) is just "not a file"."""
     _check(yaml.safe_dump({"classifier": {"model": "x" * 300 + "/y.json"}}))
 
 

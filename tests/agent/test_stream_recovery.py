@@ -2,65 +2,18 @@
 
 The camera is a real MJPEG-over-HTTP server (stdlib, the astronaut photo as JPEG frames); the
 agent reads it through ``open_source`` (FFmpeg via OpenCV), exactly as ``source.uri: http://...``.
+During the outage the server keeps its port and answers 503: freeing the port would let another
+process (a parallel test run) bind it and "bring the camera back" early, which made this test flaky.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional
+from typing import Callable
 
-import cv2
-import pytest
 
 from agent.sources import LiveSource, SourceConfig, open_source
-
-BOUNDARY = b"camframe"
-
-
-class MjpegCamera:
-    """A stdlib HTTP server streaming one JPEG as multipart/x-mixed-replace at ~20 frames/s."""
-
-    def __init__(self, jpeg: bytes, port: int = 0) -> None:
-        self.jpeg = jpeg
-        self._stop = threading.Event()
-        camera = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                self.send_response(200)
-                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
-                self.end_headers()
-                try:
-                    while not camera._stop.is_set():
-                        self.wfile.write(b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                         + str(len(camera.jpeg)).encode() + b"\r\n\r\n" + camera.jpeg + b"\r\n")
-                        camera._stop.wait(0.05)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Go away: free the port, then end every stream (the client sees the connection close).
-
-        In that order: a reconnect racing the shutdown must be refused, not accepted by a listening
-        socket nobody serves any more (FFmpeg would wait 30 s for an answer).
-        """
-        self.server.shutdown()
-        self.server.server_close()
-        self._stop.set()
-        self._thread.join(timeout=5)
-
 
 def _wait(cond: Callable[[], bool], timeout: float) -> bool:
     end = time.monotonic() + timeout
@@ -80,18 +33,10 @@ def _frame_within(source: LiveSource, timeout: float):
     return None
 
 
-@pytest.fixture
-def jpeg(astronaut) -> bytes:
-    ok, buf = cv2.imencode(".jpg", astronaut, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    assert ok
-    return buf.tobytes()
-
-
-def test_camera_down_is_reported_and_frames_flow_again_after_restart(jpeg, astronaut, caplog):
+def test_camera_down_is_reported_and_frames_flow_again_after_restart(mjpeg_camera, astronaut, caplog):
     caplog.set_level(logging.INFO, logger="maskwatch")
-    camera: Optional[MjpegCamera] = MjpegCamera(jpeg)
-    port = camera.port
-    cfg = SourceConfig(uri=f"http://127.0.0.1:{port}/stream.mjpg", reopen_min_s=0.2, reopen_max_s=1.0)
+    camera = mjpeg_camera()
+    cfg = SourceConfig(uri=f"http://127.0.0.1:{camera.port}/stream.mjpg", reopen_min_s=0.2, reopen_max_s=1.0)
     source = open_source(cfg)
     try:
         assert isinstance(source, LiveSource) and source.live
@@ -100,39 +45,54 @@ def test_camera_down_is_reported_and_frames_flow_again_after_restart(jpeg, astro
         assert first.image.shape == astronaut.shape and first.image.dtype.name == "uint8"
         assert source.up
 
-        camera.stop()
-        camera = None
-        assert _wait(lambda: not source.up, 10), "source still reports the camera up after the server left"
+        camera.go_down()
+        assert _wait(lambda: not source.up, 20), "source still reports the camera up after the camera left"
         failures = source.counters.failures
-        # While it is down, reopening fails (connection refused) and is retried with backoff.
-        assert _wait(lambda: source.counters.failures > failures + 1, 10)
-        source.read(0.05)  # the newest frame from before the outage may still be waiting: take it
-        assert source.read(0.2) is None and not source.finished  # nothing new while down
+        # While it is down, reopening fails (503) and is retried with backoff.
+        assert _wait(lambda: source.counters.failures > failures + 1, 20)
+        # The newest frame from before the outage was discarded when the camera went down: nothing
+        # stale is handed out, and nothing new comes while it is down.
+        assert source.read(0.2) is None and not source.finished and not source.up
 
-        camera = MjpegCamera(jpeg, port=port)  # the same camera comes back
-        again = _frame_within(source, 15)
+        camera.come_back()
+        again = _frame_within(source, 20)
         assert again is not None, f"no frame after the camera came back ({source.last_error})"
         assert again.image.shape == astronaut.shape
+        assert again.timestamp > first.timestamp and again.index > first.index
         assert source.up and source.counters.reopens >= 1
         messages = [r.getMessage() for r in caplog.records if r.name.startswith("maskwatch")]
     finally:
         source.close()
-        if camera is not None:
-            camera.stop()
     # One line per state change (up, down, up again), no stack trace.
     assert sum("is down" in m for m in messages) == 1, messages
     assert sum("is up" in m for m in messages) == 2, messages
     assert not any(r.exc_info for r in caplog.records)
 
 
-def test_closing_a_healthy_stream_logs_no_warning(jpeg, caplog):
+def test_a_frame_from_before_an_outage_is_never_handed_out(mjpeg_camera):
+    """Strict: frames queued before the camera went down are dropped, not read after it."""
+    camera = mjpeg_camera()
+    source = open_source(SourceConfig(uri=f"http://127.0.0.1:{camera.port}/s.mjpg", reopen_min_s=0.2,
+                                      reopen_max_s=1.0))
+    try:
+        assert _wait(lambda: source.up, 10), source.last_error
+        dropped = source.counters.dropped
+        camera.go_down()  # stop reading: the grabber's last frame waits in the slot until it sees the outage
+        assert _wait(lambda: not source.up, 20)
+        assert source.read(0.3) is None
+        assert source.counters.frames == 0  # not one frame was handed out
+        assert source.counters.dropped > dropped  # the one waiting in the slot was discarded
+    finally:
+        source.close()
+
+
+def test_closing_a_healthy_stream_logs_no_warning(mjpeg_camera, caplog):
     """Shutting down is not a camera failure: no 'camera is down' warning in the journal."""
     caplog.set_level(logging.INFO, logger="maskwatch")
-    camera = MjpegCamera(jpeg)
+    camera = mjpeg_camera()
     source = open_source(SourceConfig(uri=f"http://127.0.0.1:{camera.port}/s.mjpg", reopen_min_s=0.2))
     try:
         assert _frame_within(source, 10) is not None
     finally:
         source.close()
-        camera.stop()
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
