@@ -1,0 +1,209 @@
+"""Detector training data: anchor matching, target encoding, flips, augmented views of real scenes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent import blazeface
+from convert import detector_data as dd
+
+# A BlazeFace full-range style decoding block (MediaPipe SsdAnchorsCalculatorOptions): test data,
+# so the tests do not depend on which detector is shipped.
+META = {
+    "input": {"height": 192, "width": 192},
+    "decoding": {
+        "type": "blazeface",
+        "anchors": {"num_layers": 1, "min_scale": 0.1484375, "max_scale": 0.75, "input_size_height": 192,
+                    "input_size_width": 192, "anchor_offset_x": 0.5, "anchor_offset_y": 0.5, "strides": [4],
+                    "aspect_ratios": [1.0], "fixed_anchor_size": True, "interpolated_scale_aspect_ratio": 0.0,
+                    "reduce_boxes_in_lowest_layer": False},
+        "num_boxes": 2304, "box_format": "xywh_center", "scale": [192, 192, 192, 192],
+        "num_keypoints": 6, "keypoint_offset": 4, "score_activation": "sigmoid", "score_clipping": 100.0,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def dec() -> dd.Decoding:
+    return dd.Decoding.from_sidecar(META)
+
+
+def test_anchor_grid(dec):
+    assert dec.anchors.shape == (2304, 4)
+    # 48 x 48 grid, stride 4 px, centres at 2, 6, ... 190
+    assert np.allclose(np.unique(dec.centres_px[:, 0]), np.arange(2, 192, 4))
+
+
+def test_match_known_box(dec):
+    box = np.array([[80.0, 80.0, 120.0, 120.0]])
+    cls, face = dd.match_anchors(dec.centres_px, box, np.zeros(1, bool))
+    c = dec.centres_px
+    central = (np.abs(c[:, 0] - 100) <= 10) & (np.abs(c[:, 1] - 100) <= 10)
+    inside = (c[:, 0] >= 80) & (c[:, 0] <= 120) & (c[:, 1] >= 80) & (c[:, 1] <= 120)
+    assert (cls == 1).sum() == 36 and np.all(cls[central] == 1)
+    assert np.all(cls[inside & ~central] == -1) and (cls == -1).sum() == 100 - 36
+    assert np.all(cls[~inside] == 0)
+    assert np.all(face[cls == 1] == 0) and np.all(face[cls != 1] == -1)
+
+
+def test_tiny_face_gets_its_nearest_anchor(dec):
+    box = np.array([[60.5, 61.0, 63.5, 64.0]])  # 3 px face, centre (62, 62.5)
+    cls, _ = dd.match_anchors(dec.centres_px, box, np.zeros(1, bool))
+    assert (cls == 1).sum() == 1
+    assert np.allclose(dec.centres_px[cls == 1][0], [62, 62])
+
+
+def test_ignored_face_has_no_positives(dec):
+    boxes = np.array([[10.0, 10.0, 50.0, 50.0], [100.0, 100.0, 140.0, 150.0]])
+    cls, face = dd.match_anchors(dec.centres_px, boxes, np.array([True, False]))
+    c = dec.centres_px
+    in_first = (c[:, 0] <= 50) & (c[:, 1] <= 50) & (c[:, 0] >= 10) & (c[:, 1] >= 10)
+    assert np.all(cls[in_first] == -1)
+    assert set(face[cls == 1].tolist()) == {1}
+
+
+def test_overlapping_faces_go_to_nearest_centre(dec):
+    boxes = np.array([[60.0, 60.0, 100.0, 100.0], [70.0, 60.0, 110.0, 100.0]])
+    cls, face = dd.match_anchors(dec.centres_px, boxes, np.zeros(2, bool))
+    for i in np.flatnonzero(cls == 1):
+        d = [abs(dec.centres_px[i, 0] - 80), abs(dec.centres_px[i, 0] - 90)]
+        assert face[i] == int(np.argmin(d)) or d[0] == d[1]
+
+
+def test_encode_inverts_agent_decode(dec):
+    rng = np.random.default_rng(0)
+    boxes = np.array([[30.0, 40.0, 70.0, 95.0], [120.5, 10.0, 131.0, 24.0]])
+    kps = rng.uniform(0, 192, (2, 6, 2)).astype(np.float32)
+    t = dd.make_targets(dec, boxes, kps, np.ones(2, bool), np.zeros(2, bool))
+    pos = np.flatnonzero(t[:, dd.T_CLS] == 1)
+    raw = np.zeros((2304, 16), np.float32)
+    raw[pos] = t[pos, : dd.REG_DIM]
+    b, _, k = blazeface.decode(raw, np.zeros(2304), dec.anchors, dec.decoding)
+    _, face = dd.match_anchors(dec.centres_px, boxes, np.zeros(2, bool))
+    assert np.allclose(b[pos] * 192, boxes[face[pos]], atol=1e-3)
+    assert np.allclose(k[pos] * 192, kps[face[pos]], atol=1e-3)
+    # loss scale = the face's larger side in regressor units (pixels at this scale)
+    assert np.allclose(t[pos, dd.T_SIZE], np.maximum(boxes[face[pos], 2] - boxes[face[pos], 0],
+                                                     boxes[face[pos], 3] - boxes[face[pos], 1]))
+    assert np.all(t[pos, dd.T_KPW] == 1) and np.all(t[t[:, dd.T_CLS] != 1, dd.T_KPW] == 0)
+
+
+def _scene(width: int = 400, height: int = 300) -> tuple:
+    """A synthetic scene: one face box with asymmetric keypoints, and its pixels."""
+    box = np.array([[150.0, 100.0, 230.0, 200.0]], np.float32)
+    kps = np.array([[[170, 130], [210, 128], [190, 150], [190, 175], [152, 140], [228, 138]]], np.float32)
+    s = dd.Scene("synthetic", None, width, height, box, ("no_mask",), kps, np.ones(1, bool), np.zeros((0, 4)))
+    img = np.random.default_rng(1).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    return s, img
+
+
+def _relative(box: np.ndarray, kps: np.ndarray) -> np.ndarray:
+    return (kps - box[:2]) / (box[2:] - box[:2])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_flip_mirrors_box_and_swaps_keypoints(seed):
+    scene, img = _scene()
+    cfg = dd.AugmentConfig(p_flip=1.0, p_full_view=1.0, min_visible=0.0)
+    ex = dd.augment(scene, img, np.random.default_rng(seed), cfg)
+    assert ex.image.shape == (192, 192, 3) and ex.image.dtype == np.uint8
+    before = _relative(scene.boxes[0], scene.keypoints[0])
+    after = _relative(ex.boxes[0], ex.keypoints[0])
+    # mirrored: relative x becomes 1 - x of the left/right partner; the subject's right eye
+    # (keypoint 0) stays on the image's left
+    assert np.allclose(after[:, 0], 1 - before[list(dd.KEYPOINT_FLIP), 0], atol=1e-4)
+    assert np.allclose(after[:, 1], before[list(dd.KEYPOINT_FLIP), 1], atol=1e-4)
+    assert ex.keypoints[0, 0, 0] < ex.keypoints[0, 1, 0]
+
+
+def test_flip_moves_pixels_with_the_box():
+    scene, img = _scene()
+    img[:] = 0
+    img[100:200, 150:230] = 255  # the face is the only bright region
+    cfg = dd.AugmentConfig(p_flip=1.0, p_full_view=1.0, p_gray=0, p_blur=0, p_noise=0, p_low_light=0,
+                           p_downscale=0, brightness=0, contrast=(1, 1), saturation=(1, 1), hue_deg=0)
+    ex = dd.augment(scene, img, np.random.default_rng(3), cfg)
+    ys, xs = np.nonzero(ex.image[..., 0] > 128)
+    x1, y1, x2, y2 = ex.boxes[0]
+    assert abs(xs.min() - x1) <= 1.5 and abs(xs.max() + 1 - x2) <= 1.5
+    assert abs(ys.min() - y1) <= 1.5 and abs(ys.max() + 1 - y2) <= 1.5
+
+
+def test_unlabelled_faces_are_ignore_regions(dec):
+    scene, img = _scene()
+    scene.unlabelled = np.array([[20.0, 20.0, 80.0, 90.0]], np.float32)
+    ex = dd.augment(scene, img, np.random.default_rng(0), dd.AugmentConfig(p_full_view=1.0, p_flip=0.0))
+    assert ex.labels[-1] == "unlabelled" and ex.ignore[-1]
+    t = dd.make_targets(dec, ex.boxes, ex.keypoints, ex.keypoints_ok, ex.ignore)
+    c = dec.centres_px
+    x1, y1, x2, y2 = ex.boxes[-1]
+    inside = (c[:, 0] >= x1) & (c[:, 0] <= x2) & (c[:, 1] >= y1) & (c[:, 1] <= y2)
+    assert np.all(t[inside, dd.T_CLS] == -1)
+
+
+@pytest.fixture(scope="module")
+def real_scenes():
+    if not (dd.DEFAULT_DATA_ROOT / dd.SCENES / "boxes.csv").is_file():
+        pytest.skip("scenes-ilc2021 not available")
+    return dd.read_scenes(dd.DEFAULT_DATA_ROOT, "train")[:40]
+
+
+def test_read_scenes(real_scenes):
+    s = real_scenes[0]
+    assert s.boxes.shape[1] == 4 and len(s.labels) == len(s.boxes)
+    assert set(lbl for sc in real_scenes for lbl in sc.labels) <= set(dd.FACE_LABELS)
+    assert np.all(s.boxes[:, 2] > s.boxes[:, 0]) and np.all(s.boxes[:, 3] <= s.height)
+
+
+def test_read_scenes_names_missing_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--data-root"):
+        dd.read_scenes(tmp_path, "train")
+
+
+def test_targets_of_real_views_within_range(real_scenes, dec):
+    rng = np.random.default_rng(0)
+    cfg = dd.AugmentConfig()
+    sizes = []
+    for s in real_scenes:
+        ex = dd.augment(s, dd.load_rgb(s.path), rng, cfg)
+        t = dd.make_targets(dec, ex.boxes, ex.keypoints, ex.keypoints_ok, ex.ignore)
+        assert set(np.unique(t[:, dd.T_CLS]).tolist()) <= {-1.0, 0.0, 1.0}
+        assert np.all(np.isfinite(t)) and np.all(t[:, dd.T_SIZE] >= 1.0)
+        learned = ~ex.ignore
+        # every learned face has a positive anchor
+        _, face = dd.match_anchors(dec.centres_px, ex.boxes, ex.ignore)
+        assert set(np.flatnonzero(learned).tolist()) <= set(face[face >= 0].tolist())
+        pos = t[:, dd.T_CLS] == 1
+        # centre offsets of positives stay within half a face (+ one stride for tiny faces)
+        assert np.all(np.abs(t[pos, 0:2]) <= t[pos, dd.T_SIZE][:, None] / 2 + 4)
+        sizes += list(np.max(ex.boxes[learned, 2:] - ex.boxes[learned, :2], axis=1))
+    sizes = np.array(sizes)
+    assert sizes.min() >= cfg.min_face_px and np.median(sizes) < 80
+
+
+def test_letterbox_example_keeps_boxes_on_faces(real_scenes):
+    s = real_scenes[0]
+    ex = dd.letterbox_example(s, dd.load_rgb(s.path))
+    scale = 192 / max(s.width, s.height)
+    assert np.allclose(ex.boxes[:, 2] - ex.boxes[:, 0], (s.boxes[:, 2] - s.boxes[:, 0]) * scale, atol=1e-3)
+
+
+def test_original_keypoints_on_real_face(real_scenes, dec):
+    """The original MediaPipe model puts its keypoints inside the annotated face."""
+    from convert.train_detector import ORIGINAL_TFLITE
+
+    if not ORIGINAL_TFLITE.is_file():
+        pytest.skip("original MediaPipe model not available")
+    detect = dd.tflite_raw_detector(ORIGINAL_TFLITE)
+    s = real_scenes[0]
+    img = dd.load_rgb(s.path)
+    kps, iou, _ = dd.original_keypoints(detect, dec, img, s.boxes[0])
+    assert iou >= 0.5
+    x1, y1, x2, y2 = s.boxes[0]
+    w = x2 - x1
+    eyes_nose_mouth = kps[:4]
+    assert np.all((eyes_nose_mouth[:, 0] > x1) & (eyes_nose_mouth[:, 0] < x2))
+    assert np.all((eyes_nose_mouth[:, 1] > y1) & (eyes_nose_mouth[:, 1] < y2))
+    assert kps[0, 0] < kps[1, 0] and kps[2, 1] < kps[3, 1]  # right eye on image left; nose above mouth
+    assert 0.15 * w < kps[1, 0] - kps[0, 0] < 0.8 * w

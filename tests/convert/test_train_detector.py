@@ -1,0 +1,89 @@
+"""Detector fine-tuning: the loss, the schedule, the hold-out split, and a tiny real training run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from convert import detector_data as dd
+from convert import train_detector as td
+
+
+def test_learning_rate_warms_up_then_decays():
+    cfg = td.TrainConfig(lr=1e-3, warmup_steps=10, final_lr_fraction=0.1)
+    lrs = [td.learning_rate(s, 100, cfg) for s in range(100)]
+    assert lrs[0] < lrs[5] < lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.05)
+
+
+def test_holdout_split_is_disjoint_and_seeded():
+    scenes = [dd.Scene(f"{i}.jpg", None, 10, 10, np.zeros((0, 4)), ()) for i in range(50)]
+    tr, ho = td.split_holdout(scenes, 0.1, 0)
+    assert len(ho) == 5 and len(tr) == 45
+    assert not {s.image for s in tr} & {s.image for s in ho}
+    assert [s.image for s in td.split_holdout(scenes, 0.1, 0)[1]] == [s.image for s in ho]
+
+
+@pytest.mark.tf
+def test_loss_terms():
+    tf = pytest.importorskip("tensorflow")
+    n = 50
+    t = np.zeros((2, n, dd.TARGET_DIM), np.float32)
+    t[..., dd.T_SIZE] = 1.0
+    t[0, :2, dd.T_CLS] = 1  # two positives in image 0, none in image 1
+    t[0, 2:5, dd.T_CLS] = -1  # ignored
+    t[0, :2, dd.T_SIZE] = 20.0
+    t[0, :2, : dd.REG_DIM] = np.arange(dd.REG_DIM)
+    t[0, 0, dd.T_KPW] = 1
+    reg = t[..., : dd.REG_DIM].copy()
+    logits = np.full((2, n, 1), -5.0, np.float32)
+    logits[0, :2] = 5.0
+    logits[0, 2:5] = 9.0  # ignored anchors never cost anything
+    logits[1, 7] = 3.0  # one hard negative in image 1
+    cfg = td.TrainConfig(neg_ratio=3, min_negatives=4)
+    c, b, k = (float(v) for v in td.loss_terms(tf, tf.constant(reg), tf.constant(logits), tf.constant(t), cfg))
+    assert b == pytest.approx(0.0) and k == pytest.approx(0.0)
+    ce = lambda z, y: np.log1p(np.exp(-z)) if y else np.log1p(np.exp(z))  # noqa: E731
+    # image 0: 2 positives + 6 hardest negatives (all at -5); image 1: 4 negatives incl. the 3.0 one
+    want = (2 * ce(5, 1) + 6 * ce(-5, 0) + ce(3, 0) + 3 * ce(-5, 0)) / 2
+    assert c == pytest.approx(want, rel=1e-4)
+    # a box off by 10 % of the face costs the same for any face size
+    reg2 = reg.copy()
+    reg2[0, :2, 0] += 2.0  # 2 px on a 20 px face
+    _, b2, _ = td.loss_terms(tf, tf.constant(reg2), tf.constant(logits), tf.constant(t), cfg)
+    t3, reg3 = t.copy(), reg.copy()
+    t3[0, :2, dd.T_SIZE] = 100.0
+    reg3[0, :2, 0] += 10.0  # 10 px on a 100 px face
+    _, b3, _ = td.loss_terms(tf, tf.constant(reg3), tf.constant(logits), tf.constant(t3), cfg)
+    assert float(b2) == pytest.approx(float(b3)) and float(b2) > 0
+
+
+def test_missing_inputs_are_one_clear_error(tmp_path, capsys):
+    rc = td.main(["--data-root", str(tmp_path), "--steps", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--data-root" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_tiny_training_run(tmp_path):
+    """A few real steps on a few real scenes, scored by the one scorer (needs the Keras rebuild)."""
+    pytest.importorskip("tensorflow")
+    if not list(td.KERAS_DIR.glob("*full_range*.keras")):
+        pytest.skip("Keras rebuild of BlazeFace full range not built")
+    baseline = td.REPO_ROOT / "models" / "face_detector.json"
+    if not baseline.is_file():
+        pytest.skip("baseline detector not built")
+    out = tmp_path / "ft.keras"
+    report = tmp_path / "report.json"
+    rc = td.main(["--steps", "4", "--batch", "2", "--limit", "12", "--holdout", "0.25", "--out", str(out),
+                  "--labels", str(tmp_path / "labels.npz"), "--report", str(report)])
+    assert rc == 0 and out.is_file()
+    rep = json.loads(report.read_text())
+    assert rep["train"]["steps"] == 4
+    ft = rep["val"]["fine-tuned float"]["at_threshold"]
+    assert 0 < ft["threshold"] < 1 and ft["images"] == 12
+    assert (tmp_path / "detector_pr.png").is_file()
