@@ -156,6 +156,7 @@ def train(model: Any, batches: Batches, dec: dd.Decoding, cfg: TrainConfig, out:
     run = np.zeros(4)
     data_s = 0.0
     s = 0
+    t_probe = t0  # reset at step 10, once tracing is over
     while s < total:
         td = time.time()
         x, t = batches()

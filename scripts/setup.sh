@@ -10,6 +10,7 @@ py="${PYTHON:-python3}"
 need_apt=()
 if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 if [[ ",$extras," == *",test,"* ]]; then
+  export PATH="$PATH:/usr/sbin:/usr/local/sbin"   # mosquitto installs to /usr/sbin
   command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
   command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)

@@ -114,7 +114,7 @@ class Broker:
         self.proc: Optional[subprocess.Popen] = None
         lines = [
             f"listener {self.port} 127.0.0.1",
-            f"persistence true",
+            "persistence true",
             f"persistence_location {folder}/",
             f"log_dest file {self.log_file}",
             "log_type error",
