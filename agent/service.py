@@ -20,7 +20,6 @@ It prints the ``systemctl`` steps and runs them only with ``--enable``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, List, Optional, Sequence
+
+from agent.model import sha256_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MODEL_EXTRAS = ("NOTICE", "SHA256SUMS", "MODEL_CARD.md")
@@ -136,14 +137,6 @@ def hidden_from_service(path: Path) -> Optional[str]:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_files(models_src: Path) -> List[Path]:
     """The files of every model pair in a folder (sidecar + model file) and its notices.
 
@@ -162,7 +155,7 @@ def model_files(models_src: Path) -> List[Path]:
             raise InstallError(f"{sidecar}: its model_file {model.name!r} is missing\n  fix: rebuild the model"
                                " or remove the sidecar")
         want = meta.get("model_sha256")
-        if want and _sha256(model) != want:
+        if want and sha256_of(model) != want:
             raise InstallError(f"{model}: does not match model_sha256 in {sidecar.name}\n  fix: rebuild the model"
                                " (the pair must come from the same conversion)")
         files += [sidecar, model]

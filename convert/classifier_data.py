@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from agent.crop import CropSpec, crop_face
+from agent.track import iou  # the runtime's IoU: one definition for both sides
 from agent.types import Box
 
 LABELS: Tuple[str, ...] = ("mask", "incorrect_mask", "no_mask", "not_face")
@@ -96,15 +97,6 @@ class CropSet:
 
 
 # ---------------------------------------------------------------- geometry
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two x1, y1, x2, y2 boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
 
 def covered(face: Box, region: Box) -> float:
     """Fraction of ``face``'s area that lies inside ``region``."""

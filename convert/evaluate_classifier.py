@@ -56,13 +56,7 @@ class Int8Classifier:
         Evaluating through the same table as the runtime matters: with mean = std = 127.5 many
         pixels land on rounding ties, and float32 vs float64 arithmetic breaks them differently.
         """
-        x = (np.arange(256, dtype=np.float64) - mean) / std
-        dtype = self.inp["dtype"]
-        scale, zp = self.inp["quantization"]
-        if dtype == np.float32:
-            return x.astype(np.float32)
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+        return self._quant((np.arange(256, dtype=np.float64) - mean) / std)
 
     def logits_uint8(self, x_uint8: np.ndarray, mean: float, std: float) -> np.ndarray:
         """Logits for uint8 RGB crops (N, H, W, 3), quantized through ``pixel_lut`` like the agent."""
