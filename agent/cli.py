@@ -1,4 +1,4 @@
-"""``maskwatch`` command line: run, detect, check-config, bench, demo.
+"""``maskwatch`` command line: run, detect, evaluate, check-config, bench, demo, install-service.
 
 Exit codes: 0 success; 1 some input could not be read (``detect``); 2 usage, config or model errors
 (one message on stderr naming the file, key and fix -- never a traceback).
@@ -30,7 +30,7 @@ from agent.classify import MaskClassifier
 from agent.config import Config, ConfigError, load, parse
 from agent.detect import FaceDetector, clip_box
 from agent.model import ModelError
-from agent import logs, service
+from agent import evaluate, logs, service
 from agent.pipeline import STAGES, Pipeline, ReconfigureError, private_mb, rss_mb
 from agent.preview import PreviewError, PreviewServer
 from agent.sdnotify import Notifier
@@ -536,6 +536,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     b.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     b.set_defaults(func=cmd_bench)
+    e = with_config(sub.add_parser("evaluate", help="score detect + classify against annotated face boxes"))
+    evaluate.add_arguments(e)
+    e.set_defaults(func=evaluate.cmd_evaluate)
     m = with_config(sub.add_parser("demo", help="run the agent on a generated doorway clip"))
     m.set_defaults(func=cmd_demo)
     i = sub.add_parser("install-service", help="install the systemd unit, a default config and the models")

@@ -1,0 +1,335 @@
+"""``maskwatch evaluate``: whole-pipeline metrics (detector + classifier) against annotated face boxes.
+
+Annotations are a CSV (``image,xmin,ymin,xmax,ymax,label``; ``image`` is a file name) or a folder of
+Pascal VOC XML files. Only images that appear in the annotations AND among the IMAGES given are
+scored (matched by file name); ``--split NAME`` further keeps the images of one split of a
+``image,...,split`` CSV (``--split-csv``, default ``images.csv`` beside the boxes file). Each image goes
+through the same :class:`agent.cli.Detector` as ``maskwatch detect``; detections are matched to
+annotated faces greedily by detector score at IoU >= 0.5, one detection per face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from agent.track import iou
+from agent.types import Box
+
+LABELS = ("mask", "incorrect_mask", "no_mask")
+UNMASKED = ("incorrect_mask", "no_mask")
+CSV_COLUMNS = ["image", "xmin", "ymin", "xmax", "ymax", "label"]
+
+
+class EvaluateError(ValueError):
+    """Bad annotations or inputs; the message names the file (and line or box)."""
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One annotated face: its box in pixels of the original image and its true label."""
+
+    box: Box
+    label: str
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+
+Boxes = Dict[str, List[Annotation]]  # image file name -> annotated faces
+
+
+# --- annotations ------------------------------------------------------------------------------
+
+
+def _check_label(label: str, where: str) -> str:
+    if label not in LABELS:
+        raise EvaluateError(f"{where}: unknown label {label!r} (expected one of {', '.join(LABELS)})")
+    return label
+
+
+def _check_box(box: Box, where: str) -> Box:
+    if not (box[2] > box[0] and box[3] > box[1]):
+        raise EvaluateError(f"{where}: empty box {list(box)} (need xmax > xmin and ymax > ymin)")
+    return box
+
+
+def load_boxes_csv(path: str) -> Boxes:
+    """Annotated faces per image file name from a ``image,xmin,ymin,xmax,ymax,label`` CSV."""
+    if not os.path.isfile(path):
+        raise EvaluateError(f"{path}: boxes file not found")
+    out: Boxes = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = csv.reader(fh)
+        header = next(rows, None)
+        if header is None or [h.strip() for h in header] != CSV_COLUMNS:
+            raise EvaluateError(f"{path}:1: header must be {','.join(CSV_COLUMNS)}, got {','.join(header or [])!r}")
+        for n, row in enumerate(rows, start=2):
+            where = f"{path}:{n}"
+            if not row:
+                continue
+            if len(row) != len(CSV_COLUMNS):
+                raise EvaluateError(f"{where}: expected {len(CSV_COLUMNS)} fields, got {len(row)}")
+            try:
+                box = tuple(float(v) for v in row[1:5])
+            except ValueError:
+                raise EvaluateError(f"{where}: xmin,ymin,xmax,ymax must be numbers, got {row[1:5]}") from None
+            if not row[0].strip():
+                raise EvaluateError(f"{where}: empty image name")
+            out.setdefault(row[0].strip(), []).append(
+                Annotation(_check_box(box, where), _check_label(row[5].strip(), where)))  # type: ignore[arg-type]
+    if not out:
+        raise EvaluateError(f"{path}: no box in the file")
+    return out
+
+
+def load_voc_dir(folder: str) -> Boxes:
+    """Annotated faces per image file name from a folder of Pascal VOC ``.xml`` files."""
+    if not os.path.isdir(folder):
+        raise EvaluateError(f"{folder}: VOC folder not found")
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".xml")
+    if not files:
+        raise EvaluateError(f"{folder}: no .xml file in the VOC folder")
+    out: Boxes = {}
+    for f in files:
+        try:
+            root = ET.parse(f).getroot()
+            name = (root.findtext("filename") or "").strip()
+            width = float(root.findtext("size/width") or "nan")
+            height = float(root.findtext("size/height") or "nan")
+        except (ET.ParseError, ValueError) as exc:
+            raise EvaluateError(f"{f}: not a readable VOC file ({exc})") from None
+        if not name or not (width > 0 and height > 0):
+            raise EvaluateError(f"{f}: needs <filename> and a positive <size><width>/<height>")
+        faces = out.setdefault(name, [])
+        for i, obj in enumerate(root.iter("object"), start=1):
+            where = f"{f}: object {i}"
+            try:
+                box = tuple(float(obj.findtext(f"bndbox/{k}") or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
+            except ValueError:
+                raise EvaluateError(f"{where}: bndbox xmin,ymin,xmax,ymax must be numbers") from None
+            if any(v != v for v in box):
+                raise EvaluateError(f"{where}: bndbox needs xmin, ymin, xmax and ymax")
+            _check_box(box, where)  # type: ignore[arg-type]
+            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+                raise EvaluateError(f"{where}: box {list(box)} is outside its {width:g}x{height:g} image")
+            faces.append(Annotation(box, _check_label((obj.findtext("name") or "").strip(), where)))  # type: ignore[arg-type]
+    return out
+
+
+def load_boxes(path: str) -> Boxes:
+    """A VOC folder when ``path`` is a folder, else a CSV file."""
+    return load_voc_dir(path) if os.path.isdir(path) else load_boxes_csv(path)
+
+
+# --- matching and metrics ---------------------------------------------------------------------
+
+
+def match_greedy(dets: Sequence[Tuple[Box, float]], gts: Sequence[Box], iou_thr: float = 0.5) -> List[Optional[int]]:
+    """For each annotated box, the index of its matched detection or None.
+
+    Detections ``(box, score)`` are taken in decreasing score (ties: input order); each takes the
+    still-free annotated box it overlaps most (ties: lowest index) if that IoU is >= ``iou_thr``.
+    """
+    matched: List[Optional[int]] = [None] * len(gts)
+    for d in sorted(range(len(dets)), key=lambda i: -dets[i][1]):
+        best, best_iou = None, iou_thr
+        for g, gt in enumerate(gts):
+            if matched[g] is None:
+                v = iou(dets[d][0], gt)
+                if v >= best_iou and (best is None or v > best_iou):
+                    best, best_iou = g, v
+        if best is not None:
+            matched[best] = d
+    return matched
+
+
+def score_image(faces: Sequence[Dict[str, Any]], gts: Sequence[Annotation], iou_thr: float = 0.5) -> Dict[str, Any]:
+    """One image's outcome: per annotated face its predicted label (None = missed), and spurious count.
+
+    ``faces`` are ``maskwatch detect --json`` face objects (``box``, ``label``, ``face_score``).
+    """
+    matched = match_greedy([(tuple(f["box"]), f["face_score"]) for f in faces], [g.box for g in gts], iou_thr)
+    return {
+        "faces": [{"box": list(g.box), "label": g.label, "height": g.height,
+                   "predicted": None if m is None else faces[m]["label"]} for g, m in zip(gts, matched)],
+        "spurious": len(faces) - sum(m is not None for m in matched),
+    }
+
+
+def _pct(n: int, d: int) -> Optional[float]:
+    return round(100.0 * n / d, 2) if d else None
+
+
+def _group(faces: List[Dict[str, Any]]) -> Dict[str, Any]:
+    rows: Dict[str, Any] = {}
+    for label in LABELS + ("all",):
+        sel = [f for f in faces if label == "all" or f["label"] == label]
+        found = [f for f in sel if f["predicted"] is not None]
+        correct = sum(f["predicted"] == f["label"] for f in found)
+        rows[label] = {"faces": len(sel), "found": len(found), "found_pct": _pct(len(found), len(sel)),
+                       "correct": correct, "correct_pct": _pct(correct, len(found))}
+    unmasked = [f for f in faces if f["label"] in UNMASKED]
+    masked = [f for f in faces if f["label"] == "mask"]
+    caught = sum(f["predicted"] in UNMASKED for f in unmasked)
+    alerted = sum(f["predicted"] in UNMASKED for f in masked)
+    rows["unmasked_caught"] = {"count": caught, "of": len(unmasked), "pct": _pct(caught, len(unmasked))}
+    rows["masked_falsely_alerted"] = {"count": alerted, "of": len(masked), "pct": _pct(alerted, len(masked))}
+    return rows
+
+
+def summarize(per_image: Dict[str, Dict[str, Any]], min_size: float = 40, iou_thr: float = 0.5) -> Dict[str, Any]:
+    """Metrics over :func:`score_image` outcomes, for all faces and for faces >= ``min_size`` px tall.
+
+    ``correct_pct`` is of the found faces; the confusion matrix (true label -> predicted label or
+    ``missed``) covers all faces; spurious detections are unmatched detections of any size.
+    """
+    faces = [f for r in per_image.values() for f in r["faces"]]
+    spurious = sum(r["spurious"] for r in per_image.values())
+    confusion = {t: {p: 0 for p in LABELS + ("missed",)} for t in LABELS}
+    for f in faces:
+        confusion[f["label"]][f["predicted"] or "missed"] += 1
+    return {
+        "images": len(per_image), "iou": iou_thr, "min_size": min_size,
+        "all": _group(faces),
+        "min_size_faces": _group([f for f in faces if f["height"] >= min_size]),
+        "spurious": spurious, "spurious_per_image": round(spurious / len(per_image), 3) if per_image else None,
+        "confusion": confusion,
+    }
+
+
+def format_table(summary: Dict[str, Any]) -> str:
+    """The summary as a plain-text table."""
+    def cell(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    lines = [f"{summary['images']} images, IoU >= {summary['iou']}"]
+    for key, title in (("all", "all faces"), ("min_size_faces", f"faces >= {summary['min_size']:g} px tall")):
+        g = summary[key]
+        lines += ["", title, f"  {'label':<16}{'faces':>7}{'found':>7}{'found %':>9}{'correct %':>11}"]
+        for label in LABELS + ("all",):
+            r = g[label]
+            lines.append(f"  {label:<16}{r['faces']:>7}{r['found']:>7}{cell(r['found_pct']):>9}{cell(r['correct_pct']):>11}")
+        for name, what in (("unmasked_caught", "unmasked caught"), ("masked_falsely_alerted", "masked falsely alerted")):
+            r = g[name]
+            lines.append(f"  {what}: {r['count']}/{r['of']} ({cell(r['pct'])} %)")
+    lines += ["", f"spurious detections: {summary['spurious']} ({summary['spurious_per_image']} per image)",
+              "", "confusion (rows: true, columns: predicted)",
+              "  " + f"{'':<16}" + "".join(f"{p:>16}" for p in LABELS + ("missed",))]
+    for t, row in summary["confusion"].items():
+        lines.append(f"  {t:<16}" + "".join(f"{v:>16}" for v in row.values()))
+    return "\n".join(lines)
+
+
+def save_confusion_png(summary: Dict[str, Any], path: str) -> None:
+    """The confusion matrix as a PNG (needs matplotlib, imported only here)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EvaluateError("--confusion-png needs matplotlib (pip install matplotlib)") from None
+    cols = list(LABELS) + ["missed"]
+    data = [[summary["confusion"][t][p] for p in cols] for t in LABELS]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.imshow(data, cmap="Blues")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(LABELS)), LABELS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i, row in enumerate(data):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center")
+    ax.set_title(f"{summary['images']} images, IoU >= {summary['iou']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- command ----------------------------------------------------------------------------------
+
+
+def load_split(path: str, split: str) -> List[str]:
+    """File names of the images whose ``split`` column is ``split`` in a CSV with ``image`` and ``split``."""
+    if not os.path.isfile(path):
+        raise EvaluateError(f"{path}: split file not found (give --split-csv)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = csv.DictReader(fh)
+        if not rows.fieldnames or not {"image", "split"} <= set(rows.fieldnames):
+            raise EvaluateError(f"{path}:1: needs 'image' and 'split' columns")
+        names = [r["image"] for r in rows if r["split"] == split]
+    if not names:
+        raise EvaluateError(f"{path}: no image in split {split!r}")
+    return names
+
+
+def add_arguments(sp: argparse.ArgumentParser) -> None:
+    """The ``evaluate`` subcommand's options (``--config`` is added by the CLI)."""
+    sp.add_argument("--boxes", required=True, metavar="FILE",
+                    help="annotations: image,xmin,ymin,xmax,ymax,label CSV, or a Pascal VOC .xml folder")
+    sp.add_argument("--min-size", type=float, default=40.0, metavar="PX",
+                    help="also report faces at least this many pixels tall (default 40)")
+    sp.add_argument("--json", metavar="OUT", help="save the metrics and per-face outcomes as JSON")
+    sp.add_argument("--confusion-png", metavar="OUT", help="save the confusion matrix as a PNG (needs matplotlib)")
+    sp.add_argument("--force", action="store_true", help="overwrite existing --json / --confusion-png files")
+    sp.add_argument("--split", metavar="NAME", help="score only the images of this split (see --split-csv)")
+    sp.add_argument("--split-csv", metavar="FILE",
+                    help="image,...,split CSV naming each image's split (default: images.csv beside --boxes)")
+    sp.add_argument("paths", nargs="+", metavar="IMAGES",
+                    help="image files, folders or globs; only those named in --boxes are scored")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Run detect + classify on each annotated image and print the metrics table."""
+    from agent import cli  # late: cli imports this module
+    from agent.sources import SourceCounters, normalize_image, read_image
+
+    try:
+        for out in (args.json, args.confusion_png):
+            if out and os.path.exists(out) and not args.force:
+                raise EvaluateError(f"{out}: already exists (use --force to overwrite)")
+        if args.confusion_png and importlib.util.find_spec("matplotlib") is None:
+            raise EvaluateError("--confusion-png needs matplotlib (pip install matplotlib)")
+        boxes = load_boxes(args.boxes)
+        if args.split:
+            keep = set(load_split(args.split_csv or str(Path(args.boxes).parent / "images.csv"), args.split))
+            boxes = {k: v for k, v in boxes.items() if k in keep}
+        images: Dict[str, str] = {}
+        for path, kind in cli._inputs(args.paths):
+            if kind in ("missing", "empty-folder"):
+                raise EvaluateError(f"{path}: " + ("no such file" if kind == "missing" else "no image in folder"))
+            if kind == "video" or not os.path.isfile(path):
+                raise EvaluateError(f"{path}: " + ("videos cannot be evaluated" if kind == "video" else "no such file"))
+            if os.path.basename(path) in boxes:
+                images.setdefault(os.path.basename(path), path)
+        if not images:
+            raise EvaluateError(f"{args.boxes}: none of the given images is annotated there")
+        cfg = cli.load_config(args.config)
+        run = cli.Detector(cfg)
+        per_image: Dict[str, Dict[str, Any]] = {}
+        for name, path in sorted(images.items()):
+            image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
+            if image is None:
+                raise EvaluateError(f"{path}: not a readable image")
+            faces, _ = run(image)
+            h, w = image.shape[:2]
+            per_image[name] = score_image([cli.face_json(f, w, h) for f in faces], boxes[name])
+        summary = summarize(per_image, args.min_size)
+        print(format_table(summary))
+        if args.confusion_png:
+            save_confusion_png(summary, args.confusion_png)
+        if args.json:
+            Path(args.json).write_text(json.dumps({**summary, "per_image": per_image}, indent=1) + "\n")
+    except EvaluateError as exc:  # reported here, not via cli.UsageError, so `python -m agent.cli` works too
+        print(f"maskwatch: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,203 @@
+"""agent.evaluate: greedy matching, annotation loaders, bad inputs, and the whole command on scenes-ilc2021 val."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from agent.cli import main
+from agent.evaluate import Annotation, EvaluateError, load_boxes_csv, load_voc_dir, match_greedy, summarize
+
+SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "scenes-ilc2021"
+
+
+# --- match_greedy -----------------------------------------------------------------------------
+
+
+def test_higher_score_wins_a_shared_face():
+    gt = [(0, 0, 10, 10)]
+    dets = [((0, 0, 10, 9), 0.6), ((0, 0, 10, 8), 0.9)]  # the lower-IoU detection has the higher score
+    assert match_greedy(dets, gt) == [1]
+
+
+def test_one_detection_per_face_and_second_goes_elsewhere():
+    gts = [(0, 0, 10, 10), (2, 0, 12, 10)]  # overlapping faces
+    dets = [((0, 0, 10, 10), 0.9), ((0, 0, 10, 10), 0.8)]
+    # first takes face 0 (IoU 1), second can only take face 1 (IoU 8/12 = 0.67)
+    assert match_greedy(dets, gts) == [0, 1]
+    assert match_greedy(dets[:1], gts) == [0, None]
+
+
+def test_score_ties_keep_input_order_and_iou_ties_lowest_face():
+    gts = [(0, 0, 10, 10), (0, 0, 10, 10)]
+    dets = [((0, 0, 10, 10), 0.5), ((0, 0, 10, 10), 0.5)]
+    assert match_greedy(dets, gts) == [0, 1]
+    assert match_greedy([((0, 0, 10, 10), 0.5)], gts) == [0, None]
+
+
+def test_iou_threshold_is_inclusive():
+    gt = [(0, 0, 10, 10)]
+    assert match_greedy([((0, 0, 5, 10), 1.0)], gt, 0.5) == [0]  # IoU exactly 0.5
+    assert match_greedy([((0, 0, 4.9, 10), 1.0)], gt, 0.5) == [None]
+    assert match_greedy([], gt) == [None] and match_greedy([((0, 0, 1, 1), 1.0)], []) == []
+
+
+def test_summarize_counts_alerts_and_sizes():
+    per_image = {"a.jpg": {"spurious": 2, "faces": [
+        {"label": "no_mask", "height": 50, "predicted": "incorrect_mask"},
+        {"label": "mask", "height": 20, "predicted": "no_mask"},
+        {"label": "mask", "height": 60, "predicted": None},
+    ]}}
+    s = summarize(per_image, min_size=40)
+    assert s["all"]["all"] == {"faces": 3, "found": 2, "found_pct": 66.67, "correct": 0, "correct_pct": 0.0}
+    assert s["all"]["unmasked_caught"]["count"] == 1 and s["all"]["masked_falsely_alerted"]["count"] == 1
+    assert s["min_size_faces"]["all"]["faces"] == 2 and s["min_size_faces"]["masked_falsely_alerted"]["count"] == 0
+    assert s["confusion"]["mask"] == {"mask": 0, "incorrect_mask": 0, "no_mask": 1, "missed": 1}
+    assert s["spurious_per_image"] == 2.0
+
+
+# --- loaders and bad inputs -------------------------------------------------------------------
+
+
+def _voc(folder: Path, name: str, box, label="mask", size=(100, 80)) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / (Path(name).stem + ".xml")).write_text(
+        f"<annotation><filename>{name}</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+        f"<depth>3</depth></size><object><name>{label}</name><bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
+        f"<xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object></annotation>")
+
+
+def test_loaders_read_csv_and_voc(tmp_path):
+    p = tmp_path / "b.csv"
+    p.write_text("image,xmin,ymin,xmax,ymax,label\na.jpg,1,2,11,22,no_mask\na.jpg,5,5,9,9,mask\n")
+    assert load_boxes_csv(str(p)) == {"a.jpg": [Annotation((1, 2, 11, 22), "no_mask"), Annotation((5, 5, 9, 9), "mask")]}
+    _voc(tmp_path / "voc", "b.jpg", (10, 10, 40, 50), "incorrect_mask")
+    assert load_voc_dir(str(tmp_path / "voc")) == {"b.jpg": [Annotation((10, 10, 40, 50), "incorrect_mask")]}
+
+
+@pytest.mark.parametrize("text, where", [
+    ("image,x,y\n", ":1: header"),
+    ("image,xmin,ymin,xmax,ymax,label\na.jpg,1,2,3\n", ":2: expected 6 fields"),
+    ("image,xmin,ymin,xmax,ymax,label\na.jpg,1,2,3,4,mask\na.jpg,1,2,x,4,mask\n", ":3: xmin,ymin,xmax,ymax must be numbers"),
+    ("image,xmin,ymin,xmax,ymax,label\na.jpg,1,2,3,4,hat\n", ":2: unknown label 'hat'"),
+    ("image,xmin,ymin,xmax,ymax,label\na.jpg,5,2,3,4,mask\n", ":2: empty box"),
+])
+def test_malformed_csv_names_the_line(tmp_path, text, where):
+    p = tmp_path / "b.csv"
+    p.write_text(text)
+    with pytest.raises(EvaluateError, match=str(p).replace("\\", "\\\\") + where):
+        load_boxes_csv(str(p))
+
+
+def test_voc_box_outside_its_image_names_file_and_box(tmp_path):
+    _voc(tmp_path / "voc", "b.jpg", (10, 10, 140, 50))
+    with pytest.raises(EvaluateError, match=r"b\.xml: object 1: box \[10.0, 10.0, 140.0, 50.0\] is outside its 100x80"):
+        load_voc_dir(str(tmp_path / "voc"))
+
+
+def _evaluate(capsys, *args):
+    rc = main(["evaluate", *args])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_bad_inputs_exit_2_with_one_line(capsys, tmp_path, astronaut, astronaut_face, models_config):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    cv2.imwrite(str(imgs / "astro.jpg"), astronaut)
+    (tmp_path / "empty").mkdir()
+    good = tmp_path / "b.csv"
+    good.write_text("image,xmin,ymin,xmax,ymax,label\nastro.jpg,1,1,20,20,no_mask\n")
+    bad_label = tmp_path / "bad.csv"
+    bad_label.write_text("image,xmin,ymin,xmax,ymax,label\nastro.jpg,1,1,20,20,beard\n")
+    _voc(tmp_path / "voc", "astro.jpg", (0, 0, 900, 900), size=(512, 512))
+    existing = tmp_path / "out.json"
+    existing.write_text("{}")
+    cases = [
+        (["--boxes", str(good), str(tmp_path / "empty")], "no image in folder"),
+        (["--boxes", str(good), str(tmp_path / "nope" / "*.jpg")], "no such file"),
+        (["--boxes", str(tmp_path / "missing.csv"), str(imgs)], "boxes file not found"),
+        (["--boxes", str(bad_label), str(imgs)], "bad.csv:2: unknown label 'beard'"),
+        (["--boxes", str(tmp_path / "voc"), str(imgs)], "astro.xml: object 1: box"),
+        (["--boxes", str(good), "--json", str(existing), str(imgs)], "already exists (use --force"),
+        (["--boxes", str(good), "--split", "val", str(imgs)], "images.csv: split file not found"),
+        (["--boxes", str(good), str(imgs / "other.jpg")], "other.jpg: no such file"),
+    ]
+    for args, msg in cases:
+        rc, out, err = _evaluate(capsys, "--config", str(models_config), *args)
+        assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+    assert existing.read_text() == "{}"
+    # with --force it runs and overwrites
+    rc, out, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(good), "--json", str(existing),
+                             "--force", str(imgs))
+    assert rc == 0 and json.loads(existing.read_text())["images"] == 1
+
+
+def test_astronaut_is_found_and_scored(capsys, tmp_path, astronaut, astronaut_face, models_config):
+    cv2.imwrite(str(tmp_path / "astro.jpg"), astronaut)
+    boxes = tmp_path / "b.csv"
+    x1, y1, x2, y2 = astronaut_face
+    boxes.write_text(f"image,xmin,ymin,xmax,ymax,label\nastro.jpg,{x1},{y1},{x2},{y2},no_mask\n")
+    png = tmp_path / "c.png"
+    rc, out, _ = _evaluate(capsys, "--config", str(models_config), "--boxes", str(boxes), "--confusion-png", str(png),
+                           "--json", str(tmp_path / "r.json"), str(tmp_path))
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 0 and "unmasked caught" in out
+    assert r["all"]["no_mask"]["found"] == 1 and r["all"]["no_mask"]["correct"] == 1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- done-when: the command equals an independent scorer on the val split -----------------------
+
+
+def _iou(a, b):
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _independent(detections, gts):
+    """Predicted label (or None) per annotated face: greedy by detector score, IoU >= 0.5."""
+    taken = {}
+    for det in sorted(detections, key=lambda d: -d["face_score"]):
+        free = [(_iou(det["box"], g[0]), -i) for i, g in enumerate(gts) if i not in taken]
+        if free and max(free)[0] >= 0.5:
+            taken[-max(free)[1]] = det["label"]
+    return [taken.get(i) for i in range(len(gts))]
+
+
+@pytest.mark.skipif(not SCENES.is_dir(), reason="needs ../shared/datasets/scenes-ilc2021")
+def test_val_split_matches_an_independent_scorer(capsys, tmp_path, models_config):
+    with open(SCENES / "images.csv", newline="") as fh:
+        val = [str(SCENES / "images" / r["image"]) for r in csv.DictReader(fh) if r["split"] == "val"]
+    gts = {}
+    with open(SCENES / "boxes.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            gts.setdefault(r["image"], []).append(
+                ([float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")], r["label"]))
+    assert main(["detect", "--json", "--config", str(models_config), *val]) == 0
+    detected = {Path(o["image"]).name: o["faces"] for o in map(json.loads, capsys.readouterr().out.splitlines())}
+
+    out = tmp_path / "r.json"
+    # the command picks the split itself from the whole folder; the independent side uses the explicit list
+    rc, _, _ = _evaluate(capsys, "--config", str(models_config), "--boxes", str(SCENES / "boxes.csv"),
+                         "--split", "val", "--json", str(out), str(SCENES / "images"))
+    r = json.loads(out.read_text())
+    scored = [n for n in detected if n in gts]
+    assert rc == 0 and sorted(r["per_image"]) == sorted(scored) and len(scored) > 100
+    counts = {lab: [0, 0, 0] for lab in ("mask", "incorrect_mask", "no_mask")}  # faces, found, correct
+    for name in scored:
+        mine = _independent(detected[name], gts[name])
+        assert [f["predicted"] for f in r["per_image"][name]["faces"]] == mine, name  # to the face
+        for (_, label), pred in zip(gts[name], mine):
+            counts[label][0] += 1
+            counts[label][1] += pred is not None
+            counts[label][2] += pred == label
+    for label, (faces, found, correct) in counts.items():
+        assert (r["all"][label]["faces"], r["all"][label]["found"], r["all"][label]["correct"]) == (faces, found, correct)
+    assert sum(c[1] for c in counts.values()) > 100  # the pipeline really finds faces
