@@ -77,23 +77,26 @@ def crop_matrix(box: Box, keypoints: Optional[np.ndarray], spec: CropSpec) -> np
     return np.hstack([a, t[:, None]]).astype(np.float64)
 
 
+def warp_shrinking(image: np.ndarray, m: np.ndarray, size: Tuple[int, int],
+                   border_mode: int = cv2.BORDER_REPLICATE,
+                   border_value: Tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """``cv2.warpAffine`` to ``size`` (width, height) that pre-shrinks with INTER_AREA first when
+    the affine ``m`` zooms out more than 2x (bilinear sampling alone would alias)."""
+    zoom = math.hypot(m[0, 0], m[0, 1])
+    if zoom < 0.5:
+        f = zoom * 2.0
+        image = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        m = m @ np.array([[1.0 / f, 0, 0], [0, 1.0 / f, 0], [0, 0, 1.0]])
+    return cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=border_mode,
+                          borderValue=border_value)
+
+
 def crop_face(image: np.ndarray, box: Box, keypoints: Optional[np.ndarray], spec: CropSpec) -> np.ndarray:
     """Cut one face from a BGR frame; returns a (spec.height, spec.width, 3) uint8 BGR crop.
 
     Pixels outside the frame repeat the frame's border, the same at training and at run time.
     """
-    m = crop_matrix(box, keypoints, spec)
-    # Shrinking a large face a lot with bilinear sampling aliases: pre-shrink with INTER_AREA.
-    zoom = math.hypot(m[0, 0], m[0, 1])
-    if zoom < 0.5:
-        f = zoom * 2.0
-        small = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        s = np.array([[f, 0, 0], [0, f, 0], [0, 0, 1.0]])
-        m = m @ np.linalg.inv(s)
-        image = small
-    return cv2.warpAffine(
-        image, m, (spec.width, spec.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    return warp_shrinking(image, crop_matrix(box, keypoints, spec), (spec.width, spec.height))
 
 
 def crop_faces(
@@ -114,4 +117,4 @@ def crop_size_ok(box: Box, min_size: float) -> bool:
     return min(box[2] - box[0], box[3] - box[1]) >= min_size
 
 
-__all__: Tuple[str, ...] = ("CropSpec", "crop_face", "crop_faces", "crop_matrix", "roll_angle", "crop_size_ok")
+__all__: Tuple[str, ...] = ("CropSpec", "crop_face", "crop_faces", "crop_matrix", "roll_angle", "crop_size_ok", "warp_shrinking")

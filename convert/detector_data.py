@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from agent import blazeface
+from agent.crop import warp_shrinking
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
@@ -133,14 +134,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def warp(image: np.ndarray, m: np.ndarray, size: int, border: Tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-    """Warp ``image`` into a ``size`` square; shrinks a lot through INTER_AREA first (no aliasing)."""
-    zoom = math.hypot(m[0, 0], m[0, 1])
-    if zoom < 0.5:
-        f = zoom * 2.0
-        image = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        m = m @ np.array([[1 / f, 0, 0], [0, 1 / f, 0], [0, 0, 1.0]])
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+    """Warp ``image`` into a ``size`` square with black (or ``border``) padding, through the
+    agent's shrink-then-warp (``agent.crop.warp_shrinking``)."""
+    return warp_shrinking(image, m, (size, size), cv2.BORDER_CONSTANT, border)
 
 
 # ----------------------------------------------------------------------------- anchor targets
