@@ -1,0 +1,70 @@
+"""The one crop function: geometry, eye levelling, shrinking, batch shape."""
+
+import math
+
+import numpy as np
+import pytest
+
+from agent.crop import CropSpec, crop_face, crop_faces, crop_matrix, roll_angle
+
+
+def _apply(m, pt):
+    return m[:, :2] @ np.asarray(pt, float) + m[:, 2]
+
+
+def test_box_centre_maps_to_crop_centre_and_side_to_scale():
+    spec = CropSpec(64, 64, scale=2.0, align="none")
+    m = crop_matrix((100, 50, 140, 110), None, spec)  # w 40, h 60 -> side 120
+    assert _apply(m, (120, 80)) == pytest.approx((32, 32))
+    assert _apply(m, (60, 20)) == pytest.approx((0, 0))  # centre - side/2
+
+
+def test_shift_y_moves_the_window_down_by_box_heights():
+    m = crop_matrix((0, 0, 10, 20), None, CropSpec(32, 32, scale=1.0, align="none", shift_y=0.25))
+    assert _apply(m, (5, 15)) == pytest.approx((16, 16))
+
+
+def test_tilted_eyes_are_levelled():
+    eyes = np.array([[100.0, 100.0], [140.0, 120.0]])  # right eye, left eye: rolled ~26.6 degrees
+    assert math.degrees(roll_angle(eyes)) == pytest.approx(26.565, abs=1e-3)
+    m = crop_matrix((90, 80, 150, 160), eyes, CropSpec(96, 96))
+    r, left = _apply(m, eyes[0]), _apply(m, eyes[1])
+    assert r[1] == pytest.approx(left[1], abs=1e-9) and left[0] > r[0]
+
+
+@pytest.mark.parametrize("kps", [None, np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([[0.0, 0.0], [10.0, 30.0]])])
+def test_missing_degenerate_or_implausible_eyes_mean_no_rotation(kps):
+    assert roll_angle(kps) == 0.0
+
+
+def test_crop_content_shape_and_border_replication():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[40:60, 40:60] = 255
+    c = crop_face(img, (40, 40, 60, 60), None, CropSpec(20, 20, scale=1.0, align="none"))
+    assert c.shape == (20, 20, 3) and c.dtype == np.uint8
+    assert c[2:-2, 2:-2].min() == 255  # the box fills the crop
+    edge = crop_face(img, (-50, -50, -10, -10), None, CropSpec(8, 8, scale=1.0, align="none"))
+    assert edge.max() == 0  # outside the frame: the (black) border repeats, no garbage
+
+
+def test_large_face_shrinks_without_aliasing():
+    stripes = np.zeros((800, 800, 3), np.uint8)
+    stripes[:, ::2] = 255  # 1-px stripes: bilinear sampling alone would alias them
+    c = crop_face(stripes, (0, 0, 800, 800), None, CropSpec(32, 32, scale=1.0, align="none"))
+    assert abs(float(c.mean()) - 127.5) < 10 and float(c.std()) < 20
+
+
+def test_batch_matches_single_crops():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (120, 160, 3), np.uint8)
+    boxes = [(10, 10, 50, 60), (80, 20, 140, 100)]
+    spec = CropSpec(24, 24)
+    batch = crop_faces(img, boxes, [None, None], spec)
+    assert batch.shape == (2, 24, 24, 3)
+    for b, box in zip(batch, boxes):
+        assert np.array_equal(b, crop_face(img, box, None, spec))
+
+
+def test_from_sidecar_rejects_unknown_alignment():
+    with pytest.raises(ValueError, match="crop.align"):
+        CropSpec.from_sidecar({"align": "nose"}, 64, 64)
