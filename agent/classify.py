@@ -129,21 +129,26 @@ class MaskClassifier:
         raw = raw.reshape(n, -1)
         return softmax(raw, self.temperature) if self.activation == "softmax" else raw.astype(np.float32)
 
-    def classify(self, image: np.ndarray, faces: Sequence[Face]) -> List[Face]:
-        """Label the faces of a BGR frame; returns the faces that are faces (non-face labels dropped)."""
+    def label_all(self, image: np.ndarray, faces: Sequence[Face]) -> List[Face]:
+        """Label every given face of a BGR frame in one call, ``not_face`` ones too, with every
+        label's probability in ``scores`` (``maskwatch collect`` keeps false detections to label)."""
         if not faces:
             return []
-        faces = sorted(faces, key=lambda f: -(f.width * f.height))[: self.cfg.max_batch]
         crops = crop_faces(image, [f.box for f in faces], [f.keypoints for f in faces], self.spec)
         probs = self.probabilities(self.prepare(crops))
         out: List[Face] = []
         for face, p in zip(faces, probs):
             i = pick_label(p, self.labels, self.cfg.thresholds)
-            if self.labels[i] in self.non_face:
-                continue
-            scores = {lab: float(p[j]) for j, lab in enumerate(self.labels) if lab not in self.non_face}
+            scores = {lab: float(p[j]) for j, lab in enumerate(self.labels)}
             out.append(dataclasses.replace(face, label=self.labels[i], score=float(p[i]), scores=scores))
         return out
+
+    def classify(self, image: np.ndarray, faces: Sequence[Face]) -> List[Face]:
+        """Label the faces of a BGR frame (the largest ``max_batch``); returns the faces that are
+        faces, non-face labels dropped from the result and from ``scores``."""
+        largest = sorted(faces, key=lambda f: -(f.width * f.height))[: self.cfg.max_batch]
+        return [dataclasses.replace(f, scores={lab: p for lab, p in f.scores.items() if lab not in self.non_face})
+                for f in self.label_all(image, largest) if f.label not in self.non_face]
 
 
 __all__ = ["ClassifierConfig", "MaskClassifier", "pick_label", "softmax"]

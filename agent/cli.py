@@ -1,4 +1,5 @@
-"""``maskwatch`` command line: run, detect, evaluate, check-config, bench, demo, install-service.
+"""``maskwatch`` command line: run, detect, evaluate, collect, label, explain, check-config, bench, demo,
+install-service.
 
 Exit codes: 0 success; 1 some input could not be read (``detect``); 2 usage, config or model errors
 (one message on stderr naming the file, key and fix -- never a traceback).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -43,6 +45,13 @@ from agent.track import Tracker
 from agent.types import Face, Frame
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# Site adaptation (collect faces, label them, explain a decision): each command lives in its own
+# module with add_arguments(parser) and cmd_<name>(args) -> int, imported when the parser is built.
+SITE_COMMANDS = (
+    ("collect", "agent.collect", "save aligned face crops from a source for labelling (never on in the service)"),
+    ("label", "agent.label", "label collected crops in a local web page (keys 1-4, u: undo)"),
+    ("explain", "agent.explain", "per face, an occlusion map of what changes the label most (PNG)"),
+)
 LABEL_COLORS = {"mask": (80, 200, 60), "incorrect_mask": (0, 170, 255), "no_mask": (40, 40, 230)}
 
 log = logging.getLogger("maskwatch")
@@ -539,6 +548,11 @@ def parser() -> argparse.ArgumentParser:
     e = with_config(sub.add_parser("evaluate", help="score detect + classify against annotated face boxes"))
     evaluate.add_arguments(e)
     e.set_defaults(func=evaluate.cmd_evaluate)
+    for name, module, text in SITE_COMMANDS:
+        mod = importlib.import_module(module)
+        sp = with_config(sub.add_parser(name, help=text))
+        mod.add_arguments(sp)
+        sp.set_defaults(func=getattr(mod, "cmd_" + name))
     m = with_config(sub.add_parser("demo", help="run the agent on a generated doorway clip"))
     m.set_defaults(func=cmd_demo)
     i = sub.add_parser("install-service", help="install the systemd unit, a default config and the models")

@@ -14,6 +14,8 @@ if [[ ",$extras," == *",test,"* ]]; then
   command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
   command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)               # the labelling page's browser test
+  [[ -x /usr/bin/chromedriver ]] || need_apt+=(chromium-driver)
 fi
 if ((${#need_apt[@]})); then
   if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
