@@ -6,12 +6,17 @@ scored (matched by file name); ``--split NAME`` further keeps the images of one 
 ``image,...,split`` CSV (``--split-csv``, default ``images.csv`` beside the boxes file). Each image goes
 through the same :class:`agent.cli.Detector` as ``maskwatch detect``; detections are matched to
 annotated faces greedily by detector score at IoU >= 0.5, one detection per face.
+
+``--classifier SIDECAR`` (repeatable) compares classifiers: each image is detected once (the
+config's detector) and classified by every given model; the tables are printed side by side, one
+column group per model (named by its sidecar's name and version), and all are saved in ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -284,8 +289,28 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--split", metavar="NAME", help="score only the images of this split (see --split-csv)")
     sp.add_argument("--split-csv", metavar="FILE",
                     help="image,...,split CSV naming each image's split (default: images.csv beside --boxes)")
+    sp.add_argument("--classifier", action="append", dest="classifiers", metavar="SIDECAR",
+                    help="compare classifiers: score the same detections with each of these sidecars (repeat the"
+                         " option); tables side by side, all saved in --json")
     sp.add_argument("paths", nargs="+", metavar="IMAGES",
                     help="image files, folders or globs; only those named in --boxes are scored")
+
+
+def _annotated_images(args: argparse.Namespace, boxes: Boxes) -> Dict[str, str]:
+    """File name -> path of each given image that is annotated in ``boxes``."""
+    from agent import cli  # late: cli imports this module
+
+    images: Dict[str, str] = {}
+    for path, kind in cli._inputs(args.paths):
+        if kind in ("missing", "empty-folder"):
+            raise EvaluateError(f"{path}: " + ("no such file" if kind == "missing" else "no image in folder"))
+        if kind == "video" or not os.path.isfile(path):
+            raise EvaluateError(f"{path}: " + ("videos cannot be evaluated" if kind == "video" else "no such file"))
+        if os.path.basename(path) in boxes:
+            images.setdefault(os.path.basename(path), path)
+    if not images:
+        raise EvaluateError(f"{args.boxes}: none of the given images is annotated there")
+    return images
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -299,21 +324,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 raise EvaluateError(f"{out}: already exists (use --force to overwrite)")
         if args.confusion_png and importlib.util.find_spec("matplotlib") is None:
             raise EvaluateError("--confusion-png needs matplotlib (pip install matplotlib)")
+        if args.confusion_png and getattr(args, "classifiers", None):
+            raise EvaluateError("--confusion-png draws one model: leave it out with --classifier (the confusion"
+                                " matrices are printed and saved in --json)")
         boxes = load_boxes(args.boxes)
         if args.split:
             keep = set(load_split(args.split_csv or str(Path(args.boxes).parent / "images.csv"), args.split))
             boxes = {k: v for k, v in boxes.items() if k in keep}
-        images: Dict[str, str] = {}
-        for path, kind in cli._inputs(args.paths):
-            if kind in ("missing", "empty-folder"):
-                raise EvaluateError(f"{path}: " + ("no such file" if kind == "missing" else "no image in folder"))
-            if kind == "video" or not os.path.isfile(path):
-                raise EvaluateError(f"{path}: " + ("videos cannot be evaluated" if kind == "video" else "no such file"))
-            if os.path.basename(path) in boxes:
-                images.setdefault(os.path.basename(path), path)
-        if not images:
-            raise EvaluateError(f"{args.boxes}: none of the given images is annotated there")
+        images = _annotated_images(args, boxes)
         cfg = cli.load_config(args.config)
+        if getattr(args, "classifiers", None):
+            return _compare(args, cfg, boxes, images)
         run = cli.Detector(cfg)
         per_image: Dict[str, Dict[str, Any]] = {}
         for name, path in sorted(images.items()):
@@ -333,3 +354,73 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"maskwatch: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+# --- comparing classifiers --------------------------------------------------------------------
+
+
+def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str, str]) -> int:
+    """Detect each image once, classify it with every ``--classifier``, print and save the tables side by side."""
+    from agent import cli  # late: cli imports this module
+    from agent.classify import MaskClassifier
+    from agent.detect import FaceDetector
+    from agent.sources import SourceCounters, normalize_image, read_image
+
+    threads = cfg.runtime.num_threads
+    detector = FaceDetector(cfg.detector, threads)
+    # the config's thresholds / batching apply to every model; only the sidecar changes
+    classifiers = [MaskClassifier(dataclasses.replace(cfg.classifier, model=os.path.abspath(p)), threads)
+                   for p in args.classifiers]
+    per_model: List[Dict[str, Dict[str, Any]]] = [{} for _ in classifiers]
+    for name, path in sorted(images.items()):
+        image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
+        if image is None:
+            raise EvaluateError(f"{path}: not a readable image")
+        found = detector.detect(image)
+        h, w = image.shape[:2]
+        for k, clf in enumerate(classifiers):
+            faces = clf.classify(image, found)
+            per_model[k][name] = score_image([cli.face_json(f, w, h) for f in faces], boxes[name])
+    models = [{"sidecar": p, "name": c.model.name, "version": c.model.version,
+               **summarize(per_image, args.min_size), "per_image": per_image}
+              for p, c, per_image in zip(args.classifiers, classifiers, per_model)]
+    print(format_compare(models))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"images": len(images), "detector": cfg.detector.model,
+                                               "models": models}, indent=1) + "\n")
+    return 0
+
+
+def format_compare(models: Sequence[Dict[str, Any]]) -> str:
+    """Summaries of several classifiers (same images, same detections) as side-by-side tables.
+
+    ``models``: each a :func:`summarize` result plus ``name`` and ``version``; one column group each.
+    """
+    def cell(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    first = models[0]
+    widths = [max(27, len(m["name"]), len(m["version"])) + 3 for m in models]
+    pad = 25  # label column + faces column
+
+    def row(left: str, cells: Sequence[str]) -> str:
+        return (left.ljust(pad) + "".join(c.rjust(w) for c, w in zip(cells, widths))).rstrip()
+
+    lines = [f"{first['images']} images, IoU >= {first['iou']}; same detections, one column group per classifier",
+             row("", [m["name"] for m in models]), row("", [m["version"] for m in models])]
+    for key, title in (("all", "all faces"), ("min_size_faces", f"faces >= {first['min_size']:g} px tall")):
+        lines += ["", title, row(f"  {'label':<16}{'faces':>7}", [f"{'found':>7}{'found %':>9}{'correct %':>11}"] * len(models))]
+        for label in LABELS + ("all",):
+            rs = [m[key][label] for m in models]
+            lines.append(row(f"  {label:<16}{rs[0]['faces']:>7}",
+                             [f"{r['found']:>7}{cell(r['found_pct']):>9}{cell(r['correct_pct']):>11}" for r in rs]))
+        for name, what in (("unmasked_caught", "unmasked caught"), ("masked_falsely_alerted", "masked falsely alerted")):
+            lines.append(row(f"  {what}", [f"{m[key][name]['count']}/{m[key][name]['of']} ({cell(m[key][name]['pct'])} %)"
+                                            for m in models]))
+    lines += ["", row("spurious detections", [f"{m['spurious']} ({m['spurious_per_image']}/image)" for m in models])]
+    for m in models:
+        lines += ["", f"confusion of {m['name']} {m['version']} (rows: true, columns: predicted)",
+                  "  " + f"{'':<16}" + "".join(f"{p:>16}" for p in LABELS + ("missed",))]
+        for t, r in m["confusion"].items():
+            lines.append(f"  {t:<16}" + "".join(f"{v:>16}" for v in r.values()))
+    return "\n".join(lines)

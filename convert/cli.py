@@ -35,6 +35,7 @@ EXTERNAL: Dict[str, str] = {
     "evaluate-classifier": "convert.evaluate_classifier",
     "classifier-data": "convert.classifier_data",
     "train-detector": "convert.train_detector",
+    "finetune": "convert.finetune",
 }
 
 

@@ -151,8 +151,14 @@ def train(
     seed: int,
     log=print,
     init_model=None,
+    sample_weight: Optional[np.ndarray] = None,
+    checkpoint: Optional[Path] = BUILD_DIR / "last_epoch.keras",
 ):
-    """Train from scratch (or go on from ``init_model``); returns the Keras model (final epoch) and history."""
+    """Train from scratch (or go on from ``init_model``); returns the Keras model (final epoch) and history.
+
+    ``sample_weight`` (one per train crop) multiplies the class weights, e.g. to weight site crops
+    above base crops when fine-tuning; ``checkpoint`` is where each epoch's model is saved (None: nowhere).
+    """
     tf = _tf()
     keras = tf.keras
     keras.utils.set_random_seed(seed)
@@ -161,6 +167,8 @@ def train(
     cw = class_weights(train_set.y)
     log(f"model: {model.count_params()} parameters, input {size}px; class weights {dict(zip(cd.LABELS, cw.round(2).tolist()))}")
     sw = cw[train_set.y]
+    if sample_weight is not None:
+        sw = sw * np.asarray(sample_weight, np.float32)
     steps = max(1, len(train_set) // batch)
     total = steps * epochs
     warm = min(steps, total // 10)
@@ -195,9 +203,11 @@ def train(
                 f"val faces acc {float((pred[faces] == val_set.y[faces]).mean()):.3f} recall "
                 + " ".join(f"{k} {v:.3f}" for k, v in rec.items()),
             )
-            self.model.save(BUILD_DIR / "last_epoch.keras")
+            if checkpoint is not None:
+                self.model.save(checkpoint)
 
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     hist = model.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0, callbacks=[Progress()])
     return model, hist.history
 
@@ -226,8 +236,12 @@ def make_sidecar(
     temperature: float,
     data_info: Dict[str, object],
     metrics: Dict[str, object],
+    source_model: Optional[str] = None,
 ) -> Dict[str, object]:
-    """The classifier sidecar (docs/model-contract.md); tensor details are read from the model itself."""
+    """The classifier sidecar (docs/model-contract.md); tensor details are read from the model itself.
+
+    ``source_model``: the provenance line for a model not trained from scratch (a pretrained backbone).
+    """
     from ai_edge_litert.interpreter import Interpreter
     import tensorflow as tf
 
@@ -257,7 +271,7 @@ def make_sidecar(
         "output": {"name": "logits", "activation": "softmax", "temperature": round(float(temperature), 4)},
         "crop": {"scale": spec_cfg.scale, "align": "eyes", "shift_y": spec_cfg.shift_y},
         "provenance": {
-            "source_model": "trained from scratch by convert/train_classifier.py (no pretrained weights)",
+            "source_model": source_model or "trained from scratch by convert/train_classifier.py (no pretrained weights)",
             "converter": f"tensorflow {tf.__version__}",
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "licence": "Apache-2.0 (model); training data: see MODEL_CARD.md",
@@ -274,7 +288,8 @@ def make_sidecar(
 
 
 def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig, temperature: float,
-           data_info: Dict[str, object], models_dir: Path, seed: int, log=print) -> Tuple[Path, Path]:
+           data_info: Dict[str, object], models_dir: Path, seed: int, log=print,
+           source_model: Optional[str] = None) -> Tuple[Path, Path]:
     """int8 conversion with convert.quantize, parity check, sidecar, evaluation and model card."""
     from convert import parity, quantize
 
@@ -293,7 +308,7 @@ def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig
     from convert import evaluate_classifier as ev
 
     metrics = ev.evaluate_bytes(tfl, val_set, temperature, model=model)
-    sidecar = make_sidecar(tfl, cfg, temperature, data_info, ev.sidecar_metrics(metrics))
+    sidecar = make_sidecar(tfl, cfg, temperature, data_info, ev.sidecar_metrics(metrics), source_model)
     paths = quantize.write_model_pair(models_dir, MODEL_STEM, tfl, sidecar)
     parity.write_parity_report(models_dir, MODEL_STEM, report)
     ev.write_outputs(models_dir, metrics, data_info, sidecar)
