@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +30,9 @@ from convert.quantize import _tf
 
 MEDIAPIPE_VERSION = "0.10.21"
 FACE_DIR = "mediapipe/modules/face_detection"
+# What is unpacked from the wheel: the face-detection and face-landmark graphs (Apache-2.0).
+UNPACKED_DIRS = (FACE_DIR, "mediapipe/modules/face_landmark")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILES = {
     "short": "face_detection_short_range.tflite",
     "full": "face_detection_full_range_sparse.tflite",
@@ -366,8 +370,15 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface")
 # Sources
 
 
+def mediapipe_dir() -> Path:
+    """Where the unpacked mediapipe wheel is looked for: ``$MASKWATCH_MEDIAPIPE_DIR``, else
+    ``.cache/mediapipe-0.10.21`` in the checkout (filled by :func:`ensure_mediapipe`)."""
+    env = os.environ.get("MASKWATCH_MEDIAPIPE_DIR")
+    return Path(env) if env else REPO_ROOT / ".cache" / f"mediapipe-{MEDIAPIPE_VERSION}"
+
+
 def fetch_mediapipe(dest: Path) -> Path:
-    """Download the mediapipe wheel (no install) and unpack its face-detection models into dest."""
+    """Download the mediapipe wheel (no install) and unpack its face models and licence into dest."""
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         print(f"fetching mediapipe=={MEDIAPIPE_VERSION} wheel with pip download ...", flush=True)
@@ -378,9 +389,18 @@ def fetch_mediapipe(dest: Path) -> Path:
             raise ConvertError(f"pip download mediapipe=={MEDIAPIPE_VERSION} failed: {res.stderr.strip()[-300:]}")
         with zipfile.ZipFile(wheels[0]) as z:
             for member in z.namelist():
-                if member.startswith(FACE_DIR + "/") and member.endswith(".tflite") or member.endswith("dist-info/LICENSE"):
+                wanted = any(member.startswith(d + "/") for d in UNPACKED_DIRS) and member.endswith(".tflite")
+                if wanted or member.endswith("dist-info/LICENSE"):
                     z.extract(member, dest)
     return dest
+
+
+def ensure_mediapipe(dest: Optional[Path] = None) -> Path:
+    """The unpacked wheel at ``dest`` (default :func:`mediapipe_dir`), fetched once when absent."""
+    dest = Path(dest) if dest is not None else mediapipe_dir()
+    if all((dest / FACE_DIR / f).is_file() for f in MODEL_FILES.values()):
+        return dest
+    return fetch_mediapipe(dest)
 
 
 def model_path(mediapipe_dir: Path, variant: str) -> Path:

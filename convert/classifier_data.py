@@ -34,11 +34,12 @@ import numpy as np
 from agent.crop import CropSpec, crop_face
 from agent.track import iou  # the runtime's IoU: one definition for both sides
 from agent.types import Box
+from convert.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
 
 LABELS: Tuple[str, ...] = ("mask", "incorrect_mask", "no_mask", "not_face")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
-DEFAULT_FACE_DETECTOR = Path("/work/mp/mediapipe/modules/face_detection/face_detection_short_range.tflite")
+DEFAULT_FACE_DETECTOR = mediapipe_dir() / FACE_DIR / MODEL_FILES["short"]  # fetched by ensure_mediapipe()
 
 # faces/<folder> -> label; the folder name is also the crop's source tag.
 FACE_FOLDERS: Dict[str, str] = {

@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -43,13 +42,11 @@ def _external_available() -> Dict[str, str]:
     return {cmd: mod for cmd, mod in EXTERNAL.items() if importlib.util.find_spec(mod) is not None}
 
 
-def _mediapipe_dir(arg: Optional[Path], tmp: Path) -> Path:
-    from convert.blazeface_keras import fetch_mediapipe  # noqa: PLC0415
+def _mediapipe_dir(arg: Optional[Path]) -> Path:
+    """--mediapipe-dir, else $MASKWATCH_MEDIAPIPE_DIR or .cache/ (the wheel fetched there once)."""
+    from convert.blazeface_keras import ensure_mediapipe  # noqa: PLC0415
 
-    if arg is not None:
-        return arg
-    env = os.environ.get("MASKWATCH_MEDIAPIPE_DIR")
-    return Path(env) if env else fetch_mediapipe(tmp)
+    return arg if arg is not None else ensure_mediapipe()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,23 +58,22 @@ def cmd_blazeface(a: argparse.Namespace) -> int:
     from convert.blazeface_keras import load_blazeface, parity_vs_tflite  # noqa: PLC0415
 
     a.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        mp_dir = _mediapipe_dir(a.mediapipe_dir, Path(tmp))
-        for variant in a.variants:
-            print(f"rebuilding BlazeFace {variant} range from {mp_dir}", flush=True)
-            model, data, sha = load_blazeface(mp_dir, variant)
-            diff = parity_vs_tflite(model, data, a.scenes / "images", n_images=a.check_images)
-            print(f"  max |keras - tflite| on {diff['n_images']} real images: {diff['max_abs_diff']:.2e}", flush=True)
-            if diff["max_abs_diff"] > 1e-3:
-                raise ConvertError(f"{variant} rebuild differs from the tflite by {diff['max_abs_diff']:.2e} (> 1e-3)")
-            path = a.out / f"blazeface_{variant}_range.keras"
-            tmp_path = path.with_name(path.name + ".tmp.keras")
-            model.save(tmp_path)
-            os.replace(tmp_path, path)
-            (a.out / f"blazeface_{variant}_range.source.json").write_text(
-                json.dumps({"source_sha256": sha, "source": str(mp_dir), **diff}, indent=2) + "\n"
-            )
-            print(f"  wrote {path}", flush=True)
+    mp_dir = _mediapipe_dir(a.mediapipe_dir)
+    for variant in a.variants:
+        print(f"rebuilding BlazeFace {variant} range from {mp_dir}", flush=True)
+        model, data, sha = load_blazeface(mp_dir, variant)
+        diff = parity_vs_tflite(model, data, a.scenes / "images", n_images=a.check_images)
+        print(f"  max |keras - tflite| on {diff['n_images']} real images: {diff['max_abs_diff']:.2e}", flush=True)
+        if diff["max_abs_diff"] > 1e-3:
+            raise ConvertError(f"{variant} rebuild differs from the tflite by {diff['max_abs_diff']:.2e} (> 1e-3)")
+        path = a.out / f"blazeface_{variant}_range.keras"
+        tmp_path = path.with_name(path.name + ".tmp.keras")
+        model.save(tmp_path)
+        os.replace(tmp_path, path)
+        (a.out / f"blazeface_{variant}_range.source.json").write_text(
+            json.dumps({"source_sha256": sha, "source": str(mp_dir), **diff}, indent=2) + "\n"
+        )
+        print(f"  wrote {path}", flush=True)
     return 0
 
 
@@ -90,20 +86,19 @@ def cmd_face_detector(a: argparse.Namespace) -> int:
     from convert.blazeface_keras import MODEL_FILES, load_blazeface, load_keras  # noqa: PLC0415
     from convert.face_detector import build_face_detector  # noqa: PLC0415
 
-    with tempfile.TemporaryDirectory() as tmp:
-        for variant in a.variants:
-            stem = "face_detector" if variant == "full" else "face_detector_short"
-            if a.keras:
-                model = load_keras(a.keras)
-                src_name, sha = a.keras.name, _sha256(a.keras)
-            else:
-                model, _, sha = load_blazeface(_mediapipe_dir(a.mediapipe_dir, Path(tmp)), variant)
-                src_name = MODEL_FILES[variant]
-            build_face_detector(
-                model, variant, src_name, sha, a.scenes, a.models_dir, stem,
-                n_calibration=a.calibration_images, n_val=a.val_images,
-                float_outputs=a.float_outputs, trim_quantile=a.trim_quantile, ablation=not a.no_ablation,
-            )
+    for variant in a.variants:
+        stem = "face_detector" if variant == "full" else "face_detector_short"
+        if a.keras:
+            model = load_keras(a.keras)
+            src_name, sha = a.keras.name, _sha256(a.keras)
+        else:
+            model, _, sha = load_blazeface(_mediapipe_dir(a.mediapipe_dir), variant)
+            src_name = MODEL_FILES[variant]
+        build_face_detector(
+            model, variant, src_name, sha, a.scenes, a.models_dir, stem,
+            n_calibration=a.calibration_images, n_val=a.val_images,
+            float_outputs=a.float_outputs, trim_quantile=a.trim_quantile, ablation=not a.no_ablation,
+        )
     return 0
 
 

@@ -28,11 +28,12 @@ import cv2
 import numpy as np
 
 from convert import detector_data as dd
+from convert.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
 
 REPO_ROOT = dd.REPO_ROOT
 BUILD_DIR = REPO_ROOT / "build" / "detector"
 KERAS_DIR = REPO_ROOT / "build" / "keras"
-ORIGINAL_TFLITE = Path("/work/mp/mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite")
+ORIGINAL_TFLITE = mediapipe_dir() / FACE_DIR / MODEL_FILES["full"]  # fetched by ensure_mediapipe()
 STEM = "face_detector_ft"
 BOX_GAIN = 10.0  # offsets / face size * 10: SSD's "variance 0.1", errors of ~1 for a sloppy box
 

@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test,convert,demo
 export TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1
+# MediaPipe's BlazeFace / face-landmark .tflite files (Apache-2.0), for the Keras-rebuild parity
+# tests: `pip download` of the mediapipe 0.10.21 wheel (never installed), unpacked once into
+# .cache/ (or $MASKWATCH_MEDIAPIPE_DIR). Without them those tests skip, saying why.
+.venv/bin/python -c 'from convert.blazeface_keras import ensure_mediapipe; print("test: mediapipe models in", ensure_mediapipe())' \
+  || echo "test: could not fetch the mediapipe wheel; the BlazeFace rebuild tests will skip" >&2
 set +e
 .venv/bin/python -m pytest -q -rs "$@"
 rc=$?

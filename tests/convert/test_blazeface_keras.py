@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,10 @@ pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 pytest.importorskip("tflite")
 
-from convert.blazeface_keras import MODEL_FILES, FACE_DIR, load_blazeface, load_keras, parity_vs_tflite  # noqa: E402
+from convert.blazeface_keras import MODEL_FILES, FACE_DIR, load_blazeface, load_keras, mediapipe_dir, parity_vs_tflite  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
 
-MP_DIR = Path(os.environ.get("MASKWATCH_MEDIAPIPE_DIR", "/work/mp"))
+MP_DIR = mediapipe_dir()
 SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "scenes-ilc2021" / "images"
 needs_mp = pytest.mark.skipif(
     not (MP_DIR / FACE_DIR / MODEL_FILES["full"]).is_file(),
