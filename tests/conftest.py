@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Before any test module imports TensorFlow: its oneDNN kernels crashed on these CPUs (a plain
+# `pytest` run without scripts/test.sh's environment must not segfault).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def models_dir() -> Path:
