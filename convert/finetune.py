@@ -4,8 +4,9 @@
 
 Steps (docs/site-data.md describes DIR):
 
-1. The shipped int8 classifier is rebuilt as a float Keras model (:mod:`convert.tflite_keras`):
-   its float original is not in the repository.
+1. The float Keras model to start from: the base model's float master (the sidecar's
+   ``provenance.float_model``, shipped beside it), or else the int8 model rebuilt as float
+   (:mod:`convert.tflite_keras`).
 2. Site crops ``DIR/<label>/*.png`` are read and resized (INTER_AREA) to the model input. A part of
    them (``--holdout``) is kept aside, chosen by a hash of the crop's run and track, so one person's
    crops all land on the same side.
@@ -15,7 +16,8 @@ Steps (docs/site-data.md describes DIR):
 4. The temperature is refitted on the base ``val`` logits (see :func:`run`), the model converted to
    int8 (float logits) and both models, old and new, are scored through LiteRT on the held-out site
    crops and on the base ``val`` crops.
-5. Only then is anything written: ``MODELS/<stem>.tflite`` + ``.json`` (+ ``SHA256SUMS``) beside the
+5. Only then is anything written: ``MODELS/<stem>.tflite`` + ``.json`` + ``.keras`` (its float
+   master) (+ ``SHA256SUMS``) beside the
    old model, the comparison as ``<stem>.finetune.json`` / ``.md``, and, with ``--switch-config``,
    that config's ``classifier.model:`` line (the old file kept as ``FILE.bak``).
 
@@ -466,21 +468,55 @@ def _outputs(a: argparse.Namespace, base_sidecar: Path, base_model: Path) -> Tup
     out_model, out_side = models_dir / f"{a.out_stem}.tflite", models_dir / f"{a.out_stem}.json"
     if out_side.resolve() == base_sidecar.resolve() or out_model.resolve() == base_model.resolve():
         raise ConvertError(f"--out-stem {a.out_stem}: that is the base model itself; choose another stem")
-    existing = [p for p in (out_model, out_side) if p.exists()]
+    existing = [p for p in (out_model, out_side, models_dir / f"{a.out_stem}.keras") if p.exists()]
     if existing and not a.force:
         raise ConvertError(f"{existing[0]}: already exists; pass --force to overwrite it or another --out-stem")
     return models_dir, out_model, out_side
 
 
-def _train_and_convert(a: argparse.Namespace, base_model: Path, train_set: cd.CropSet, weights: np.ndarray,
-                       val: cd.CropSet, step: Log) -> Tuple[Any, bytes, float, Dict[str, Any]]:
-    """Fine-tune the float rebuild of ``base_model``; returns (float model, int8 bytes, temperature, history)."""
-    from convert import quantize
-    from convert import train_classifier as tc
+def base_float_model(base_side: Dict[str, Any], base_model: Path, step: Log) -> Any:
+    """The float Keras model to fine-tune: the float master the sidecar names
+    (``provenance.float_model``, beside it) when it is there, else ``base_model`` rebuilt as float
+    from its int8 flatbuffer (:mod:`convert.tflite_keras`, chain-shaped classifiers only)."""
+    master = base_side.get("provenance", {}).get("float_model")
+    if master:
+        path = base_model.parent / str(master)
+        if path.is_file():
+            from convert.blazeface_keras import load_keras  # registers the custom layers a master may use
+
+            model = load_keras(path)
+            step(f"float master {path.name} ({model.count_params()} parameters)")
+            return model
+        step(f"warning: float master {path} named by the sidecar is missing; rebuilding from {base_model.name}")
     from convert.tflite_keras import keras_from_tflite
 
     model = keras_from_tflite(base_model)
     step(f"rebuilt {base_model.name} as a float Keras model ({model.count_params()} parameters)")
+    return model
+
+
+def keras_bytes(model: Any) -> bytes:
+    """The model as a ``.keras`` file's bytes, weights only (no optimizer state): the float master."""
+    import tempfile
+
+    from convert.train_classifier import _tf
+
+    keras = _tf().keras
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "master.keras"
+        clone.save(path)
+        return path.read_bytes()
+
+
+def _train_and_convert(a: argparse.Namespace, base_side: Dict[str, Any], base_model: Path, train_set: cd.CropSet,
+                       weights: np.ndarray, val: cd.CropSet, step: Log) -> Tuple[Any, bytes, float, Dict[str, Any]]:
+    """Fine-tune the float rebuild of ``base_model``; returns (float model, int8 bytes, temperature, history)."""
+    from convert import quantize
+    from convert import train_classifier as tc
+
+    model = base_float_model(base_side, base_model, step)
     with warnings.catch_warnings():  # Keras warns that fit()'s shuffle does not apply to a tf.data set
         warnings.simplefilter("ignore", UserWarning)
         model, history = tc.train(train_set, val, a.epochs, a.batch, a.lr, 1.0, a.seed, log=step, init_model=model,
@@ -540,7 +576,7 @@ def run(a: argparse.Namespace, log: Log = print, warn: Optional[Log] = None) -> 
     tr, va, base_info = base_crops(a.data_root, a.crops, cfg, step)
     train_set, weights = merge(tr, site, ~held, a.site_weight)
     step(f"training set: {len(tr)} base + {int((~held).sum())} site crops (site weight {a.site_weight}); base val {len(va)}")
-    model, new_bytes, temperature, history = _train_and_convert(a, base_model, train_set, weights, va, step)
+    model, new_bytes, temperature, history = _train_and_convert(a, base_side, base_model, train_set, weights, va, step)
 
     step("scoring old and new int8 models")
     old_temp = float(base_side["output"].get("temperature", 1.0))
@@ -559,7 +595,9 @@ def run(a: argparse.Namespace, log: Log = print, warn: Optional[Log] = None) -> 
     # everything is computed: write the pair (+ SHA256SUMS), the report, then the config
     from convert import quantize
 
-    paths = quantize.write_model_pair(models_dir, a.out_stem, new_bytes, sidecar)
+    master = f"{a.out_stem}.keras"  # the new float master, so the next finetune starts from float weights
+    sidecar["provenance"]["float_model"] = master
+    paths = quantize.write_model_pair(models_dir, a.out_stem, new_bytes, sidecar, extra={master: keras_bytes(model)})
     written = json.loads(paths[1].read_text())
     report = {
         "old": {"file": base_model.name, "name": base_side.get("name"), "version": base_side.get("version"),

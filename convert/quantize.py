@@ -372,11 +372,14 @@ def write_files_atomically(files: Mapping[Path, bytes]) -> None:
                 tmp.unlink()
 
 
-def write_model_pair(models_dir: Path | str, stem: str, tflite_bytes: bytes, sidecar: dict) -> Tuple[Path, Path]:
+def write_model_pair(models_dir: Path | str, stem: str, tflite_bytes: bytes, sidecar: dict,
+                     extra: Optional[Mapping[str, bytes]] = None) -> Tuple[Path, Path]:
     """Write ``models_dir/stem.tflite`` + ``stem.json`` and update ``models_dir/SHA256SUMS``.
 
     The sidecar is completed from the model (``model_file``, ``model_sha256``, input and output
     dtype/quantization, outputs matched by shape, version, provenance date and converter).
+    ``extra`` (file name -> bytes, e.g. the float Keras master a sidecar's
+    ``provenance.float_model`` names) is written in the same atomic step and listed in SHA256SUMS.
     Returns (tflite path, sidecar path).
     """
     models_dir = Path(models_dir)
@@ -385,14 +388,10 @@ def write_model_pair(models_dir: Path | str, stem: str, tflite_bytes: bytes, sid
     model_path, side_path = models_dir / f"{stem}.tflite", models_dir / f"{stem}.json"
     side = fill_sidecar(sidecar, tflite_bytes, model_path.name)
     side_bytes = (json.dumps(side, indent=2) + "\n").encode()
-    sums = _sums_text(
-        models_dir,
-        {
-            model_path.name: hashlib.sha256(tflite_bytes).hexdigest(),
-            side_path.name: hashlib.sha256(side_bytes).hexdigest(),
-        },
-    )
-    write_files_atomically({model_path: bytes(tflite_bytes), side_path: side_bytes, models_dir / "SHA256SUMS": sums.encode()})
+    files = {model_path: bytes(tflite_bytes), side_path: side_bytes}
+    files.update({models_dir / name: bytes(data) for name, data in (extra or {}).items()})
+    sums = _sums_text(models_dir, {p.name: hashlib.sha256(data).hexdigest() for p, data in files.items()})
+    write_files_atomically({**files, models_dir / "SHA256SUMS": sums.encode()})
     return model_path, side_path
 
 

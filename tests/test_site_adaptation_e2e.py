@@ -62,8 +62,9 @@ def test_collect_label_finetune_evaluate(tmp_path, walkers_clip, detector_json, 
     models.mkdir()
     for side in (detector_json, classifier_json):
         meta = json.loads(side.read_text())
-        shutil.copy(side, models / side.name)
-        shutil.copy(side.parent / meta["model_file"], models / meta["model_file"])
+        master = meta.get("provenance", {}).get("float_model")  # the classifier's float weights
+        for name in (side.name, meta["model_file"]) + ((master,) if master else ()):
+            shutil.copy(side.parent / name, models / name)
     config = tmp_path / "config.yaml"
     config.write_text("runtime:\n  camera: site-test\n  stats_interval_s: 0\n"
                       f"  state_dir: {tmp_path}\n"
