@@ -237,10 +237,12 @@ def make_sidecar(
     data_info: Dict[str, object],
     metrics: Dict[str, object],
     source_model: Optional[str] = None,
+    n_representative: int = 300,
 ) -> Dict[str, object]:
     """The classifier sidecar (docs/model-contract.md); tensor details are read from the model itself.
 
-    ``source_model``: the provenance line for a model not trained from scratch (a pretrained backbone).
+    ``source_model``: the provenance line for a model not trained from scratch (a pretrained backbone);
+    ``n_representative``: how many train crops calibrated the int8 ranges.
     """
     from ai_edge_litert.interpreter import Interpreter
     import tensorflow as tf
@@ -281,7 +283,7 @@ def make_sidecar(
                 "faces/vggface2, faces/vggface2-synthetic (datarootsio/tutorial-face-mask-detection, MIT; VGGFace2 faces)",
             ] + (["mask-templates (aqeelanwar/MaskTheFace, MIT): synthetic mask / incorrect_mask on unmasked train faces"] if "synthetic" in data_info else []),
             "crops": {k: v for k, v in data_info.items() if k in ("train_counts", "val_counts", "face_detector", "faces_skipped", "synthetic")},
-            "representative_data": "300 train crops (all classes), normalized as input.normalization",
+            "representative_data": f"{n_representative} train crops (all classes), normalized as input.normalization",
         },
         "metrics": metrics,
     }
@@ -289,12 +291,15 @@ def make_sidecar(
 
 def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig, temperature: float,
            data_info: Dict[str, object], models_dir: Path, seed: int, log=print,
-           source_model: Optional[str] = None) -> Tuple[Path, Path]:
-    """int8 conversion with convert.quantize, parity check, sidecar, evaluation and model card."""
+           source_model: Optional[str] = None, n_representative: int = 300) -> Tuple[Path, Path]:
+    """int8 conversion with convert.quantize, parity check, sidecar, evaluation and model card.
+
+    ``n_representative`` random train crops calibrate the int8 ranges (more: closer int8/float agreement, slower).
+    """
     from convert import parity, quantize
 
     rng = np.random.default_rng(seed)
-    rep_idx = rng.permutation(len(train_set))[:300]
+    rep_idx = rng.permutation(len(train_set))[:n_representative]
 
     def representative() -> Iterator[np.ndarray]:
         for k in rep_idx:
@@ -308,7 +313,7 @@ def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig
     from convert import evaluate_classifier as ev
 
     metrics = ev.evaluate_bytes(tfl, val_set, temperature, model=model)
-    sidecar = make_sidecar(tfl, cfg, temperature, data_info, ev.sidecar_metrics(metrics), source_model)
+    sidecar = make_sidecar(tfl, cfg, temperature, data_info, ev.sidecar_metrics(metrics), source_model, n_representative)
     paths = quantize.write_model_pair(models_dir, MODEL_STEM, tfl, sidecar)
     parity.write_parity_report(models_dir, MODEL_STEM, report)
     ev.write_outputs(models_dir, metrics, data_info, sidecar)
