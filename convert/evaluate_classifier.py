@@ -294,13 +294,30 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
     """The "Mask classifier" section of MODEL_CARD.md, markers included."""
     pc = m["per_class"]
     cfg = info.get("config", {})
+    size = int(sidecar["input"]["width"])
+    source = str(sidecar.get("provenance", {}).get("source_model", ""))
+    pretrained = "landmark_keras" in source  # the face-landmark trunk (convert/landmark_keras.py)
+    if pretrained:
+        what = (f"Backbone and training: {source}. The float master ships beside it as the sidecar's "
+                "`provenance.float_model` (what `maskwatch-convert finetune` starts from).")
+        rebuild = [
+            f"python -m convert.classifier_data --size {size} --out build/classifier_{size}/crops.npz",
+            f"python -m convert.landmark_keras --crops build/classifier_{size}/crops.npz --stride 16 --prelu dw \\",
+            "    --freeze-epochs 1 --epochs 13 --lr 1e-3 --seed 0 --threads 2 --export --models-dir build/cand_models/NAME",
+        ]
+    else:
+        what = "A depthwise-separable CNN trained from scratch here (no pretrained weights, no downloads)."
+        rebuild = [
+            "python -m convert.classifier_data                # crops -> build/classifier/crops.npz (about 3 min)",
+            "python -m convert.train_classifier --epochs 16 --export   # or: maskwatch-convert train-classifier ...",
+        ]
     lines = [
         START,
         "## Mask classifier (`mask_classifier.tflite`)",
         "",
         f"int8 TFLite, {sidecar['input']['width']}x{sidecar['input']['height']} RGB crop in, 4 logits out "
         f"(`{', '.join(cd.LABELS)}`; `not_face` is dropped by the agent). Probabilities = softmax(logits / {m['temperature']:.3f}). "
-        f"A depthwise-separable CNN trained from scratch here (no pretrained weights, no downloads).",
+        + what,
         "",
         "### Data",
         "- **scenes-ilc2021** (ILC 2021 face-mask dataset, jolignier/face-mask-dataset-ilc-2021; no licence file was published): "
@@ -317,8 +334,8 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         "at run time the agent levels the eyes from detector keypoints. "
         f"Train crops per class: {json.dumps(info.get('train_counts', {}))}; val: {json.dumps(info.get('val_counts', {}))}.",
         _synthetic_line(info),
-        "- Training augmentation: horizontal flip, brightness/contrast/saturation/hue, shrink to 10-64 px and back (p=0.5), blur, grey, noise. "
-        "Balanced class weights (capped at 3), AdamW + cosine LR, BatchNorm momentum 0.9.",
+        f"- Training augmentation: horizontal flip, brightness/contrast/saturation/hue, shrink to 10-{size} px and back (p=0.5), blur, grey, noise. "
+        "Balanced class weights (capped at 3), AdamW + cosine LR" + ("." if pretrained else ", BatchNorm momentum 0.9."),
         "",
         "### Metrics (int8, LiteRT, scenes-ilc2021 `val` crops, annotator boxes)",
         "Inputs are quantized through the same pixel table as `agent.model` (float64, `np.round`), so these are the agent's numbers.",
@@ -359,8 +376,7 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         "",
         "### Rebuild",
         "```",
-        "python -m convert.classifier_data                # crops -> build/classifier/crops.npz (about 3 min)",
-        "python -m convert.train_classifier --epochs 16 --export   # or: maskwatch-convert train-classifier ...",
+        *rebuild,
         "python -m convert.evaluate_classifier            # figures + this section, from the shipped .tflite",
         "```",
         f"Data root `--data-root` (default `../shared/datasets`); seed {cfg.get('seed', 0)}; crops cached in `build/classifier/crops.npz`.",
