@@ -94,7 +94,7 @@ def test_collect_label_finetune_evaluate(tmp_path, walkers_clip, detector_json, 
     assert set(truth.values()) == {"mask", "no_mask"}
 
     # 2. label: the real page in headless Chromium, one key per crop, one undo on the way
-    from agent.label import LabelServer
+    from agent.label_http import LabelServer
     from selenium.webdriver.common.by import By
 
     with LabelServer(site) as server, chromium_driver(tmp_path) as driver:

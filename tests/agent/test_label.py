@@ -21,7 +21,8 @@ import pytest
 
 from agent.cli import main
 from agent.collect import SiteFolder, csv_row
-from agent.label import LABEL_LOG, LabelServer
+from agent.label import LABEL_LOG
+from agent.label_http import LabelServer
 from agent.types import Face, Frame
 from tests.browser import LabelPage, chromium_driver, skip_reason
 
@@ -226,3 +227,14 @@ def test_page_in_chromium_keys_and_buttons(site, tmp_path):
         page.reload()
         page.press("u")
         assert where(folder)[d] == "unlabeled" and page.shown()["file"] == d
+
+
+def test_building_the_cli_does_not_load_http_server():
+    """Every `maskwatch` start (the service too) builds the label command's parser: the page's
+    http.server and ssl are loaded only when labelling (~7 MB of RSS on a 120 MB budget)."""
+    code = ("import sys, agent.cli; agent.cli.parser(); "
+            "print(sorted(m for m in ('http.server', 'ssl', 'agent.label_http') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
