@@ -27,7 +27,6 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, TextIO
 
@@ -38,6 +37,7 @@ from agent.classify import MaskClassifier
 from agent.crop import CropSpec, crop_face, crop_size_ok
 from agent.detect import FaceDetector, clip_box
 from agent.model import Model, sha256_of
+from agent.publish import iso_utc
 from agent.sources import FrameSource, SourceError, open_source, redact_uri
 from agent.track import Tracker
 from agent.types import Face, Frame
@@ -97,11 +97,6 @@ class Stats:
 
 
 # --- the site folder ---------------------------------------------------------------------------
-
-
-def utc_iso(epoch: float) -> str:
-    """ISO-8601 UTC with milliseconds, e.g. ``2026-11-24T10:42:46.123Z``."""
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def model_info(model: Model) -> Dict[str, str]:
@@ -271,7 +266,7 @@ def csv_row(name: str, source: str, frame: Frame, track_id: int, face: Face) -> 
     h, w = frame.image.shape[:2]
     box = [round(v, 1) for v in clip_box(face.box, w, h)]
     probs = ["" if label not in face.scores else round(face.scores[label], 4) for label in LABELS]
-    return [name, source, utc_iso(frame.timestamp), frame.index, track_id, *box, round(face.face_score, 4),
+    return [name, source, iso_utc(frame.timestamp), frame.index, track_id, *box, round(face.face_score, 4),
             face.label, round(face.score, 4), *probs]
 
 
@@ -399,7 +394,7 @@ def collect(opts: Options, cfg: "Config") -> Stats:
     header = {"size": opts.size, "crop": {"scale": spec.scale, "align": spec.align, "shift_y": spec.shift_y},
               "labels": list(classifier.labels), "detector": model_info(detector.model),
               "classifier": model_info(classifier.model)}
-    run_info = {"source": name, "started": utc_iso(time.time()), "finished": None, "per_track": opts.per_track,
+    run_info = {"source": name, "started": iso_utc(time.time()), "finished": None, "per_track": opts.per_track,
                 "min_face": min_face, "max": opts.max_crops, "duplicate_mad": DUPLICATE_MAD, "thumbnail": THUMB}
     try:
         folder.open(header, run_info)
@@ -413,7 +408,7 @@ def collect(opts: Options, cfg: "Config") -> Stats:
         folder.close()
     fields = dataclasses.asdict(stats)
     del fields["run"], fields["min_face"]  # already in the run's record
-    folder.finish_run({"finished": utc_iso(time.time()), **fields})
+    folder.finish_run({"finished": iso_utc(time.time()), **fields})
     if stats.frames == 0 and not source.live:
         raise SiteError(f"--source {name}: no readable frame; fix: check the file (a video OpenCV reads,"
                         " or images)")

@@ -35,7 +35,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from agent.collect import CROPS_CSV, UNLABELED, SiteError, sigterm_as_interrupt, site_labels, utc_iso
+from agent.collect import CROPS_CSV, UNLABELED, SiteError, sigterm_as_interrupt, site_labels
+from agent.publish import iso_utc
 
 log = logging.getLogger("maskwatch.label")
 
@@ -164,7 +165,7 @@ class SiteLabeller:
 
     def _append_log(self, action: str, file: str, label: str) -> None:
         with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"time": utc_iso(time.time()), "action": action, "file": file, "label": label}) + "\n")
+            fh.write(json.dumps({"time": iso_utc(time.time()), "action": action, "file": file, "label": label}) + "\n")
 
     def _move(self, src: Path, dst: Path) -> None:
         """Move a crop within the site folder (a rename: nothing is copied)."""
