@@ -249,9 +249,15 @@ def layer_name(tensor_name: str, used: set) -> str:
     return name
 
 
-def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface") -> Any:
+def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
+                    input_hw: Optional[Tuple[int, int]] = None) -> Any:
     """Rebuild a float TFLite graph (CONV_2D, DEPTHWISE_CONV_2D, ADD, PAD, MAX_POOL_2D, RELU,
-    RESIZE_BILINEAR, DEPTH_TO_SPACE, RESHAPE, CONCATENATION; fp16 weights) as a Keras model."""
+    RESIZE_BILINEAR, DEPTH_TO_SPACE, RESHAPE, CONCATENATION; fp16 weights) as a Keras model.
+
+    ``input_hw`` (height, width) rebuilds the same weights for another input size (a multiple of
+    the graph's largest stride): upsampling sizes scale with it and the anchor reshapes follow, so
+    the model has one output row per anchor of the new grid. ``None`` keeps the original size.
+    """
     import tflite  # noqa: PLC0415
 
     keras = _keras()
@@ -262,7 +268,10 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface")
         raise ConvertError(f"{source}: expected one input")
     in_idx = int(g.sg.Inputs(0))
     in_shape = g.shape(in_idx)
-    inp = keras.Input(shape=tuple(in_shape[1:]), batch_size=1, name="input")
+    same_size = input_hw is None or tuple(input_hw) == tuple(in_shape[1:3])
+    fy, fx = (1.0, 1.0) if same_size else (input_hw[0] / in_shape[1], input_hw[1] / in_shape[2])
+    shape_in = tuple(in_shape[1:]) if same_size else (int(input_hw[0]), int(input_hw[1]), int(in_shape[3]))
+    inp = keras.Input(shape=shape_in, batch_size=1, name="input")
     vals: Dict[int, Any] = {in_idx: inp}  # tensor index -> Keras tensor
     consts: Dict[int, np.ndarray] = {}
     used: set = {"input", "regressors", "scores"}
@@ -342,19 +351,21 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface")
         elif op_name == "RESIZE_BILINEAR":
             o = _options(op, tflite.ResizeBilinearOptions)
             size = const(ins[1]).astype(int).tolist()
+            size = [int(round(size[0] * fy)), int(round(size[1] * fx))]
             y = custom["ResizeBilinear"](size, o.AlignCorners(), o.HalfPixelCenters(), name=nm)(vals[ins[0]])
         elif op_name == "DEPTH_TO_SPACE":
             o = _options(op, tflite.DepthToSpaceOptions)
             y = custom["DepthToSpace"](o.BlockSize(), name=nm)(vals[ins[0]])
         elif op_name == "RESHAPE":
-            y = L.Reshape(tuple(g.shape(outs[0])[1:]), name=nm)(vals[ins[0]])
+            target = tuple(g.shape(outs[0])[1:])
+            y = L.Reshape(target if same_size else (-1,) + target[1:], name=nm)(vals[ins[0]])
         elif op_name == "CONCATENATION":
             o = _options(op, tflite.ConcatenationOptions)
             y = L.Concatenate(axis=o.Axis(), name=nm)([vals[i] for i in ins])
             y = act(y, o.FusedActivationFunction(), nm)
         else:
             raise ConvertError(f"{source}: op {op_name} (#{k}) has no Keras equivalent here")
-        if tuple(y.shape[1:]) != tuple(g.shape(outs[0])[1:]):
+        if same_size and tuple(y.shape[1:]) != tuple(g.shape(outs[0])[1:]):
             raise ConvertError(f"{source}: op #{k} {op_name} gives {tuple(y.shape)}, tflite says {g.shape(outs[0])}")
         vals[outs[0]] = y
 
@@ -414,11 +425,13 @@ def model_path(mediapipe_dir: Path, variant: str) -> Path:
     return p
 
 
-def load_blazeface(mediapipe_dir: Path, variant: str) -> Tuple[Any, bytes, str]:
-    """(Keras model, original tflite bytes, its sha256) for variant 'short' or 'full'."""
+def load_blazeface(mediapipe_dir: Path, variant: str, input_hw: Optional[Tuple[int, int]] = None
+                   ) -> Tuple[Any, bytes, str]:
+    """(Keras model, original tflite bytes, its sha256) for variant 'short' or 'full'; ``input_hw``
+    as in :func:`tflite_to_keras`."""
     p = model_path(mediapipe_dir, variant)
     data = p.read_bytes()
-    model = tflite_to_keras(data, str(p), name=f"blazeface_{variant}_range")
+    model = tflite_to_keras(data, str(p), name=f"blazeface_{variant}_range", input_hw=input_hw)
     return model, data, hashlib.sha256(data).hexdigest()
 
 

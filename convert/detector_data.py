@@ -4,7 +4,8 @@ Source: ``scenes-ilc2021`` (under ``--data-root``, default ``../shared/datasets`
 root). All three labels (``mask``, ``no_mask``, ``incorrect_mask``) are faces; boxes are the human
 annotators' convention, so a model trained on them needs no ``box_adjust``.
 
-One training example is a 192x192 RGB view of a scene: either the whole image letterboxed with a
+One training example is an RGB view of a scene at the model's input size (width x height, e.g.
+192x192, or 192x144 to fill a 4:3 camera frame without padding): either the whole image letterboxed with a
 zoom jitter (what the agent sees at run time, faces mostly 5-40 px) or a crop that puts a chosen
 face at 10-150 px. Flips swap the left/right keypoints; colour, blur, noise, low light and
 down-scaling follow. Faces cut by the view edge or too small to learn become *ignore* regions.
@@ -104,10 +105,12 @@ def load_rgb(path: Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- geometry
 
-def letterbox_matrix(width: int, height: int, size: int) -> np.ndarray:
-    """2x3 affine from image pixels to a centred letterbox of ``size`` x ``size``."""
-    s = size / max(width, height)
-    return np.array([[s, 0.0, (size - s * width) / 2.0], [0.0, s, (size - s * height) / 2.0]])
+def letterbox_matrix(width: int, height: int, out_w: int, out_h: Optional[int] = None) -> np.ndarray:
+    """2x3 affine from image pixels to a centred letterbox of ``out_w`` x ``out_h`` (default square),
+    the geometry of :func:`agent.detect.letterbox`."""
+    out_h = out_w if out_h is None else out_h
+    s = min(out_w / width, out_h / height)
+    return np.array([[s, 0.0, (out_w - s * width) / 2.0], [0.0, s, (out_h - s * height) / 2.0]])
 
 
 def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -133,10 +136,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def warp(image: np.ndarray, m: np.ndarray, size: int, border: Tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-    """Warp ``image`` into a ``size`` square with black (or ``border``) padding, through the
-    agent's shrink-then-warp (``agent.crop.warp_shrinking``)."""
-    return warp_shrinking(image, m, (size, size), cv2.BORDER_CONSTANT, border)
+def warp(image: np.ndarray, m: np.ndarray, size: "int | Tuple[int, int]",
+         border: Tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """Warp ``image`` into ``size`` (a square side or (width, height)) with black (or ``border``)
+    padding, through the agent's shrink-then-warp (``agent.crop.warp_shrinking``)."""
+    wh = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return warp_shrinking(image, m, wh, cv2.BORDER_CONSTANT, border)
 
 
 # ----------------------------------------------------------------------------- anchor targets
@@ -147,16 +152,20 @@ class Decoding:
 
     decoding: Dict  # the sidecar's ``decoding`` mapping, verbatim
     anchors: np.ndarray  # (N, 4) x_center, y_center, w, h, normalized (MediaPipe anchors)
-    input_size: int = 192
+    width: int = 192
+    height: int = 192
 
     @classmethod
     def from_sidecar(cls, meta: Dict) -> "Decoding":
-        """From a detector sidecar (its ``decoding`` and square ``input`` size)."""
+        """From a detector sidecar (its ``decoding`` and ``input`` size)."""
         dec = dict(meta["decoding"])
-        size = int(meta["input"]["height"])
-        if int(meta["input"]["width"]) != size:
-            raise ValueError("detector training assumes a square input")
-        return cls(dec, blazeface.generate_anchors(dec["anchors"]), size)
+        return cls(dec, blazeface.generate_anchors(dec["anchors"]), int(meta["input"]["width"]),
+                   int(meta["input"]["height"]))
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(width, height) of the model input."""
+        return self.width, self.height
 
     @property
     def scale(self) -> Tuple[float, float, float, float]:
@@ -166,7 +175,7 @@ class Decoding:
     @property
     def centres_px(self) -> np.ndarray:
         """(N, 2) anchor centres in input pixels."""
-        return self.anchors[:, :2] * self.input_size
+        return self.anchors[:, :2] * np.array([self.width, self.height], np.float32)
 
 
 def encode(boxes_px: np.ndarray, keypoints_px: np.ndarray, anchors: np.ndarray, dec: Decoding) -> np.ndarray:
@@ -175,15 +184,15 @@ def encode(boxes_px: np.ndarray, keypoints_px: np.ndarray, anchors: np.ndarray, 
     The inverse of :func:`agent.blazeface.decode`: ``x = raw / x_scale * anchor_w + anchor_x``
     (centre and keypoints), ``w = raw / w_scale * anchor_w``. Inputs in input pixels; ``anchors`` (M, 4).
     """
-    n = float(dec.input_size)
+    nx, ny = float(dec.width), float(dec.height)
     sx, sy, sw, sh = dec.scale
     ax, ay, aw, ah = (anchors[:, i:i + 1] for i in range(4))
-    cx = (boxes_px[:, 0:1] + boxes_px[:, 2:3]) / 2 / n
-    cy = (boxes_px[:, 1:2] + boxes_px[:, 3:4]) / 2 / n
-    w = (boxes_px[:, 2:3] - boxes_px[:, 0:1]) / n
-    h = (boxes_px[:, 3:4] - boxes_px[:, 1:2]) / n
-    kx = keypoints_px[:, :, 0] / n
-    ky = keypoints_px[:, :, 1] / n
+    cx = (boxes_px[:, 0:1] + boxes_px[:, 2:3]) / 2 / nx
+    cy = (boxes_px[:, 1:2] + boxes_px[:, 3:4]) / 2 / ny
+    w = (boxes_px[:, 2:3] - boxes_px[:, 0:1]) / nx
+    h = (boxes_px[:, 3:4] - boxes_px[:, 1:2]) / ny
+    kx = keypoints_px[:, :, 0] / nx
+    ky = keypoints_px[:, :, 1] / ny
     out = np.empty((len(boxes_px), REG_DIM), np.float32)
     out[:, 0:1] = (cx - ax) / aw * sx
     out[:, 1:2] = (cy - ay) / ah * sy
@@ -229,7 +238,7 @@ def match_anchors(centres: np.ndarray, boxes: np.ndarray, ignore: np.ndarray) ->
 
 def make_targets(dec: Decoding, boxes: np.ndarray, keypoints: np.ndarray, keypoints_ok: np.ndarray,
                  ignore: np.ndarray) -> np.ndarray:
-    """(N_anchors, TARGET_DIM) float32 targets for one 192x192 example (boxes in input pixels)."""
+    """(N_anchors, TARGET_DIM) float32 targets for one example (boxes in input pixels)."""
     cls, face = match_anchors(dec.centres_px, boxes, ignore)
     t = np.zeros((len(cls), TARGET_DIM), np.float32)
     t[:, T_CLS] = cls
@@ -240,7 +249,7 @@ def make_targets(dec: Decoding, boxes: np.ndarray, keypoints: np.ndarray, keypoi
         t[pos, :REG_DIM] = encode(boxes[f], keypoints[f], dec.anchors[pos], dec)
         size_px = np.maximum(boxes[f, 2] - boxes[f, 0], boxes[f, 3] - boxes[f, 1])
         # face size in the regressor's units (w raw value of the face's larger side)
-        t[pos, T_SIZE] = np.maximum(size_px / dec.input_size / dec.anchors[pos, 2] * dec.scale[2], 1.0)
+        t[pos, T_SIZE] = np.maximum(size_px / dec.width / dec.anchors[pos, 2] * dec.scale[2], 1.0)
         t[pos, T_KPW] = keypoints_ok[f].astype(np.float32)
     return t
 
@@ -251,7 +260,8 @@ def make_targets(dec: Decoding, boxes: np.ndarray, keypoints: np.ndarray, keypoi
 class AugmentConfig:
     """How training views are drawn; stored with the training run."""
 
-    size: int = 192
+    width: int = 192  # the model input
+    height: int = 192
     p_full_view: float = 0.4  # whole image letterboxed (run-time view) with zoom 1-2.5 and shift
     min_face: float = 10.0  # face-centred views: face height at the input, log-uniform
     max_face: float = 150.0
@@ -271,12 +281,12 @@ class AugmentConfig:
 
 def view_matrix(scene: Scene, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """2x3 affine from the scene's pixels to a training view (before any flip)."""
-    size = cfg.size
+    vw, vh = cfg.width, cfg.height
     if len(scene.boxes) == 0 or rng.random() < cfg.p_full_view:
-        m = letterbox_matrix(scene.width, scene.height, size)
+        m = letterbox_matrix(scene.width, scene.height, vw, vh)
         zoom = math.exp(rng.uniform(0.0, math.log(2.5)))
         # zoom about a random point of the letterbox, then shift so the view stays on the image
-        px, py = rng.uniform(0, size, 2)
+        px, py = rng.uniform(0, vw), rng.uniform(0, vh)
         m = np.array([[zoom, 0, px - zoom * px], [0, zoom, py - zoom * py]]) @ np.vstack([m, [0, 0, 1]])
         return m
     box = scene.boxes[rng.integers(len(scene.boxes))]
@@ -285,9 +295,9 @@ def view_matrix(scene: Scene, rng: np.random.Generator, cfg: AugmentConfig) -> n
     s = target / h
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     # place the face centre anywhere that keeps at least its central part in view
-    half = min(target / 2, size / 2)
-    tx = rng.uniform(half * 0.5, size - half * 0.5)
-    ty = rng.uniform(half * 0.5, size - half * 0.5)
+    half = min(target / 2, vh / 2)
+    tx = rng.uniform(half * 0.5, vw - half * 0.5)
+    ty = rng.uniform(half * 0.5, vh - half * 0.5)
     return np.array([[s, 0, tx - s * cx], [0, s, ty - s * cy]])
 
 
@@ -320,7 +330,7 @@ def photometric(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -
 
 @dataclass
 class Example:
-    """One augmented view: image (S, S, 3) RGB uint8 and its faces in input pixels."""
+    """One augmented view: image (H, W, 3) RGB uint8 and its faces in input pixels."""
 
     image: np.ndarray
     boxes: np.ndarray  # (M, 4)
@@ -358,15 +368,15 @@ def augment(scene: Scene, image: np.ndarray, rng: np.random.Generator, cfg: Augm
     m = view_matrix(scene, rng, cfg)
     flip = rng.random() < cfg.p_flip
     if flip:
-        m = (flip_matrix(cfg.size) @ np.vstack([m, [0, 0, 1]]))[:2]
+        m = (flip_matrix(cfg.width) @ np.vstack([m, [0, 0, 1]]))[:2]
     border = (0, 0, 0) if rng.random() < 0.7 else tuple(int(v) for v in rng.integers(0, 256, 3))
-    view = photometric(warp(image, m, cfg.size, border), rng, cfg)
+    view = photometric(warp(image, m, (cfg.width, cfg.height), border), rng, cfg)
     boxes, kps, kps_ok, ignored, labels = _faces(scene)
     boxes = transform_boxes(m, boxes)
     kps = apply_affine(m, kps).astype(np.float32)
     if flip:
         kps = kps[:, list(KEYPOINT_FLIP)]
-    clipped = np.clip(boxes, 0, cfg.size)
+    clipped = np.clip(boxes, 0, [cfg.width, cfg.height, cfg.width, cfg.height])
     area = lambda b: np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)  # noqa: E731
     visible = area(clipped) / np.maximum(area(boxes), 1e-6)
     big = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
@@ -377,9 +387,12 @@ def augment(scene: Scene, image: np.ndarray, rng: np.random.Generator, cfg: Augm
                    tuple(lbl for lbl, k in zip(labels, keep) if k))
 
 
-def letterbox_example(scene: Scene, image: np.ndarray, size: int = 192) -> Example:
-    """The run-time view of a scene (centred letterbox, black padding), unaugmented."""
-    m = letterbox_matrix(scene.width, scene.height, size)
+def letterbox_example(scene: Scene, image: np.ndarray, size: "int | Tuple[int, int]" = 192) -> Example:
+    """The run-time view of a scene (centred letterbox, black padding), unaugmented; ``size`` is a
+    square side or (width, height)."""
+    vw, vh = (size, size) if isinstance(size, int) else size
+    size = (vw, vh)
+    m = letterbox_matrix(scene.width, scene.height, vw, vh)
     boxes = transform_boxes(m, scene.boxes) if len(scene.boxes) else np.zeros((0, 4), np.float32)
     kps = scene.keypoints if scene.keypoints is not None else np.zeros((len(boxes), NUM_KEYPOINTS, 2), np.float32)
     kps_ok = scene.keypoints_ok if scene.keypoints_ok is not None else np.zeros(len(boxes), bool)
@@ -390,7 +403,7 @@ def letterbox_example(scene: Scene, image: np.ndarray, size: int = 192) -> Examp
 # ----------------------------------------------------------------------------- original keypoints
 
 RawDetector = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
-"""(S, S, 3) RGB uint8 view -> (raw regressors (N, 16), score logits (N,)) of one model call."""
+"""(H, W, 3) RGB uint8 view -> (raw regressors (N, 16), score logits (N,)) of one model call."""
 
 
 def original_keypoints(detect: RawDetector, dec: Decoding, image: np.ndarray, box: np.ndarray,
@@ -404,18 +417,18 @@ def original_keypoints(detect: RawDetector, dec: Decoding, image: np.ndarray, bo
     gives the keypoints. Returns (keypoints (6, 2), best IoU, score logit); keypoints are NaN when
     neither view has such an anchor.
     """
-    size = dec.input_size
+    vw, vh = dec.size
     adjust = adjust or {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0}
     s = face_px / max(float(box[3] - box[1]), 1.0)
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]])
+    m = np.array([[s, 0, vw / 2 - s * cx], [0, s, vh / 2 - s * cy]])
     found, best_iou, best_logit = [], 0.0, -np.inf
     for flip in (False, True):
-        mm = (flip_matrix(size) @ np.vstack([m, [0, 0, 1]]))[:2] if flip else m
-        view = warp(image, mm, size)
+        mm = (flip_matrix(vw) @ np.vstack([m, [0, 0, 1]]))[:2] if flip else m
+        view = warp(image, mm, dec.size)
         reg, logits = detect(view)
         boxes, _, kps = blazeface.decode(reg, logits, dec.anchors, dec.decoding)
-        boxes, kps = boxes * size, kps * size
+        boxes, kps = boxes * np.array([vw, vh, vw, vh]), kps * np.array([vw, vh])
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         bcx = (boxes[:, 0] + boxes[:, 2]) / 2 + adjust["dx"] * w
         bcy = (boxes[:, 1] + boxes[:, 3]) / 2 + adjust["dy"] * h
@@ -437,7 +450,7 @@ def original_keypoints(detect: RawDetector, dec: Decoding, image: np.ndarray, bo
 
 
 def batch(examples: Sequence[Example], dec: Decoding) -> Tuple[np.ndarray, np.ndarray]:
-    """Stack examples into (B, S, S, 3) uint8 images and (B, N, TARGET_DIM) float32 targets."""
+    """Stack examples into (B, H, W, 3) uint8 images and (B, N, TARGET_DIM) float32 targets."""
     images = np.stack([e.image for e in examples])
     targets = np.stack([make_targets(dec, e.boxes, e.keypoints, e.keypoints_ok, e.ignore) for e in examples])
     return images, targets
@@ -474,12 +487,12 @@ def unlabelled_faces(detect: RawDetector, dec: Decoding, scene: Scene, image: np
     face, IoU >= 0.1, disqualifies a box).
     """
     adjust = adjust or {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0}
-    m = letterbox_matrix(scene.width, scene.height, dec.input_size)
-    reg, logits = detect(warp(image, m, dec.input_size))
+    m = letterbox_matrix(scene.width, scene.height, dec.width, dec.height)
+    reg, logits = detect(warp(image, m, dec.size))
     boxes, scores, _ = blazeface.decode(reg, logits, dec.anchors, dec.decoding)
     keep = np.flatnonzero(scores >= min_score)
     keep = keep[np.argsort(-scores[keep])]
-    boxes = boxes[keep] * dec.input_size
+    boxes = boxes[keep] * np.array([dec.width, dec.height, dec.width, dec.height])
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     cx = (boxes[:, 0] + boxes[:, 2]) / 2 + adjust["dx"] * w
     cy = (boxes[:, 1] + boxes[:, 3]) / 2 + adjust["dy"] * h

@@ -45,17 +45,24 @@ KEYPOINT_NAMES = ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ea
 MEAN, STD = 127.5, 127.5  # MediaPipe feeds BlazeFace pixels scaled to [-1, 1]
 
 
-def sidecar_template(variant: str, source_name: str, source_sha256: str) -> Dict[str, Any]:
-    """Detector sidecar for a BlazeFace variant, before conversion fills files and quantization."""
-    a = ANCHORS[variant]
-    size = int(a["input_size_height"])
+def sidecar_template(variant: str, source_name: str, source_sha256: str,
+                     input_wh: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+    """Detector sidecar for a BlazeFace variant, before conversion fills files and quantization.
+
+    ``input_wh`` (width, height) describes the same graph rebuilt for another input size
+    (:func:`convert.blazeface_keras.tflite_to_keras`): the anchor grid and the decoding scale follow.
+    """
+    a = dict(ANCHORS[variant])
+    if input_wh is not None:
+        a["input_size_width"], a["input_size_height"] = int(input_wh[0]), int(input_wh[1])
+    width, height = int(a["input_size_width"]), int(a["input_size_height"])
     n = len(blazeface.generate_anchors(a))
     return {
         "schema": "maskwatch-model/1",
         "kind": "detector",
-        "name": f"blazeface-{variant}-range",
+        "name": f"blazeface-{variant}-range" + ("" if input_wh is None else f"-{width}x{height}"),
         "input": {
-            "height": size, "width": size, "channels": 3, "color": "RGB",
+            "height": height, "width": width, "channels": 3, "color": "RGB",
             "normalization": {"mean": [MEAN] * 3, "std": [STD] * 3},
             "resize": "letterbox",
         },
@@ -65,7 +72,7 @@ def sidecar_template(variant: str, source_name: str, source_sha256: str) -> Dict
             "anchors": dict(a),
             "num_boxes": n,
             "box_format": "xywh_center",
-            "scale": [size] * 4,
+            "scale": [width, height, width, height],  # raw offsets are in input pixels
             "num_keypoints": 6, "keypoint_offset": 4,
             "keypoint_names": list(KEYPOINT_NAMES),
             "score_activation": "sigmoid", "score_clipping": 100.0,

@@ -1,11 +1,16 @@
-"""Fine-tune BlazeFace full range to find masked and unmasked faces, in the annotators' box convention.
+"""Fine-tune BlazeFace to find masked and unmasked faces, in the annotators' box convention.
 
-Starts from the Keras rebuild of the original model (``build/keras/``), trains all weights on
+Starts from a Keras rebuild of an original MediaPipe model -- full or short range, at its own input
+size or another one (``--variant``, ``--input WxH``: e.g. the short-range graph at 192x144 fills a
+4:3 camera frame with no letterbox padding at ~1.4 ms) -- trains all weights on
 ``scenes-ilc2021`` train views (:mod:`convert.detector_data`), keeps a held-out slice of train to
 choose the score threshold, scores the original and the fine-tuned model, float and int8, on ``val``
 with the one scorer (:mod:`convert.detector_eval`), and with ``--export`` writes the int8 model as
-``models/face_detector_ft.{tflite,json}`` (a new stem: the lead decides whether it replaces
-``face_detector``), its parity report and ``models/figures/detector_pr.png``.
+``models/<stem>.{tflite,json}`` (``--stem``, default ``face_detector_door``; config.yaml's
+``detector.model`` decides which one runs), its parity report and ``models/figures/<stem>_pr.png``.
+
+Keypoint targets always come from the original full-range model (``--baseline`` sidecar,
+``--original-tflite``) at its own 192x192 input, whatever the trained model's variant and size.
 
 Loss: sigmoid cross-entropy on positives and hard-mined negatives (3 per positive, per image),
 smooth-L1 on box offsets and on keypoints toward the ORIGINAL model's keypoints, both divided by
@@ -34,7 +39,7 @@ REPO_ROOT = dd.REPO_ROOT
 BUILD_DIR = REPO_ROOT / "build" / "detector"
 KERAS_DIR = REPO_ROOT / "build" / "keras"
 ORIGINAL_TFLITE = mediapipe_dir() / FACE_DIR / MODEL_FILES["full"]  # fetched by ensure_mediapipe()
-STEM = "face_detector_ft"
+STEM = "face_detector_door"
 BOX_GAIN = 10.0  # offsets / face size * 10: SSD's "variance 0.1", errors of ~1 for a sloppy box
 
 
@@ -243,7 +248,7 @@ def representative(scenes: Sequence[dd.Scene], dec: dd.Decoding, n: int, seed: i
     out = []
     for i in pick:
         s = scenes[int(i)]
-        view = dd.letterbox_example(s, dd.load_rgb(s.path), dec.input_size).image
+        view = dd.letterbox_example(s, dd.load_rgb(s.path), dec.size).image
         out.append(((view.astype(np.float32) - 127.5) / 127.5)[None])
     return out
 
@@ -305,12 +310,28 @@ def summary_table(scores: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def ft_sidecar(base: Dict[str, Any], threshold: float, train_info: Dict[str, Any], metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """The fine-tuned model's sidecar: the baseline's decoding, identity box_adjust, new threshold."""
-    side = json.loads(json.dumps(base))
+def target_sidecar(base: Dict[str, Any], variant: str, input_wh: Tuple[int, int]) -> Dict[str, Any]:
+    """The trained model's decoding contract: the variant's MediaPipe anchors and scale at
+    ``input_wh``, the baseline's normalization, NMS and provenance (licence, source hashes)."""
+    import hashlib  # noqa: PLC0415
+
+    from convert.face_detector import sidecar_template  # noqa: PLC0415
+
+    original = mediapipe_dir() / FACE_DIR / MODEL_FILES[variant]
+    sha = hashlib.sha256(original.read_bytes()).hexdigest() if original.is_file() else "unknown"
+    side = sidecar_template(variant, MODEL_FILES[variant], sha, input_wh)
+    side["input"]["normalization"] = json.loads(json.dumps(base["input"]["normalization"]))
+    side["decoding"]["nms"] = json.loads(json.dumps(base["decoding"].get("nms", side["decoding"]["nms"])))
+    return side
+
+
+def ft_sidecar(template: Dict[str, Any], threshold: float, train_info: Dict[str, Any], metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """The fine-tuned model's sidecar: ``template``'s decoding (:func:`target_sidecar`), identity
+    box_adjust, the threshold chosen on held-out data."""
+    side = json.loads(json.dumps(template))
     for k in ("model_file", "model_sha256", "version"):
         side.pop(k, None)
-    side["name"] = "blazeface-full-range-ft"
+    side["name"] = f"{template['name']}-ft"
     dec = side["decoding"]
     dec["box_adjust"] = {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0}  # trained on the annotators' boxes
     dec["default_min_score"] = round(float(threshold), 4)
@@ -319,6 +340,7 @@ def ft_sidecar(base: Dict[str, Any], threshold: float, train_info: Dict[str, Any
     prov["source_model"] = f"{src}, fine-tuned on scenes-ilc2021 train (all weights)"
     prov["training"] = train_info
     prov["representative_data"] = "200 letterboxed scenes-ilc2021 train images"
+    prov["licence"] = "Apache-2.0 (original weights, mediapipe 0.10.21); fine-tuned here"
     side["metrics"] = metrics
     return side
 
@@ -329,8 +351,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``train-detector`` (shared with the convert CLI)."""
     p.add_argument("--data-root", type=Path, default=dd.DEFAULT_DATA_ROOT,
                    help=f"folder holding {dd.SCENES}/ (default ../shared/datasets)")
-    p.add_argument("--keras", type=Path, default=None, help="Keras rebuild of the original model"
-                   " (default build/keras/*full_range*.keras)")
+    p.add_argument("--keras", type=Path, default=None, help="Keras model to start from (default: the"
+                   " original --variant rebuilt from the mediapipe wheel at --input)")
+    p.add_argument("--variant", choices=("full", "short"), default="full",
+                   help="MediaPipe BlazeFace graph to start from (full: 192x192 stride 4; short: 128x128 strides 8/16)")
+    p.add_argument("--input", type=_wh, default=None, metavar="WxH",
+                   help="model input width x height (default: the variant's own; multiples of 16)")
+    p.add_argument("--stem", default=STEM, help=f"file stem of the exported model (default {STEM})")
     p.add_argument("--baseline", type=Path, default=REPO_ROOT / "models" / "face_detector.json",
                    help="sidecar of the original int8 detector: decoding contract and baseline scores")
     p.add_argument("--original-tflite", type=Path, default=ORIGINAL_TFLITE,
@@ -345,11 +372,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of train kept out to choose thresholds")
     p.add_argument("--max-false", type=float, default=0.05, help="false detections / image allowed at the threshold")
+    p.add_argument("--default-min-score", type=float, default=None,
+                   help="detector threshold written to the sidecar (default: the held-out --max-false threshold)")
     p.add_argument("--limit", type=int, default=0, help="use only this many train and val images (smoke runs)")
     p.add_argument("--load", action="store_true", help="skip training: load --out")
     p.add_argument("--export", action="store_true", help="write the int8 model, sidecar, parity report and figure")
     p.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     p.add_argument("--report", type=Path, default=BUILD_DIR / "report.json")
+
+
+def _wh(text: str) -> Tuple[int, int]:
+    """``WxH`` -> (width, height), multiples of 16 (the graphs' largest stride)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 192x144") from None
+    if w <= 0 or h <= 0 or w % 16 or h % 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive multiples of 16")
+    return w, h
+
+
+def default_input(variant: str) -> Tuple[int, int]:
+    """The variant's own input (width, height)."""
+    from convert.face_detector import ANCHORS  # noqa: PLC0415
+
+    return int(ANCHORS[variant]["input_size_width"]), int(ANCHORS[variant]["input_size_height"])
+
+
+def source_model(a: argparse.Namespace, input_wh: Tuple[int, int]) -> Tuple[Any, str]:
+    """(Keras model to fine-tune, where it came from): --keras, else the original --variant graph
+    rebuilt from the mediapipe wheel at ``input_wh``."""
+    from convert.blazeface_keras import ensure_mediapipe, load_blazeface, load_keras  # noqa: PLC0415
+
+    if a.keras is not None:
+        return load_keras(find_keras_source(a.keras)), str(a.keras)
+    model, _, sha = load_blazeface(ensure_mediapipe(), a.variant, (input_wh[1], input_wh[0]))
+    return model, f"{MODEL_FILES[a.variant]} (sha256 {sha[:12]}) rebuilt at {input_wh[0]}x{input_wh[1]}"
 
 
 def _check_inputs(a: argparse.Namespace) -> Optional[str]:
@@ -372,10 +430,9 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    try:
-        src = None if a.load else find_keras_source(a.keras)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if a.keras is not None and not a.load and not a.keras.is_file():
+        print(f"error: {a.keras}: Keras model not found; fix: pass an existing .keras file or leave --keras out",
+              file=sys.stderr)
         return 2
     from convert.blazeface_keras import load_keras  # noqa: PLC0415 - registers its custom layers
 
@@ -385,7 +442,10 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     cv2.setNumThreads(1)
     np.random.seed(a.seed)
     base = read_json(a.baseline)
-    dec = dd.Decoding.from_sidecar(base)
+    label_dec = dd.Decoding.from_sidecar(base)  # the original full-range model labels keypoints
+    input_wh = a.input or default_input(a.variant)
+    target = target_sidecar(base, a.variant, input_wh)
+    dec = dd.Decoding.from_sidecar(target)
     # Keypoint labelling picks the original model's anchor by IoU with the raw model box: the
     # keypoints themselves do not depend on box_adjust, and IoU >= 0.5 tolerates the shape offset.
     adjust = None
@@ -398,7 +458,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     images = [dd.load_rgb(s.path) for s in scenes]
     if not dd.load_labels(labels_path, scenes):
         log(f"labelling keypoints and unlabelled faces with {a.original_tflite} ...")
-        info = dd.label_scenes(scenes, images, dd.tflite_raw_detector(a.original_tflite), dec, adjust, log=log)
+        info = dd.label_scenes(scenes, images, dd.tflite_raw_detector(a.original_tflite), label_dec, adjust, log=log)
         dd.save_labels(labels_path, scenes)
         log(f"labels: {info} -> {labels_path}")
     n_faces = sum(len(s.boxes) for s in scenes)
@@ -411,7 +471,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         f" {n_kp}/{n_faces} faces; {n_extra} unlabelled faces ignored")
 
     cfg = TrainConfig(steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr, seed=a.seed)
-    aug = dd.AugmentConfig(size=dec.input_size)
+    aug = dd.AugmentConfig(width=dec.width, height=dec.height)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.load:
         model = load_keras(a.out)
@@ -420,21 +480,21 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         train_info.pop("history", None)
         log(f"loaded {a.out}")
     else:
-        model = load_keras(src)
-        log(f"fine-tuning {src} ({model.count_params()} parameters)")
+        model, src = source_model(a, input_wh)
+        log(f"fine-tuning {src} ({model.count_params()} parameters, {len(dec.anchors)} anchors)")
         result = train(model, Batches(train_scenes, train_images, dec, aug, cfg.batch, cfg.seed), dec, cfg, a.out, log)
-        train_info = {"config": asdict(cfg), "augment": asdict(aug), "source": str(src.relative_to(REPO_ROOT))
-                      if src.is_relative_to(REPO_ROOT) else str(src), "steps": result["steps"],
+        train_info = {"config": asdict(cfg), "augment": asdict(aug), "source": src, "variant": a.variant,
+                      "input": f"{dec.width}x{dec.height}", "steps": result["steps"],
                       "seconds": result["seconds"], "train_images": len(train_scenes),
                       "held_out_images": len(holdout), "keypoint_targets": f"{n_kp}/{n_faces}",
                       "unlabelled_faces_ignored": n_extra}
         a.out.with_suffix(".train.json").write_text(json.dumps({**train_info, "history": result["history"]}, indent=1))
         log(f"saved {a.out}")
     del images, train_images
-    return evaluate_and_export(a, model, base, dec, train_info, train_scenes, holdout, val, log)
+    return evaluate_and_export(a, model, base, target, dec, train_info, train_scenes, holdout, val, log)
 
 
-def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any], dec: dd.Decoding,
+def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any], target: Dict[str, Any], dec: dd.Decoding,
                         train_info: Dict[str, Any], train_scenes: Sequence[dd.Scene], holdout: Sequence[dd.Scene],
                         val: Sequence[dd.Scene], log: Callable[[str], None] = print) -> int:
     """Score original and fine-tuned (float, and int8 with --export) on val; write the outputs."""
@@ -445,9 +505,9 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
 
     load = bgr_loader()
     scores: Dict[str, Dict[str, Any]] = {}
-    draft = ft_sidecar(base, 0.5, train_info, {})
+    draft = ft_sidecar(target, 0.5, train_info, {})
     try:
-        src = find_keras_source(a.keras)
+        src = find_keras_source(None)
         scores["original float"] = score_model("original float", de.KerasModel(
             load_keras(src), base, "original"), holdout, val, load, a.max_false, log)
     except FileNotFoundError as exc:
@@ -469,8 +529,8 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
             flat = quantize.quantize_int8(qmodel, rep, float_outputs=float_outs)
             tmp_dir = a.out.parent / "int8"
             tmp_dir.mkdir(parents=True, exist_ok=True)
-            quantize.write_model_pair(tmp_dir, STEM, flat, draft)
-            scores["fine-tuned int8"] = score_model("fine-tuned int8", load_model(tmp_dir / f"{STEM}.json", kind="detector"),
+            quantize.write_model_pair(tmp_dir, a.stem, flat, draft)
+            scores["fine-tuned int8"] = score_model("fine-tuned int8", load_model(tmp_dir / f"{a.stem}.json", kind="detector"),
                                                     holdout, val, load, a.max_false, log)
         except ConvertError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -489,24 +549,27 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
     a.report.parent.mkdir(parents=True, exist_ok=True)
     a.report.write_text(json.dumps(report, indent=1))
     log(f"wrote {a.report}")
-    fig = a.models_dir / "figures" / "detector_pr.png" if a.export else a.report.with_name("detector_pr.png")
+    fig = a.models_dir / "figures" / f"{a.stem}_pr.png" if a.export else a.report.with_name(f"{a.stem}_pr.png")
     de.plot_curves({k: (v["curve"], v["threshold"]) for k, v in scores.items()}, fig,
-                   f"BlazeFace full range on scenes-ilc2021 val ({len(val)} images), thresholds chosen on held-out train")
+                   f"BlazeFace on scenes-ilc2021 val ({len(val)} images), thresholds chosen on held-out train")
     log(f"wrote {fig}")
     if a.export:
         q = scores["fine-tuned int8"]
         metrics = {"scorer": "convert/detector_eval.py (IoU >= 0.5, greedy by score)",
+                   "held_out_threshold": q["threshold"],
                    "threshold_chosen_on": f"{len(holdout)} held-out scenes-ilc2021 train images,"
                                           f" <= {a.max_false} false detections / image",
                    "val": {k: v["val"] for k, v in scores.items() if k in ("fine-tuned int8", "original int8")},
+                   "val_at_0.5": {k: v["val_at_0.5"] for k, v in scores.items() if k in ("fine-tuned int8", "original int8")},
                    "keypoint_shift_vs_original": shift}
-        side = ft_sidecar(base, q["threshold"], train_info, metrics)
-        paths = quantize.write_model_pair(a.models_dir, STEM, flat, side)
-        val_x = [((dd.letterbox_example(s, dd.load_rgb(s.path), dec.input_size).image.astype(np.float32) - 127.5)
+        run_score = q["threshold"] if a.default_min_score is None else a.default_min_score
+        side = ft_sidecar(target, run_score, train_info, metrics)
+        paths = quantize.write_model_pair(a.models_dir, a.stem, flat, side)
+        val_x = [((dd.letterbox_example(s, dd.load_rgb(s.path), dec.size).image.astype(np.float32) - 127.5)
                   / 127.5)[None] for s in val[:100]]
-        rep_par = parity.detector_parity(qmodel, flat, val_x, side["decoding"], min_score=q["threshold"])
-        rep_par["notes"] = [f"fine-tuned detector; val recall and thresholds in {STEM}.json metrics"]
-        parity.write_parity_report(a.models_dir, STEM, rep_par)
+        rep_par = parity.detector_parity(qmodel, flat, val_x, side["decoding"], min_score=run_score)
+        rep_par["notes"] = [f"fine-tuned detector; val recall and thresholds in {a.stem}.json metrics"]
+        parity.write_parity_report(a.models_dir, a.stem, rep_par)
         log(f"wrote {paths[0]} ({len(flat)} bytes), {paths[1]}, parity report, {fig}")
     return 0
 

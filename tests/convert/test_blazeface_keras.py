@@ -42,6 +42,37 @@ def test_rebuild_matches_original_on_real_images(variant, outputs, tmp_path):
 
 
 @needs_mp
+@pytest.mark.parametrize("variant,hw,anchors", [("short", (144, 192), 1512), ("full", (144, 192), 1728)])
+def test_rebuild_at_another_input_size(variant, hw, anchors):
+    """Same weights on a 4:3 input: one output row per anchor of the new grid, and the original
+    short-range weights still find the astronaut's face where they find it at their own size."""
+    import cv2
+    from skimage.data import astronaut
+
+    from convert.detector_eval import KerasModel, make_detector
+    from convert.face_detector import sidecar_template
+
+    own, _, _ = load_blazeface(MP_DIR, variant)
+    model, _, _ = load_blazeface(MP_DIR, variant, hw)
+    assert [tuple(o.shape[1:]) for o in model.outputs] == [(anchors, 16), (anchors, 1)]
+    assert tuple(model.inputs[0].shape[1:3]) == hw
+    for a, b in zip(own.get_weights(), model.get_weights()):
+        assert np.array_equal(a, b)
+    if variant != "short":
+        return
+    bgr = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+    faces = {}
+    for name, m, wh in (("own", own, None), ("4:3", model, (hw[1], hw[0]))):
+        side = sidecar_template(variant, MODEL_FILES[variant], "", wh)
+        found = make_detector(KerasModel(m, side, name), 0.5).detect(bgr)
+        assert found, name
+        faces[name] = np.array(found[0].box)
+    from convert.detector_data import box_iou
+
+    assert box_iou(faces["own"][None], faces["4:3"][None])[0, 0] > 0.7
+
+
+@needs_mp
 def test_full_range_sparse_weights_are_densified():
     from convert.blazeface_keras import _Graph
 

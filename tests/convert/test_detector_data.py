@@ -207,3 +207,72 @@ def test_original_keypoints_on_real_face(real_scenes, dec):
     assert np.all((eyes_nose_mouth[:, 1] > y1) & (eyes_nose_mouth[:, 1] < y2))
     assert kps[0, 0] < kps[1, 0] and kps[2, 1] < kps[3, 1]  # right eye on image left; nose above mouth
     assert 0.15 * w < kps[1, 0] - kps[0, 0] < 0.8 * w
+
+
+# The short-range graph rebuilt at 192x144 (a 4:3 camera frame, no letterbox padding): two
+# anchor grids, strides 8 and 16, and a decoding scale per axis.
+META_4_3 = {
+    "input": {"height": 144, "width": 192},
+    "decoding": {
+        "type": "blazeface",
+        "anchors": {"num_layers": 4, "min_scale": 0.1484375, "max_scale": 0.75, "input_size_height": 144,
+                    "input_size_width": 192, "anchor_offset_x": 0.5, "anchor_offset_y": 0.5,
+                    "strides": [8, 16, 16, 16], "aspect_ratios": [1.0], "fixed_anchor_size": True,
+                    "interpolated_scale_aspect_ratio": 1.0, "reduce_boxes_in_lowest_layer": False},
+        "num_boxes": 1512, "box_format": "xywh_center", "scale": [192, 144, 192, 144],
+        "num_keypoints": 6, "keypoint_offset": 4, "score_activation": "sigmoid", "score_clipping": 100.0,
+    },
+}
+
+
+def test_non_square_anchor_grid():
+    d = dd.Decoding.from_sidecar(META_4_3)
+    assert d.size == (192, 144) and d.anchors.shape == (24 * 18 * 2 + 12 * 9 * 6, 4)
+    c = d.centres_px
+    fine, coarse = c[: 24 * 18 * 2], c[24 * 18 * 2:]
+    assert np.allclose(np.unique(fine[:, 0]), np.arange(4, 192, 8)) and np.allclose(np.unique(fine[:, 1]), np.arange(4, 144, 8))
+    assert np.allclose(np.unique(coarse[:, 0]), np.arange(8, 192, 16)) and np.allclose(np.unique(coarse[:, 1]), np.arange(8, 144, 16))
+
+
+def test_non_square_encode_inverts_agent_decode():
+    d = dd.Decoding.from_sidecar(META_4_3)
+    rng = np.random.default_rng(2)
+    boxes = np.array([[30.0, 40.0, 70.0, 95.0], [150.0, 100.0, 170.0, 126.0]])
+    kps = np.stack([rng.uniform(0, 192, (2, 6)), rng.uniform(0, 144, (2, 6))], axis=-1).astype(np.float32)
+    t = dd.make_targets(d, boxes, kps, np.ones(2, bool), np.zeros(2, bool))
+    pos = np.flatnonzero(t[:, dd.T_CLS] == 1)
+    raw = np.zeros((len(d.anchors), 16), np.float32)
+    raw[pos] = t[pos, : dd.REG_DIM]
+    b, _, k = blazeface.decode(raw, np.zeros(len(d.anchors)), d.anchors, d.decoding)
+    _, face = dd.match_anchors(d.centres_px, boxes, np.zeros(2, bool))
+    assert set(face[pos].tolist()) == {0, 1}
+    assert np.allclose(b[pos] * [192, 144, 192, 144], boxes[face[pos]], atol=1e-3)
+    assert np.allclose(k[pos] * [192, 144], kps[face[pos]], atol=1e-3)
+
+
+def test_letterbox_matrix_is_the_agents_letterbox():
+    from agent.detect import letterbox
+
+    for (w, h), (vw, vh) in (((640, 480), (192, 144)), ((800, 450), (192, 144)), ((300, 500), (192, 144)),
+                             ((640, 480), (192, 192))):
+        m = dd.letterbox_matrix(w, h, vw, vh)
+        _, lb = letterbox(np.zeros((h, w, 3), np.uint8), vw, vh)
+        assert np.allclose([m[0, 0], m[1, 1], m[0, 2], m[1, 2]], [lb.scale_x, lb.scale_y, lb.pad_x, lb.pad_y])
+    assert np.allclose(dd.letterbox_matrix(640, 480, 192, 144), [[0.3, 0, 0], [0, 0.3, 0]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_non_square_views(seed):
+    scene, img = _scene(640, 480)
+    cfg = dd.AugmentConfig(width=192, height=144, min_visible=0.0)
+    ex = dd.augment(scene, img, np.random.default_rng(seed), cfg)
+    assert ex.image.shape == (144, 192, 3)
+    # the face box and its keypoints move together: keypoints stay at the same place in the box
+    before = _relative(scene.boxes[0], scene.keypoints[0])
+    after = _relative(ex.boxes[0], ex.keypoints[0])
+    flipped = not np.allclose(after, before, atol=1e-3)
+    if flipped:
+        before = np.stack([1 - before[list(dd.KEYPOINT_FLIP), 0], before[list(dd.KEYPOINT_FLIP), 1]], axis=1)
+    assert np.allclose(after, before, atol=1e-3)
+    lb = dd.letterbox_example(scene, img, (192, 144))
+    assert lb.image.shape == (144, 192, 3) and np.allclose(lb.boxes[0], scene.boxes[0] * 0.3, atol=1e-4)

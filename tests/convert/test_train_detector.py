@@ -86,4 +86,32 @@ def test_tiny_training_run(tmp_path):
     assert rep["train"]["steps"] == 4
     ft = rep["val"]["fine-tuned float"]["at_threshold"]
     assert 0 < ft["threshold"] < 1 and ft["images"] == 12
-    assert (tmp_path / "detector_pr.png").is_file()
+    assert (tmp_path / "face_detector_ft_pr.png").is_file()
+
+
+def test_input_size_option():
+    import argparse
+
+    assert td._wh("192x144") == (192, 144) and td._wh("256X192") == (256, 192)
+    for bad in ("192", "190x144", "x", "0x16"):
+        with pytest.raises(argparse.ArgumentTypeError, match="192x144|multiples of 16"):
+            td._wh(bad)
+    assert td.default_input("full") == (192, 192) and td.default_input("short") == (128, 128)
+
+
+def test_target_sidecar_follows_variant_and_size():
+    base = json.loads((td.REPO_ROOT / "models" / "face_detector.json").read_text())
+    side = td.target_sidecar(base, "short", (192, 144))
+    assert (side["input"]["width"], side["input"]["height"]) == (192, 144)
+    dec = side["decoding"]
+    assert dec["scale"] == [192, 144, 192, 144] and dec["num_boxes"] == 1512
+    assert (dec["anchors"]["input_size_width"], dec["anchors"]["input_size_height"]) == (192, 144)
+    assert side["outputs"]["regressors"]["shape"] == [1, 1512, 16]
+    assert side["input"]["normalization"] == base["input"]["normalization"]
+    assert "short_range" in side["provenance"]["source_model"]
+    ft = td.ft_sidecar(side, 0.61234, {"steps": 1}, {})
+    assert ft["decoding"]["default_min_score"] == 0.6123 and ft["decoding"]["box_adjust"]["sw"] == 1.0
+    assert ft["name"].endswith("-ft") and "192x144" in ft["name"]
+    # the square full-range default is the baseline's own contract
+    full = td.target_sidecar(base, "full", (192, 192))
+    assert full["decoding"]["anchors"] == base["decoding"]["anchors"] and full["decoding"]["scale"] == [192] * 4
