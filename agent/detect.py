@@ -23,7 +23,7 @@ class DetectorConfig:
     """``detector:`` section -- the face detector model and which faces are kept."""
 
     model: str = field(
-        default="models/face_detector.json",
+        default="models/face_detector_door.json",
         metadata={"help": "detector sidecar (.json next to its .tflite)", "path": True},
     )
     min_score: Optional[float] = field(

@@ -1,8 +1,8 @@
 """Shared fixtures: the shipped models, real images, a generated doorway clip, a live MJPEG camera.
 
 Tests that need a model use the shipped pair in ``models/`` and skip, saying why, while it is
-absent. ``MASKWATCH_TEST_MODELS=DIR`` points them at another folder holding
-``face_detector.json`` / ``mask_classifier.json`` (to try a candidate model before shipping it).
+absent. ``MASKWATCH_TEST_MODELS=DIR`` points them at another folder holding the default detector's and
+classifier's sidecars under their default names (to try a candidate model before shipping it).
 """
 
 from __future__ import annotations
@@ -42,8 +42,11 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def detector_json() -> Path:
-    """The shipped detector's sidecar (skips while models/ has none)."""
-    return _model("face_detector", "convert/ (detector conversion)")
+    """The sidecar of the detector the agent runs by default (``DetectorConfig.model``; skips while
+    models/ has none)."""
+    from agent.detect import DetectorConfig
+
+    return _model(Path(DetectorConfig().model).stem, "convert/ (detector training and conversion)")
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def test_collect_label_finetune_evaluate(tmp_path, walkers_clip, detector_json, 
     config = tmp_path / "config.yaml"
     config.write_text("runtime:\n  camera: site-test\n  stats_interval_s: 0\n"
                       f"  state_dir: {tmp_path}\n"
-                      "detector:\n  model: models/face_detector.json  # the site's detector\n"
+                      f"detector:\n  model: models/{detector_json.name}  # the site's detector\n"
                       "classifier:\n  model: models/mask_classifier.json  # replaced by finetune\n")
     shipped = {p.name: p.read_bytes() for p in models.iterdir()}
 

@@ -28,7 +28,7 @@ def test_repo_config_loads_with_doorway_defaults(repo_root):
     assert cfg.mqtt.enabled is False
     assert cfg.alerts.labels == ["no_mask", "incorrect_mask"]
     # Model paths resolve against the config file's folder.
-    assert cfg.detector.model == str(repo_root / "models" / "face_detector.json")
+    assert cfg.detector.model == str(repo_root / "models" / "face_detector_door.json")
     assert cfg.classifier.model == str(repo_root / "models" / "mask_classifier.json")
 
 
@@ -53,7 +53,7 @@ def test_repo_config_names_and_comments_every_key(repo_root):
 def test_empty_file_gives_defaults(tmp_path):
     cfg = load(write(tmp_path, ""))
     assert cfg.tracker.window == 15
-    assert cfg.detector.model == str(tmp_path / "models" / "face_detector.json")
+    assert cfg.detector.model == str(tmp_path / "models" / "face_detector_door.json")
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path):

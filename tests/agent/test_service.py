@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.detect import DetectorConfig
 from agent.service import (
     InstallError, add_arguments, cmd_install_service, hidden_from_service, install_service, model_files,
     render_unit, systemd_quote, verify_unit,
@@ -24,16 +25,16 @@ UNIT = REPO / "systemd" / "maskwatch.service"
 
 @pytest.fixture
 def models(tmp_path) -> Path:
-    """A models folder with one real model pair (the shipped detector) and a parity report."""
-    src = REPO / "models" / "face_detector.json"
+    """A models folder with one real model pair (the default detector) and a parity report."""
+    src = REPO / DetectorConfig().model
     if not src.is_file():
-        pytest.skip("models/face_detector.json is not built yet")
+        pytest.skip(f"{src} is not built yet")
     d = tmp_path / "models-src"
     d.mkdir()
     meta = json.loads(src.read_text())
     shutil.copy(src, d)
     shutil.copy(src.parent / meta["model_file"], d)
-    (d / "face_detector.parity.json").write_text('{"not": "a sidecar"}')
+    (d / f"{src.stem}.parity.json").write_text('{"not": "a sidecar"}')
     (d / "NOTICE").write_text("notice\n")
     return d
 
@@ -73,14 +74,15 @@ def test_writes_unit_config_and_models_under_the_prefix(tmp_path, models, exe):
     config = prefix / "etc/maskwatch/config.yaml"
     assert config.read_bytes() == (REPO / "config.yaml").read_bytes() and report.config_written
     installed = sorted(p.name for p in (prefix / "etc/maskwatch/models").iterdir())
-    assert installed == ["NOTICE", "face_detector.json", "face_detector.tflite"]  # no parity report
+    stem = Path(DetectorConfig().model).stem
+    assert installed == ["NOTICE", f"{stem}.json", f"{stem}.tflite"]  # no parity report
     for p in [unit, config, *(prefix / "etc/maskwatch/models").iterdir()]:
         assert stat.S_IMODE(p.stat().st_mode) == 0o644  # readable by the service's dynamic user
     # The default config's relative model path finds the copied model.
     from agent.config import load
 
     cfg = load(config)
-    assert cfg.detector.model == str((prefix / "etc/maskwatch/models/face_detector.json").resolve())
+    assert cfg.detector.model == str((prefix / "etc/maskwatch/models" / f"{stem}.json").resolve())
     assert any("systemctl daemon-reload && systemctl enable --now maskwatch" in s for s in report.next_steps)
 
 
@@ -130,7 +132,7 @@ def test_no_permission_is_a_clear_error(tmp_path, models, exe):
 
 
 def test_model_not_matching_its_sidecar_is_refused(tmp_path, models):
-    with open(models / "face_detector.tflite", "ab") as f:
+    with open(models / f"{Path(DetectorConfig().model).stem}.tflite", "ab") as f:
         f.write(b"\0")
     with pytest.raises(InstallError, match="model_sha256"):
         model_files(models)
