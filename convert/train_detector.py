@@ -20,6 +20,7 @@ the face size (an error of 10 % of the face costs the same for every face size).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -313,8 +314,6 @@ def summary_table(scores: Dict[str, Dict[str, Any]]) -> str:
 def target_sidecar(base: Dict[str, Any], variant: str, input_wh: Tuple[int, int]) -> Dict[str, Any]:
     """The trained model's decoding contract: the variant's MediaPipe anchors and scale at
     ``input_wh``, the baseline's normalization, NMS and provenance (licence, source hashes)."""
-    import hashlib  # noqa: PLC0415
-
     from convert.face_detector import sidecar_template  # noqa: PLC0415
 
     original = mediapipe_dir() / FACE_DIR / MODEL_FILES[variant]
