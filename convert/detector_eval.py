@@ -237,6 +237,48 @@ def keypoint_shift(a: Sequence[ImageResult], ta: float, b: Sequence[ImageResult]
             "p90": float(np.percentile(per_face, 90)), "eyes_median": float(np.median(eyes))}
 
 
+SIZE_BINS: Tuple[float, ...] = (0.0, 12.0, 16.0, 20.0, 28.0, 40.0)  # face height at the model input, px
+
+
+def false_detection_kinds(results: Sequence[ImageResult], scenes: Sequence[Scene], threshold: float) -> Dict[str, int]:
+    """Why the detections at ``threshold`` are false, by their best IoU with any annotated face.
+
+    ``duplicate`` (>= 0.5: the face was already taken by a better-scored detection), ``loose_box``
+    (0.3-0.5: a face the detector boxed much tighter or looser than the annotators drew it -- a
+    miss *and* a false detection), ``near_face`` (0.1-0.3), ``background`` (< 0.1).
+    """
+    kinds = {"duplicate": 0, "loose_box": 0, "near_face": 0, "background": 0}
+    for r, s in zip(results, scenes):
+        for k in np.flatnonzero((r.scores >= threshold) & (r.matched < 0)):
+            best = float(box_iou(r.boxes[k:k + 1], s.boxes).max()) if len(s.boxes) else 0.0
+            kind = ("duplicate" if best >= IOU_THRESHOLD else "loose_box" if best >= 0.3
+                    else "near_face" if best >= 0.1 else "background")
+            kinds[kind] += 1
+    return kinds
+
+
+def recall_by_input_size(results: Sequence[ImageResult], scenes: Sequence[Scene], threshold: float,
+                         input_wh: Tuple[int, int], min_height: float = MIN_HEIGHT) -> List[Dict[str, Any]]:
+    """Recall of faces >= ``min_height`` px by their height at the model input (letterbox scale).
+
+    One row per bin of :data:`SIZE_BINS` (from its lower edge to the next): what a detector misses
+    because the face is small at its input, rather than masked or badly boxed.
+    """
+    found = np.zeros(len(SIZE_BINS))
+    total = np.zeros(len(SIZE_BINS))
+    for r, s in zip(results, scenes):
+        scale = min(input_wh[0] / s.width, input_wh[1] / s.height)
+        hit = set(int(j) for j in r.matched[r.scores >= threshold] if j >= 0)
+        for j, h in enumerate(r.heights):
+            if h >= min_height:
+                b = int(np.searchsorted(SIZE_BINS, h * scale, side="right")) - 1
+                total[b] += 1
+                found[b] += j in hit
+    edges = list(SIZE_BINS[1:]) + [math.inf]
+    return [{"input_px": [lo, hi], "faces": int(n), "found": int(k), "recall": k / n if n else float("nan")}
+            for lo, hi, n, k in zip(SIZE_BINS, edges, total, found)]
+
+
 def plot_curves(curves: Mapping[str, Tuple[Dict[str, np.ndarray], float]], path: Path,
                 title: str = "", max_fp: float = 0.5) -> None:
     """PNG of recall (faces >= 40 px, all labels and per label) against false detections / image.
@@ -271,4 +313,5 @@ def plot_curves(curves: Mapping[str, Tuple[Dict[str, np.ndarray], float]], path:
 
 
 __all__ = ["KerasModel", "ImageResult", "make_detector", "match", "run_detector", "metrics_at", "curve",
-           "choose_threshold", "keypoint_shift", "plot_curves", "wilson"]
+           "choose_threshold", "keypoint_shift", "plot_curves", "wilson", "false_detection_kinds",
+           "recall_by_input_size", "SIZE_BINS"]

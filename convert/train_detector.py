@@ -288,12 +288,19 @@ def score_model(name: str, model: Any, holdout: Sequence[dd.Scene], val: Sequenc
     val_low = de.run_detector(low, val, load)
     at_thr = de.run_detector(de.make_detector(model, thr), val, load)
     at_half = de.run_detector(de.make_detector(model, 0.5), val, load)
-    m = de.metrics_at(at_thr, thr)
+    m, m_half = de.metrics_at(at_thr, thr), de.metrics_at(at_half, 0.5)
+    for metrics, results, t in ((m, at_thr, thr), (m_half, at_half, 0.5)):
+        metrics["false_kinds"] = de.false_detection_kinds(results, val, t)
+        metrics["recall_by_input_px"] = de.recall_by_input_size(results, val, t, (low.width, low.height))
     r = m["recall_ge40px"]
     log(f"{name}: threshold {thr:.3f} (held-out) -> val recall mask {r['mask']['recall']:.3f} no_mask"
         f" {r['no_mask']['recall']:.3f} incorrect {r['incorrect_mask']['recall']:.3f}, false/img"
         f" {m['false_per_image']:.3f} ({time.time() - t0:.0f} s)")
-    return {"threshold": thr, "val": m, "val_at_0.5": de.metrics_at(at_half, 0.5),
+    for tag, mm in (("held-out threshold", m), ("0.5", m_half)):
+        sizes = ", ".join(f"{int(b['input_px'][0])}+ px {b['found']}/{b['faces']}" for b in mm["recall_by_input_px"])
+        log(f"  {name} at {tag}: false detections by kind {mm['false_kinds']}; faces >= 40 px found by"
+            f" height at the input: {sizes}")
+    return {"threshold": thr, "val": m, "val_at_0.5": m_half,
             "curve": de.curve(val_low), "results": at_thr}
 
 

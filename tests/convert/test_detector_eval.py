@@ -96,3 +96,36 @@ def test_keras_model_runs_in_agent_detector():
     faces = det.detect(np.zeros((120, 160, 3), np.uint8))
     assert isinstance(faces, list)
     assert all(0.01 <= f.face_score <= 1 for f in faces)
+
+
+def test_false_detection_kinds_by_best_overlap():
+    from convert.detector_data import Scene
+
+    gt = np.array([[0, 0, 10, 10], [100, 100, 140, 140]], float)
+    scene = Scene("s.jpg", None, 200, 200, gt, ("mask", "no_mask"))
+    boxes = np.array([[0, 0, 10, 10],  # the hit
+                      [0, 0, 10, 11],  # a duplicate of it (IoU 0.91)
+                      [90, 90, 150, 155],  # loose box around face 1 (IoU 0.41)
+                      [2, 5, 12, 15],  # near face 0 (IoU 0.25)
+                      [170, 170, 190, 190]], float)  # background
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.55])
+    r = de.ImageResult(scores, np.array([0, -1, -1, -1, -1]), np.zeros((5, 6, 2), np.float32), boxes,
+                       scene.labels, gt[:, 3] - gt[:, 1], gt[:, 2] - gt[:, 0])
+    assert de.false_detection_kinds([r], [scene], 0.5) == {"duplicate": 1, "loose_box": 1, "near_face": 1, "background": 1}
+    assert de.false_detection_kinds([r], [scene], 0.75) == {"duplicate": 1, "loose_box": 0, "near_face": 0, "background": 0}
+
+
+def test_recall_by_input_size_uses_the_letterbox_scale():
+    from convert.detector_data import Scene
+
+    # 800x600 photo into 192x144: scale 0.24; faces 45 px (10.8 at the input) and 200 px (48)
+    gt = np.array([[0, 0, 45, 45], [300, 300, 500, 500]], float)
+    scene = Scene("s.jpg", None, 800, 600, gt, ("mask", "no_mask"))
+    r = _result([0.9], [1], scene.labels, [45, 200])
+    rows = de.recall_by_input_size([r], [scene], 0.5, (192, 144))
+    assert [row["input_px"][0] for row in rows] == list(de.SIZE_BINS)
+    small, big = rows[0], rows[-1]
+    assert (small["faces"], small["found"], big["faces"], big["found"]) == (1, 0, 1, 1)
+    assert sum(row["faces"] for row in rows) == 2 and big["recall"] == 1.0
+    # the same photo into a 192x192 letterbox: scale 0.24 too (width-bound)
+    assert de.recall_by_input_size([r], [scene], 0.5, (192, 192))[0]["faces"] == 1
