@@ -51,7 +51,8 @@ def test_maps_have_the_crop_shape_and_valid_flips(models, astronaut):
     crop = crop_face(astronaut, face.box, face.keypoints, classifier.spec)
     side = classifier.spec.width
     for fill in (GREY, None):
-        drop, flip = occlusion_map(classifier, crop, 2, side // 4, side // 16, fill)
+        # 3/8 of the side: quarter-side squares barely move this near-certain no_mask (p 0.9999)
+        drop, flip = occlusion_map(classifier, crop, 2, side * 3 // 8, side // 16, fill)
         assert drop.shape == flip.shape == crop.shape[:2]
         assert np.isfinite(drop).all() and drop.max() > 0.05
         assert set(np.unique(flip)) <= {-1, 0, 1, 3}  # another label than no_mask (2), or none
@@ -95,7 +96,7 @@ def test_hiding_where_the_map_is_high_costs_more(models, astronaut):
 def test_flip_map_names_the_label_hiding_gives(models, astronaut):
     """Where the map says hiding flips the label, most squares covering that pixel do (checked directly)."""
     _, classifier = models
-    ex = explain(models, astronaut, patch=0.375)  # squares big enough to change this near-certain label
+    ex = explain(models, astronaut, patch=0.5)  # squares big enough to change this near-certain label
     ys, xs = np.nonzero(ex.maps.flip >= 0)
     assert len(ys) > 0, "no square changes the label"
     y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
