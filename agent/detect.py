@@ -63,6 +63,15 @@ class Letterbox:
     pad_x: float
     pad_y: float
 
+    @classmethod
+    def fit(cls, frame_w: int, frame_h: int, width: int, height: int, keep_aspect: bool = True) -> "Letterbox":
+        """A ``frame_w`` x ``frame_h`` frame fitted into ``width`` x ``height``: centred with the aspect
+        kept (sub-pixel padding), or stretched. The one geometry of run time and training views."""
+        if not keep_aspect:
+            return cls(width / frame_w, height / frame_h, 0.0, 0.0)
+        s = min(width / frame_w, height / frame_h)
+        return cls(s, s, (width - s * frame_w) / 2.0, (height - s * frame_h) / 2.0)
+
     def to_frame(self, xy: np.ndarray) -> np.ndarray:
         """Input-pixel coordinates (..., 2) -> frame pixels."""
         out = np.empty_like(xy, dtype=np.float64)
@@ -164,11 +173,7 @@ def letterbox(image: np.ndarray, width: int, height: int, keep_aspect: bool = Tr
     of convert/'s slower training view, at ~0.2 ms for 640x480 instead of ~1.7 ms.
     """
     h, w = image.shape[:2]
-    if keep_aspect:
-        s = min(width / w, height / h)
-        lb = Letterbox(s, s, (width - s * w) / 2.0, (height - s * h) / 2.0)
-    else:
-        lb = Letterbox(width / w, height / h, 0.0, 0.0)
+    lb = Letterbox.fit(w, h, width, height, keep_aspect)
     src, zoom = image, max(lb.scale_x, lb.scale_y)
     while zoom < 0.25 and min(src.shape[:2]) >= 4:
         # Halving is OpenCV's fast INTER_AREA path (other factors are ~10x slower).

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from agent import blazeface
+from agent.detect import Letterbox
 from agent.crop import warp_shrinking
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -105,12 +106,11 @@ def load_rgb(path: Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- geometry
 
-def letterbox_matrix(width: int, height: int, out_w: int, out_h: Optional[int] = None) -> np.ndarray:
-    """2x3 affine from image pixels to a centred letterbox of ``out_w`` x ``out_h`` (default square),
-    the geometry of :func:`agent.detect.letterbox`."""
-    out_h = out_w if out_h is None else out_h
-    s = min(out_w / width, out_h / height)
-    return np.array([[s, 0.0, (out_w - s * width) / 2.0], [0.0, s, (out_h - s * height) / 2.0]])
+def letterbox_matrix(width: int, height: int, out_w: int, out_h: int) -> np.ndarray:
+    """2x3 affine from image pixels to a centred letterbox of ``out_w`` x ``out_h``: the agent's own
+    geometry (:meth:`agent.detect.Letterbox.fit`)."""
+    lb = Letterbox.fit(width, height, out_w, out_h)
+    return np.array([[lb.scale_x, 0.0, lb.pad_x], [0.0, lb.scale_y, lb.pad_y]])
 
 
 def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -136,12 +136,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def warp(image: np.ndarray, m: np.ndarray, size: "int | Tuple[int, int]",
+def warp(image: np.ndarray, m: np.ndarray, size: Tuple[int, int],
          border: Tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-    """Warp ``image`` into ``size`` (a square side or (width, height)) with black (or ``border``)
-    padding, through the agent's shrink-then-warp (``agent.crop.warp_shrinking``)."""
-    wh = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return warp_shrinking(image, m, wh, cv2.BORDER_CONSTANT, border)
+    """Warp ``image`` into ``size`` (width, height) with black (or ``border``) padding, through the
+    agent's shrink-then-warp (``agent.crop.warp_shrinking``)."""
+    return warp_shrinking(image, m, (int(size[0]), int(size[1])), cv2.BORDER_CONSTANT, border)
 
 
 # ----------------------------------------------------------------------------- anchor targets
@@ -387,12 +386,10 @@ def augment(scene: Scene, image: np.ndarray, rng: np.random.Generator, cfg: Augm
                    tuple(lbl for lbl, k in zip(labels, keep) if k))
 
 
-def letterbox_example(scene: Scene, image: np.ndarray, size: "int | Tuple[int, int]" = 192) -> Example:
-    """The run-time view of a scene (centred letterbox, black padding), unaugmented; ``size`` is a
-    square side or (width, height)."""
-    vw, vh = (size, size) if isinstance(size, int) else size
-    size = (vw, vh)
-    m = letterbox_matrix(scene.width, scene.height, vw, vh)
+def letterbox_example(scene: Scene, image: np.ndarray, size: Tuple[int, int] = (192, 192)) -> Example:
+    """The run-time view of a scene at ``size`` (width, height): centred letterbox, black padding,
+    unaugmented."""
+    m = letterbox_matrix(scene.width, scene.height, *size)
     boxes = transform_boxes(m, scene.boxes) if len(scene.boxes) else np.zeros((0, 4), np.float32)
     kps = scene.keypoints if scene.keypoints is not None else np.zeros((len(boxes), NUM_KEYPOINTS, 2), np.float32)
     kps_ok = scene.keypoints_ok if scene.keypoints_ok is not None else np.zeros(len(boxes), bool)
