@@ -20,7 +20,6 @@ the face size (an error of 10 % of the face costs the same for every face size).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -35,6 +34,8 @@ import numpy as np
 
 from convert import detector_data as dd
 from convert.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
+from convert.face_detector import ANCHORS, sidecar_template
+from convert.representative import source_sha256
 
 REPO_ROOT = dd.REPO_ROOT
 BUILD_DIR = REPO_ROOT / "build" / "detector"
@@ -206,16 +207,13 @@ def split_holdout(scenes: Sequence[dd.Scene], fraction: float, seed: int) -> Tup
     return ([s for i, s in enumerate(scenes) if i not in hold], [s for i, s in enumerate(scenes) if i in hold])
 
 
-def find_keras_source(path: Optional[Path]) -> Path:
-    """The Keras rebuild of the original full-range model (``build/keras/*full_range*.keras``)."""
-    if path is not None:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: Keras model not found; fix: build it with the convert CLI or pass --keras")
-        return path
+def find_keras_source() -> Path:
+    """The Keras rebuild of the original full-range model (``build/keras/*full_range*.keras``), the
+    float baseline the reports score."""
     hits = sorted(KERAS_DIR.glob("*full_range*.keras"))
     if not hits:
         raise FileNotFoundError(f"no {KERAS_DIR}/*full_range*.keras; fix: build the Keras rebuild of BlazeFace"
-                                " full range first (convert CLI), or pass --keras PATH")
+                                " full range first (maskwatch-convert blazeface)")
     return hits[0]
 
 
@@ -321,10 +319,8 @@ def summary_table(scores: Dict[str, Dict[str, Any]]) -> str:
 def target_sidecar(base: Dict[str, Any], variant: str, input_wh: Tuple[int, int]) -> Dict[str, Any]:
     """The trained model's decoding contract: the variant's MediaPipe anchors and scale at
     ``input_wh``, the baseline's normalization, NMS and provenance (licence, source hashes)."""
-    from convert.face_detector import sidecar_template  # noqa: PLC0415
-
     original = mediapipe_dir() / FACE_DIR / MODEL_FILES[variant]
-    sha = hashlib.sha256(original.read_bytes()).hexdigest() if original.is_file() else "unknown"
+    sha = source_sha256(original) if original.is_file() else "unknown"
     side = sidecar_template(variant, MODEL_FILES[variant], sha, input_wh)
     side["input"]["normalization"] = json.loads(json.dumps(base["input"]["normalization"]))
     side["decoding"]["nms"] = json.loads(json.dumps(base["decoding"].get("nms", side["decoding"]["nms"])))
@@ -400,8 +396,6 @@ def _wh(text: str) -> Tuple[int, int]:
 
 def default_input(variant: str) -> Tuple[int, int]:
     """The variant's own input (width, height)."""
-    from convert.face_detector import ANCHORS  # noqa: PLC0415
-
     return int(ANCHORS[variant]["input_size_width"]), int(ANCHORS[variant]["input_size_height"])
 
 
@@ -411,7 +405,7 @@ def source_model(a: argparse.Namespace, input_wh: Tuple[int, int]) -> Tuple[Any,
     from convert.blazeface_keras import ensure_mediapipe, load_blazeface, load_keras  # noqa: PLC0415
 
     if a.keras is not None:
-        return load_keras(find_keras_source(a.keras)), str(a.keras)
+        return load_keras(a.keras), str(a.keras)
     model, _, sha = load_blazeface(ensure_mediapipe(), a.variant, (input_wh[1], input_wh[0]))
     return model, f"{MODEL_FILES[a.variant]} (sha256 {sha[:12]}) rebuilt at {input_wh[0]}x{input_wh[1]}"
 
@@ -427,6 +421,8 @@ def _check_inputs(a: argparse.Namespace) -> Optional[str]:
                 " --original-tflite PATH (face_detection_full_range_sparse.tflite of the mediapipe 0.10.21 wheel)")
     if a.load and not a.out.is_file():
         return f"{a.out}: no trained model to --load; fix: train first (drop --load)"
+    if a.keras is not None and not a.load and not a.keras.is_file():
+        return f"{a.keras}: Keras model not found; fix: pass an existing .keras file or leave --keras out"
     return None
 
 
@@ -435,10 +431,6 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     problem = _check_inputs(a)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        return 2
-    if a.keras is not None and not a.load and not a.keras.is_file():
-        print(f"error: {a.keras}: Keras model not found; fix: pass an existing .keras file or leave --keras out",
-              file=sys.stderr)
         return 2
     from convert.blazeface_keras import load_keras  # noqa: PLC0415 - registers its custom layers
 
@@ -513,7 +505,7 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
     scores: Dict[str, Dict[str, Any]] = {}
     draft = ft_sidecar(target, 0.5, train_info, {})
     try:
-        src = find_keras_source(None)
+        src = find_keras_source()
         scores["original float"] = score_model("original float", de.KerasModel(
             load_keras(src), base, "original"), holdout, val, load, a.max_false, log)
     except FileNotFoundError as exc:

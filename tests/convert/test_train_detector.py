@@ -86,7 +86,7 @@ def test_tiny_training_run(tmp_path):
     assert rep["train"]["steps"] == 4
     ft = rep["val"]["fine-tuned float"]["at_threshold"]
     assert 0 < ft["threshold"] < 1 and ft["images"] == 12
-    assert (tmp_path / "face_detector_ft_pr.png").is_file()
+    assert (tmp_path / f"{td.STEM}_pr.png").is_file()
 
 
 def test_input_size_option():
