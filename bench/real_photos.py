@@ -5,7 +5,8 @@ into .cache/, never committed, never installed): the insightface 0.7.3 source pa
 `t1.jpg` (a group photo, 6 unmasked faces; MIT package) and scikit-image's astronaut (1 unmasked
 face). The face boxes below were drawn by hand on the photos. No masked real photo outside
 ../shared is reachable offline, so this scores unmasked faces only: found (IoU >= 0.5 with the
-hand-drawn box) and called `no_mask` (an alert would be raised).
+hand-drawn box, matched by convert/detector_eval.py's scorer) and called `no_mask` (an alert would be
+raised).
 
     python bench/real_photos.py [--config config.yaml] [--detector models/X.json ...]
 """
@@ -23,6 +24,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
+import yaml
+
+from convert.detector_eval import match
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "insightface-0.7.3"
@@ -59,14 +63,6 @@ def fetch(dest: Path = CACHE) -> Path:
     return out
 
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def score(config: Path, images: Dict[str, Path]) -> Dict[str, object]:
     """Run `maskwatch detect --json` once over the photos and match its faces to FACES."""
     cmd = [sys.executable, "-m", "agent.cli", "detect", "--json", "--config", str(config), *map(str, images.values())]
@@ -77,14 +73,12 @@ def score(config: Path, images: Dict[str, Path]) -> Dict[str, object]:
     found = alerted = extra = 0
     for name, path in images.items():
         faces = by_path[str(path)]["faces"]
-        used = set()
-        for gt in FACES[name]:
-            best = max(range(len(faces)), key=lambda i: iou(faces[i]["box"], gt), default=None)
-            if best is not None and best not in used and iou(faces[best]["box"], gt) >= 0.5:
-                used.add(best)
-                found += 1
-                alerted += faces[best]["label"] == "no_mask"
-        extra += len(faces) - len(used)
+        boxes = np.array([f["box"] for f in faces], np.float64).reshape(-1, 4)
+        order, matched = match(boxes, np.array([f["face_score"] for f in faces]), np.array(FACES[name], np.float64))
+        hits = [faces[i] for i, j in zip(order, matched) if j >= 0]
+        found += len(hits)
+        alerted += sum(f["label"] == "no_mask" for f in hits)
+        extra += len(faces) - len(hits)
     n = sum(len(v) for v in FACES.values())
     return {"faces": n, "found": found, "called_no_mask": alerted, "other_detections": extra}
 
@@ -103,15 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = []
         for det in a.detector or [None]:
             cfg = a.config
-            if det is not None:
+            if det is not None:  # the same config with this detector; model paths made absolute
                 cfg = Path(tmp) / f"config-{len(rows)}.yaml"
-                import yaml  # noqa: PLC0415
-
                 data = yaml.safe_load(a.config.read_text()) or {}
                 data.setdefault("detector", {})["model"] = str(Path(det).resolve())
-                for sec in ("classifier",):
-                    if sec in data and "model" in data[sec]:
-                        data[sec]["model"] = str((a.config.parent / data[sec]["model"]).resolve())
+                if "model" in data.get("classifier", {}):
+                    data["classifier"]["model"] = str((a.config.parent / data["classifier"]["model"]).resolve())
                 cfg.write_text(yaml.safe_dump(data))
             r = score(cfg, images)
             rows.append((det or "config", r))
