@@ -30,7 +30,7 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -38,6 +38,7 @@ import numpy as np
 from agent import blazeface
 from agent.detect import Letterbox
 from agent.crop import warp_shrinking
+from convert.classifier_data import MaskTemplate, is_frontal, paste_mask
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
@@ -276,6 +277,10 @@ class AugmentConfig:
     p_downscale: float = 0.15  # shrink to 35-70 % and back: soft, low-resolution faces
     min_visible: float = 0.6  # a face less visible than this in the view is ignored
     min_face_px: float = 6.0  # faces smaller than this (max side) are ignored
+    p_synthetic_mask: float = 0.0  # chance that an unmasked frontal face gets a pasted mask template
+    p_mask_correct: float = 0.6  # of those: over nose and mouth; the rest lowered (under the nose, chin)
+    p_composite: float = 0.0  # chance that a view gets 1-3 faces from faces/ blended in
+    composite_face: Tuple[float, float] = (8.0, 90.0)  # their height at the input, log-uniform
 
 
 def view_matrix(scene: Scene, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -362,19 +367,40 @@ def _faces(scene: Scene) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return boxes, np.nan_to_num(kps), ok, ignore, tuple(scene.labels) + ("unlabelled",) * k
 
 
-def augment(scene: Scene, image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> Example:
-    """Draw one augmented training view of ``scene`` (``image`` is its RGB pixels)."""
+def augment(scene: Scene, image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+            templates: Sequence[MaskTemplate] = (), patches: Sequence["FacePatch"] = ()) -> Example:
+    """Draw one augmented training view of ``scene`` (``image`` is its RGB pixels).
+
+    With ``templates`` and ``cfg.p_synthetic_mask`` > 0, unmasked faces may get a pasted mask
+    (:func:`paste_synthetic_masks`); with ``patches`` and ``cfg.p_composite`` > 0, faces from
+    ``faces/`` may be blended into free space (:func:`composite_faces`). Both happen before the
+    photometric jitter, so blur, noise and colour cover them like the scene.
+    """
     m = view_matrix(scene, rng, cfg)
     flip = rng.random() < cfg.p_flip
     if flip:
         m = (flip_matrix(cfg.width) @ np.vstack([m, [0, 0, 1]]))[:2]
     border = (0, 0, 0) if rng.random() < 0.7 else tuple(int(v) for v in rng.integers(0, 256, 3))
-    view = photometric(warp(image, m, (cfg.width, cfg.height), border), rng, cfg)
+    view = warp(image, m, (cfg.width, cfg.height), border)
     boxes, kps, kps_ok, ignored, labels = _faces(scene)
     boxes = transform_boxes(m, boxes)
     kps = apply_affine(m, kps).astype(np.float32)
     if flip:
         kps = kps[:, list(KEYPOINT_FLIP)]
+    if templates and cfg.p_synthetic_mask > 0:
+        view, labels = paste_synthetic_masks(view, kps, kps_ok, labels, rng, templates, cfg)
+    if patches and cfg.p_composite > 0 and rng.random() < cfg.p_composite:
+        # only where the photo is, not on the letterbox padding
+        area = transform_boxes(m, np.array([[0.0, 0.0, scene.width, scene.height]], np.float32))[0]
+        view, added, added_labels = composite_faces(view, boxes, rng, patches, cfg, area)
+        if len(added):
+            n = len(added)
+            boxes = np.concatenate([boxes, added]).astype(np.float32)
+            kps = np.concatenate([kps, np.zeros((n, NUM_KEYPOINTS, 2), np.float32)])
+            kps_ok = np.concatenate([kps_ok, np.zeros(n, bool)])  # no keypoint targets for them
+            ignored = np.concatenate([ignored, np.zeros(n, bool)])
+            labels = tuple(labels) + added_labels
+    view = photometric(view, rng, cfg)
     clipped = np.clip(boxes, 0, [cfg.width, cfg.height, cfg.width, cfg.height])
     area = lambda b: np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)  # noqa: E731
     visible = area(clipped) / np.maximum(area(boxes), 1e-6)
@@ -384,6 +410,158 @@ def augment(scene: Scene, image: np.ndarray, rng: np.random.Generator, cfg: Augm
     # visible-enough faces keep their full (unclipped) box: the annotators' convention
     return Example(view, boxes[keep], kps[keep], kps_ok[keep], ignore[keep],
                    tuple(lbl for lbl, k in zip(labels, keep) if k))
+
+
+# ----------------------------------------------------------------------------- synthetic masks
+
+def shrink_templates(templates: Sequence[MaskTemplate], max_side: int = 160) -> List[MaskTemplate]:
+    """Templates scaled so their longer side is ``max_side`` (anchors scaled with them).
+
+    Views hold faces of 6-150 px; warping a 600 px template straight down to that aliases its
+    edges, and the warp costs less from a small source.
+    """
+    out = []
+    for t in templates:
+        f = min(1.0, max_side / max(t.bgra.shape[:2]))
+        img = cv2.resize(t.bgra, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else t.bgra
+        out.append(MaskTemplate(t.name, img, t.points * f))
+    return out
+
+
+def paste_synthetic_masks(view: np.ndarray, kps: np.ndarray, kps_ok: np.ndarray, labels: Tuple[str, ...],
+                          rng: np.random.Generator, templates: Sequence[MaskTemplate],
+                          cfg: AugmentConfig) -> Tuple[np.ndarray, Tuple[str, ...]]:
+    """Paste mask templates on some ``no_mask`` faces of a view (RGB); their labels become
+    ``mask`` or ``incorrect_mask``.
+
+    Only faces whose original-model keypoints are trusted, that look frontal (the templates are
+    frontal) and are >= 8 px between the eyes' midpoint and the mouth get one. The face box and
+    keypoint targets stay as they were: a mask does not move a face. Placement comes from
+    :func:`convert.classifier_data.mask_points`, the classifier's own synthetic masks; a random
+    tint varies the templates' colours.
+    """
+    out = list(labels)
+    bgr = None
+    for i, lbl in enumerate(labels):
+        if lbl != "no_mask" or i >= len(kps_ok) or not kps_ok[i] or rng.random() >= cfg.p_synthetic_mask:
+            continue
+        k = kps[i]
+        if not is_frontal(k) or np.hypot(*(k[3] - (k[0] + k[1]) / 2)) < 8.0:
+            continue
+        t = templates[int(rng.integers(len(templates)))]
+        if rng.random() < 0.5:  # tint: same shading, another colour
+            tint = rng.uniform(0.3, 1.2, 3)
+            t = MaskTemplate(t.name, np.concatenate([np.clip(t.bgra[..., :3] * tint, 0, 255).astype(np.uint8), t.bgra[..., 3:]], axis=2), t.points)
+        correct = rng.random() < cfg.p_mask_correct
+        placement = "correct" if correct else ("under_nose" if rng.random() < 0.7 else "chin")
+        if bgr is None:
+            bgr = np.ascontiguousarray(view[..., ::-1])
+        bgr = paste_mask(bgr, k, t, placement, rng)
+        out[i] = "mask" if correct else "incorrect_mask"
+    if bgr is None:
+        return view, labels
+    return np.ascontiguousarray(bgr[..., ::-1]), tuple(out)
+
+
+# ----------------------------------------------------------------------------- composited faces
+
+@dataclass
+class FacePatch:
+    """A face photo from ``faces/`` (RGB) and its face box in the annotators' convention."""
+
+    image: np.ndarray
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in the patch's pixels
+    label: str  # "mask" or "no_mask" (the folder's)
+
+
+def face_patches(root: Path, finder: Any, folders: Dict[str, str], per_folder: int, seed: int,
+                 log: Callable[[str], None] = print) -> List[FacePatch]:
+    """Up to ``per_folder`` seeded picks of each ``faces/<folder>`` ({folder: label}) whose face
+    ``finder`` (``convert.classifier_data.FaceFinder``, box convention fitted) locates, >= 40 px."""
+    rng = np.random.default_rng(seed)
+    out: List[FacePatch] = []
+    for folder, label in folders.items():
+        files = sorted((Path(root) / "faces" / folder).glob("*.jpg"))
+        if not files:
+            raise FileNotFoundError(f"{Path(root) / 'faces' / folder}: no face images; pass --data-root DIR"
+                                    " holding faces/, or --composite 0")
+        got = 0
+        for k in rng.permutation(len(files)):
+            if got >= per_folder:
+                break
+            bgr = cv2.imread(str(files[int(k)]))
+            found = finder.detect(bgr) if bgr is not None else None
+            if found is None:
+                continue
+            box = np.asarray(found[0], np.float32)
+            if min(box[2] - box[0], box[3] - box[1]) < 40:
+                continue
+            out.append(FacePatch(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), box, label))
+            got += 1
+        log(f"faces/{folder}: {got} faces to composite")
+    return out
+
+
+def composite_faces(view: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+                    patches: Sequence[FacePatch], cfg: AugmentConfig,
+                    area: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, Tuple[str, ...]]:
+    """Blend 1-3 face patches into free space of an RGB view; (view, their boxes (n, 4), labels).
+
+    Each face is scaled to a log-uniform height (``cfg.composite_face``), placed wholly inside the
+    view and inside ``area`` (x1, y1, x2, y2: where the photo is), away from every existing box (faces and ignore regions alike), and blended through a
+    feathered ellipse a little larger than its box (head, not the photo's rectangle), its
+    brightness pulled toward the spot it lands on.
+    """
+    vh, vw = view.shape[:2]
+    ax1, ay1, ax2, ay2 = np.clip(area if area is not None else [0, 0, vw, vh], 0, [vw, vh, vw, vh])
+    out = view.astype(np.float32)
+    taken = [b for b in np.asarray(boxes, np.float32).reshape(-1, 4)]
+    added: List[np.ndarray] = []
+    labels: List[str] = []
+    for _ in range(int(rng.integers(1, 4))):
+        p = patches[int(rng.integers(len(patches)))]
+        bw, bh = float(p.box[2] - p.box[0]), float(p.box[3] - p.box[1])
+        lo, hi = cfg.composite_face
+        target = math.exp(rng.uniform(math.log(lo), math.log(min(hi, 0.8 * vh))))
+        s = target / bh
+        small = cv2.resize(p.image, (max(1, round(p.image.shape[1] * s)), max(1, round(p.image.shape[0] * s))),
+                           interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        fx, fy = small.shape[1] / p.image.shape[1], small.shape[0] / p.image.shape[0]
+        box = p.box * np.array([fx, fy, fx, fy], np.float32)
+        if rng.random() < 0.5:  # mirror the photo and its box
+            small = np.ascontiguousarray(small[:, ::-1])
+            box = np.array([small.shape[1] - box[2], box[1], small.shape[1] - box[0], box[3]], np.float32)
+        w, h = box[2] - box[0], box[3] - box[1]
+        halo = 0.35  # the blended ellipse and its feathering reach this far beyond the box
+        if (1 + 2 * halo) * w >= ax2 - ax1 or (1 + 2 * halo) * h >= ay2 - ay1:
+            continue
+        # top-left of the patch in the view so that the face and its halo lie inside the photo's area
+        ox = rng.uniform(ax1 - box[0] + halo * w, ax2 - box[2] - halo * w)
+        oy = rng.uniform(ay1 - box[1] + halo * h, ay2 - box[3] - halo * h)
+        nb = box + np.array([ox, oy, ox, oy], np.float32)
+        grown = nb + np.array([-halo * w, -halo * h, halo * w, halo * h], np.float32)
+        if taken and box_iou(grown[None], np.asarray(taken)).max() > 0:
+            continue
+        # the patch's pixels through a feathered ellipse, in view coordinates
+        m = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]])
+        warped = cv2.warpAffine(small, m, (vw, vh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        inside = cv2.warpAffine(np.full(small.shape[:2], 255, np.uint8), m, (vw, vh), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT)
+        alpha = np.zeros((vh, vw), np.float32)
+        centre = (float((nb[0] + nb[2]) / 2), float((nb[1] + nb[3]) / 2 - 0.05 * h))
+        axes = (float(0.5 * w * rng.uniform(1.1, 1.3)), float(0.5 * h * rng.uniform(1.2, 1.4)))
+        cv2.ellipse(alpha, (centre, (2 * axes[0], 2 * axes[1]), 0.0), 1.0, -1, cv2.LINE_AA)
+        k = 2 * int(max(1.0, 0.08 * h)) + 1
+        alpha = cv2.GaussianBlur(alpha, (k, k), 0) * (inside.astype(np.float32) / 255.0)
+        x1, y1, x2, y2 = (int(v) for v in np.clip(nb, 0, [vw - 1, vh - 1, vw, vh]))
+        here, there = out[y1:y2, x1:x2].mean(), warped[y1:y2, x1:x2].astype(np.float32).mean()
+        gain = float(np.clip((0.5 * here + 0.5 * there) / max(there, 1.0), 0.6, 1.4))
+        a = alpha[..., None]
+        out = out * (1 - a) + np.clip(warped.astype(np.float32) * gain, 0, 255) * a
+        taken.append(nb)
+        added.append(nb)
+        labels.append(p.label)
+    return (np.clip(out + 0.5, 0, 255).astype(np.uint8), np.asarray(added, np.float32).reshape(-1, 4), tuple(labels))
 
 
 def letterbox_example(scene: Scene, image: np.ndarray, size: Tuple[int, int] = (192, 192)) -> Example:

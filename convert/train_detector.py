@@ -34,6 +34,7 @@ import numpy as np
 
 from convert import detector_data as dd
 from convert.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
+from convert.classifier_data import DEFAULT_FACE_DETECTOR, FaceFinder, load_mask_templates, read_scene_faces
 from convert.face_detector import ANCHORS, sidecar_template
 from convert.representative import source_sha256
 
@@ -42,6 +43,9 @@ BUILD_DIR = REPO_ROOT / "build" / "detector"
 KERAS_DIR = REPO_ROOT / "build" / "keras"
 ORIGINAL_TFLITE = mediapipe_dir() / FACE_DIR / MODEL_FILES["full"]  # fetched by ensure_mediapipe()
 STEM = "face_detector_door"
+# faces/ folders blended into training views, with the face label each stands for
+COMPOSITE_FOLDERS: Dict[str, str] = {"web/mask": "mask", "vggface2-synthetic/mask": "mask",
+                                     "web/no_mask": "no_mask", "vggface2/no_mask": "no_mask"}
 BOX_GAIN = 10.0  # offsets / face size * 10: SSD's "variance 0.1", errors of ~1 for a sloppy box
 
 
@@ -126,13 +130,16 @@ class Batches:
     """Endless seeded stream of augmented training batches."""
 
     def __init__(self, scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], dec: dd.Decoding,
-                 aug: dd.AugmentConfig, batch: int, seed: int) -> None:
+                 aug: dd.AugmentConfig, batch: int, seed: int, templates: Sequence[Any] = (),
+                 patches: Sequence[dd.FacePatch] = ()) -> None:
         self.scenes, self.images, self.dec, self.aug, self.batch = scenes, images, dec, aug, batch
+        self.templates = templates  # mask templates for synthetic masks (aug.p_synthetic_mask)
+        self.patches = patches  # faces/ photos to composite (aug.p_composite)
         self.rng = np.random.default_rng(seed)
 
     def __call__(self) -> Tuple[np.ndarray, np.ndarray]:
         idx = self.rng.integers(len(self.scenes), size=self.batch)
-        examples = [dd.augment(self.scenes[i], self.images[i], self.rng, self.aug) for i in idx]
+        examples = [dd.augment(self.scenes[i], self.images[i], self.rng, self.aug, self.templates, self.patches) for i in idx]
         return dd.batch(examples, self.dec)
 
 
@@ -376,6 +383,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-false", type=float, default=0.05, help="false detections / image allowed at the threshold")
     p.add_argument("--default-min-score", type=float, default=None,
                    help="detector threshold written to the sidecar (default: the held-out --max-false threshold)")
+    p.add_argument("--synthetic-masks", type=float, default=0.4, metavar="P",
+                   help="chance that an unmasked frontal face of a training view gets a mask template pasted on"
+                        " (mask-templates/ under --data-root; 0: none)")
+    p.add_argument("--composite", type=float, default=0.3, metavar="P",
+                   help="chance that a training view gets 1-3 faces from faces/ (masked and unmasked) blended in (0: none)")
+    p.add_argument("--composite-per-folder", type=int, default=500, metavar="N",
+                   help="face photos taken from each faces/ folder for --composite")
     p.add_argument("--limit", type=int, default=0, help="use only this many train and val images (smoke runs)")
     p.add_argument("--load", action="store_true", help="skip training: load --out")
     p.add_argument("--export", action="store_true", help="write the int8 model, sidecar, parity report and figure")
@@ -419,6 +433,16 @@ def _check_inputs(a: argparse.Namespace) -> Optional[str]:
     if not a.labels.is_file() and not a.original_tflite.is_file():
         return (f"{a.original_tflite}: original model not found (needed once for keypoint targets); fix: pass"
                 " --original-tflite PATH (face_detection_full_range_sparse.tflite of the mediapipe 0.10.21 wheel)")
+    if a.synthetic_masks and not a.load and not (a.data_root / "mask-templates" / "masks.cfg").is_file():
+        return (f"{a.data_root / 'mask-templates' / 'masks.cfg'}: mask templates not found; fix: pass --data-root"
+                " DIR holding mask-templates/, or --synthetic-masks 0")
+    if a.composite and not a.load:
+        for folder in COMPOSITE_FOLDERS:
+            if not (a.data_root / "faces" / folder).is_dir():
+                return f"{a.data_root / 'faces' / folder}: not found; fix: pass --data-root DIR holding faces/, or --composite 0"
+        if not DEFAULT_FACE_DETECTOR.is_file():
+            return (f"{DEFAULT_FACE_DETECTOR}: short-range BlazeFace not found (frames the faces/ photos);"
+                    " fix: run maskwatch-convert blazeface (fetches the mediapipe wheel's models), or --composite 0")
     if a.load and not a.out.is_file():
         return f"{a.out}: no trained model to --load; fix: train first (drop --load)"
     if a.keras is not None and not a.load and not a.keras.is_file():
@@ -469,7 +493,18 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         f" {n_kp}/{n_faces} faces; {n_extra} unlabelled faces ignored")
 
     cfg = TrainConfig(steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr, seed=a.seed)
-    aug = dd.AugmentConfig(width=dec.width, height=dec.height)
+    aug = dd.AugmentConfig(width=dec.width, height=dec.height, p_synthetic_mask=a.synthetic_masks,
+                           p_composite=a.composite)
+    templates = dd.shrink_templates(load_mask_templates(a.data_root)) if a.synthetic_masks and not a.load else []
+    patches: List[dd.FacePatch] = []
+    patch_info: Dict[str, Any] = {}
+    if a.composite and not a.load:
+        finder = FaceFinder(DEFAULT_FACE_DETECTOR)
+        # the faces/ photos' boxes in the annotators' convention, fitted on train faces only
+        patch_info["box_convention"] = finder.fit_adjust(a.data_root, [f for f in read_scene_faces(a.data_root)
+                                                                       if f.split == "train"], n=600, seed=a.seed)
+        patches = dd.face_patches(a.data_root, finder, COMPOSITE_FOLDERS, a.composite_per_folder, a.seed, log)
+        patch_info["faces"] = {lbl: sum(p.label == lbl for p in patches) for lbl in ("mask", "no_mask")}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     if a.load:
         model = load_keras(a.out)
@@ -480,12 +515,13 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     else:
         model, src = source_model(a, input_wh)
         log(f"fine-tuning {src} ({model.count_params()} parameters, {len(dec.anchors)} anchors)")
-        result = train(model, Batches(train_scenes, train_images, dec, aug, cfg.batch, cfg.seed), dec, cfg, a.out, log)
+        result = train(model, Batches(train_scenes, train_images, dec, aug, cfg.batch, cfg.seed, templates, patches), dec, cfg, a.out, log)
         train_info = {"config": asdict(cfg), "augment": asdict(aug), "source": src, "variant": a.variant,
                       "input": f"{dec.width}x{dec.height}", "steps": result["steps"],
                       "seconds": result["seconds"], "train_images": len(train_scenes),
                       "held_out_images": len(holdout), "keypoint_targets": f"{n_kp}/{n_faces}",
-                      "unlabelled_faces_ignored": n_extra}
+                      "unlabelled_faces_ignored": n_extra,
+                      "mask_templates": [t.name for t in templates], "composited_faces": patch_info}
         a.out.with_suffix(".train.json").write_text(json.dumps({**train_info, "history": result["history"]}, indent=1))
         log(f"saved {a.out}")
     del images, train_images

@@ -276,3 +276,131 @@ def test_non_square_views(seed):
     assert np.allclose(after, before, atol=1e-3)
     lb = dd.letterbox_example(scene, img, (192, 144))
     assert lb.image.shape == (144, 192, 3) and np.allclose(lb.boxes[0], scene.boxes[0] * 0.3, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- synthetic masks
+
+def _plain_augment(**kw) -> dd.AugmentConfig:
+    """No flip, run-time view, no photometric jitter: pixels change only where a mask is pasted."""
+    return dd.AugmentConfig(p_flip=0.0, p_full_view=1.0, p_gray=0, p_blur=0, p_noise=0, p_low_light=0,
+                            p_downscale=0, brightness=0, contrast=(1, 1), saturation=(1, 1), hue_deg=0,
+                            **kw)
+
+
+@pytest.fixture(scope="module")
+def templates():
+    from convert.classifier_data import load_mask_templates
+
+    if not (dd.DEFAULT_DATA_ROOT / "mask-templates" / "masks.cfg").is_file():
+        pytest.skip("mask-templates not available")
+    return dd.shrink_templates(load_mask_templates(dd.DEFAULT_DATA_ROOT), 160)
+
+
+def test_shrunk_templates_keep_anchors_on_the_mask(templates):
+    from convert.classifier_data import load_mask_templates
+
+    for t, full in zip(templates, load_mask_templates(dd.DEFAULT_DATA_ROOT)):
+        assert max(t.bgra.shape[:2]) <= 160 and t.name == full.name
+        # anchors keep their place relative to the template's pixels
+        rel = t.points / [t.bgra.shape[1], t.bgra.shape[0]]
+        rel_full = full.points / [full.bgra.shape[1], full.bgra.shape[0]]
+        assert np.allclose(rel, rel_full, atol=0.01), t.name
+        assert abs(t.bgra[..., 3].mean() - full.bgra[..., 3].mean()) < 3, t.name
+
+
+def test_synthetic_mask_covers_the_lower_face_only(templates):
+    scene, _ = _scene()
+    img = np.full((scene.height, scene.width, 3), 200, np.uint8)
+    labels = set()
+    for seed in range(12):
+        base = dd.augment(scene, img, np.random.default_rng(seed), _plain_augment(), templates)
+        ex = dd.augment(scene, img, np.random.default_rng(seed), _plain_augment(p_synthetic_mask=1.0), templates)
+        # same view geometry, same face box and keypoint targets: a mask does not move a face
+        assert np.allclose(ex.boxes, base.boxes) and np.allclose(ex.keypoints, base.keypoints)
+        # (the colour jitter's HSV round trip may differ by a few levels: rng draws moved on)
+        changed = np.any(np.abs(ex.image.astype(int) - base.image.astype(int)) > 12, axis=2)
+        assert changed.sum() > 20, seed
+        ys, xs = np.nonzero(changed)
+        kp = ex.keypoints[0]
+        eyes_y = (kp[0, 1] + kp[1, 1]) / 2
+        x1, y1, x2, y2 = ex.boxes[0]
+        # below the eyes, around the face: nothing pasted over the eyes or far outside the box
+        assert ys.min() > eyes_y, seed
+        w = x2 - x1
+        assert xs.min() > x1 - 0.35 * w and xs.max() < x2 + 0.35 * w
+        labels.add(ex.labels[0])
+    assert labels == {"mask", "incorrect_mask"}
+
+
+def test_synthetic_masks_only_on_trusted_unmasked_faces(templates):
+    scene, img = _scene()
+    cfg = _plain_augment(p_synthetic_mask=1.0)
+    base = dd.augment(scene, img, np.random.default_rng(0), _plain_augment(), templates)
+    for change in ("label", "keypoints", "pose"):
+        s, _ = _scene()
+        if change == "label":
+            s.labels = ("mask",)
+        elif change == "keypoints":
+            s.keypoints_ok = np.zeros(1, bool)
+        else:  # nose tip far to one side: a profile view, templates are frontal
+            s.keypoints = s.keypoints.copy()
+            s.keypoints[0, 2, 0] = 228
+        ex = dd.augment(s, img, np.random.default_rng(0), cfg, templates)
+        assert np.abs(ex.image.astype(int) - base.image.astype(int)).max() <= 12, change
+        assert ex.labels[0] == s.labels[0]
+
+
+# ----------------------------------------------------------------------------- composited faces
+
+def _patch(label: str = "mask") -> dd.FacePatch:
+    """A 100x120 'photo' whose face box is a bright rectangle on a mid-grey ground."""
+    img = np.full((120, 100, 3), 90, np.uint8)
+    img[30:90, 25:75] = 250
+    return dd.FacePatch(img, np.array([25.0, 30.0, 75.0, 90.0], np.float32), label)
+
+
+def test_composited_faces_land_in_free_space_of_the_photo():
+    cfg = dd.AugmentConfig(width=192, height=144, composite_face=(12.0, 60.0))
+    existing = np.array([[20.0, 20.0, 60.0, 70.0]], np.float32)
+    area = np.array([0.0, 18.0, 192.0, 126.0], np.float32)  # a letterboxed photo: padding above and below
+    n = 0
+    for seed in range(20):
+        view = np.zeros((144, 192, 3), np.uint8)
+        out, boxes, labels = dd.composite_faces(view, existing, np.random.default_rng(seed), [_patch()], cfg, area)
+        assert out.shape == view.shape and out.dtype == np.uint8
+        assert len(boxes) == len(labels) and set(labels) <= {"mask"}
+        for b in boxes:
+            assert b[0] >= area[0] - 1e-3 and b[1] >= area[1] - 1e-3 and b[2] <= area[2] + 1e-3 and b[3] <= area[3] + 1e-3
+            assert 12.0 * 0.9 <= b[3] - b[1] <= 60.0 * 1.1
+            assert dd.box_iou(b[None], existing).max() == 0
+            # the face's own pixels arrive where its box says (the brightness gain is 0.6-1.4; the
+            # photo's ground, 90, stays below 0.6 * 250 at any gain that keeps the face in range)
+            x1, y1, x2, y2 = (int(round(v)) for v in b)
+            inner = out[y1 + (y2 - y1) // 4 : y2 - (y2 - y1) // 4, x1 + (x2 - x1) // 4 : x2 - (x2 - x1) // 4]
+            assert inner.mean() >= 0.6 * 250 - 2 and inner.std() < 3
+        if len(boxes) > 1:
+            assert dd.box_iou(boxes, boxes)[~np.eye(len(boxes), dtype=bool)].max() == 0
+        # nothing pasted outside the photo's area or far from the new faces
+        changed = np.any(out > 0, axis=2)
+        assert not changed[: int(area[1])].any() and not changed[int(area[3]) + 1 :].any()
+        n += len(boxes)
+    assert n >= 20
+
+
+def test_augment_adds_composited_faces_as_learned_faces():
+    scene, img = _scene()
+    cfg = dd.AugmentConfig(p_composite=1.0, p_flip=0.0, p_full_view=1.0)
+    added = 0
+    for seed in range(10):
+        ex = dd.augment(scene, img, np.random.default_rng(seed), cfg, (), [_patch("no_mask")])
+        assert len(ex.boxes) == len(ex.labels) == len(ex.ignore) == len(ex.keypoints_ok)
+        new = np.arange(len(ex.labels)) >= 1
+        # composited faces: learned (unless too small), labelled, no keypoint targets
+        assert not ex.keypoints_ok[new].any() and all(lbl == "no_mask" for lbl in np.array(ex.labels)[new])
+        big = np.maximum(ex.boxes[:, 2] - ex.boxes[:, 0], ex.boxes[:, 3] - ex.boxes[:, 1]) >= cfg.min_face_px
+        assert not ex.ignore[new & big].any()
+        added += int(new.sum())
+    assert added > 0
+    # p_composite 0 (the default) adds nothing
+    ex = dd.augment(scene, img, np.random.default_rng(0), dd.AugmentConfig(p_full_view=1.0), (), [_patch()])
+    assert len(ex.boxes) == 1

@@ -68,6 +68,36 @@ def test_missing_inputs_are_one_clear_error(tmp_path, capsys):
     assert "--data-root" in err and "Traceback" not in err
 
 
+def _data_root_without(tmp_path, missing: str):
+    """A data root of links to ../shared/datasets with one part (``mask-templates`` or a faces/ folder) left out."""
+    src = dd.DEFAULT_DATA_ROOT
+    if not (src / dd.SCENES / "boxes.csv").is_file():
+        pytest.skip("datasets not available")
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in (dd.SCENES, "mask-templates"):
+        if name != missing:
+            (root / name).symlink_to(src / name)
+    (root / "faces").mkdir()
+    for folder in td.COMPOSITE_FOLDERS:
+        if f"faces/{folder}" != missing:
+            (root / "faces" / folder).parent.mkdir(parents=True, exist_ok=True)
+            (root / "faces" / folder).symlink_to(src / "faces" / folder)
+    return root
+
+
+@pytest.mark.parametrize("missing, option", [("mask-templates", "--synthetic-masks 0"),
+                                             ("faces/web/mask", "--composite 0")])
+def test_missing_augmentation_data_is_one_clear_error(tmp_path, capsys, missing, option):
+    root = _data_root_without(tmp_path, missing)
+    labels = tmp_path / "labels.npz"
+    labels.write_bytes(b"")  # present: the original model is not needed for keypoint labels
+    rc = td.main(["--data-root", str(root), "--labels", str(labels), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert missing in err and option in err
+
+
 @pytest.mark.slow
 def test_tiny_training_run(tmp_path):
     """A few real steps on a few real scenes, scored by the one scorer (needs the Keras rebuild)."""
