@@ -31,6 +31,7 @@ DEFAULT_KERAS_DIR = REPO_ROOT / "build" / "keras"
 # the module exists, so this CLI does not depend on them.
 EXTERNAL: Dict[str, str] = {
     "train-classifier": "convert.train_classifier",
+    "landmark-classifier": "convert.landmark_keras",
     "evaluate-classifier": "convert.evaluate_classifier",
     "classifier-data": "convert.classifier_data",
     "train-detector": "convert.train_detector",

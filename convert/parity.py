@@ -185,6 +185,19 @@ def detect_raw(
     return blazeface.weighted_nms(b, s, k, float(nms.get("iou_threshold", 0.3)), min_score)
 
 
+# Float detections' box height at the model input, for kept_by_height_px.
+HEIGHT_BINS: Tuple[Tuple[str, float, float], ...] = (
+    ("<16", 0.0, 16.0), ("16-32", 16.0, 32.0), ("32-64", 32.0, 64.0), (">=64", 64.0, float("inf")))
+
+
+def height_bin(height_px: float) -> str:
+    """Name of the HEIGHT_BINS bin holding a box ``height_px`` tall."""
+    for name, lo, hi in HEIGHT_BINS:
+        if lo <= height_px < hi:
+            return name
+    return HEIGHT_BINS[0][0]  # negative heights (degenerate boxes) count as tiny
+
+
 def detector_parity(
     keras_model: Any,
     tflite_bytes: bytes,
@@ -209,6 +222,8 @@ def detector_parity(
     raw_box_err: List[float] = []
     lost = gained = 0
     lost_loose = 0  # float detections with no int8 detection even at IoU >= 0.5
+    in_h = float(decoding["anchors"]["input_size_height"])
+    by_height = {name: [0, 0] for name, _, _ in HEIGHT_BINS}  # float detections, kept at iou_match
     for x in x_float:
         x = np.asarray(x, np.float32)
         if x.ndim == 3:
@@ -231,6 +246,11 @@ def detector_parity(
             sdiff.append(float(abs(sf[i] - sq[j])))
         lost += len(bf) - len(pairs)
         gained += len(bq) - len(pairs)
+        kept_i = {i for i, _ in pairs}
+        for i, b in enumerate(bf):
+            name = height_bin((b[3] - b[1]) * in_h)
+            by_height[name][0] += 1
+            by_height[name][1] += int(i in kept_i)
         lost_loose += len(bf) - len(greedy_match(iou, 0.5))
     kept = (n_float - lost) / n_float if n_float else 1.0
     return {
@@ -250,6 +270,8 @@ def detector_parity(
         "score_diff_mean": round(float(np.mean(sdiff)), 5) if sdiff else None,
         "score_diff_max": round(float(np.max(sdiff)), 5) if sdiff else None,
         "raw_box_abs_err_mean_px": round(float(np.mean(raw_box_err)), 4) if raw_box_err else None,
+        # where parity is lost: a 1 px box error costs a 10 px face its IoU >= 0.9, a 60 px one not
+        "kept_by_height_px": {name: f"{k}/{n}" for name, (n, k) in by_height.items() if n},
         "size_bytes": len(tflite_bytes),
         "latency_ms": latency_ms(tflite_bytes),
     }

@@ -94,3 +94,32 @@ def test_corrupt_tflite_is_a_clear_error():
 
     with pytest.raises(ConvertError, match="not a readable TFLite flatbuffer"):
         tflite_to_keras(b"\x00" * 64, "junk.tflite")
+
+
+@needs_mp
+def test_detector_parity_of_the_rebuild_against_its_original():
+    """The Keras rebuild against the original float .tflite (same network, so parity is ~perfect):
+    every float detection is kept and the by-height counts add up to the float detections."""
+    import cv2
+
+    from agent.detect import letterbox
+    from convert.face_detector import sidecar_template
+    from convert.parity import HEIGHT_BINS, detector_parity
+
+    model, data, _ = load_blazeface(MP_DIR, "short")
+    decoding = sidecar_template("short", "face_detector_short", "test")["decoding"]
+    images = sorted(SCENES.glob("*.jpg"))[:12] if SCENES.is_dir() else []
+    if not images:
+        pytest.skip("scenes-ilc2021 images not available")
+    xs = []
+    for p in images:
+        canvas, _ = letterbox(cv2.imread(str(p)), 128, 128)
+        xs.append(((cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) - 127.5) / 127.5)[None])
+    rep = detector_parity(model, data, xs, decoding, min_score=0.5)
+    assert rep["detections_float"] > 0
+    assert rep["kept_fraction"] == 1.0 and rep["lost"] == 0 and rep["gained"] == 0
+    assert rep["matched_iou_min"] > 0.99 and rep["raw_box_abs_err_mean_px"] < 0.05
+    bins = rep["kept_by_height_px"]
+    assert set(bins) <= {name for name, _, _ in HEIGHT_BINS}
+    assert sum(int(v.split("/")[1]) for v in bins.values()) == rep["detections_float"]
+    assert all(v.split("/")[0] == v.split("/")[1] for v in bins.values())
