@@ -164,10 +164,13 @@ def score_image(faces: Sequence[Dict[str, Any]], gts: Sequence[Annotation], iou_
     ``faces`` are ``maskwatch detect --json`` face objects (``box``, ``label``, ``face_score``).
     """
     matched = match_greedy([(tuple(f["box"]), f["face_score"]) for f in faces], [g.box for g in gts], iou_thr)
+    used = {m for m in matched if m is not None}
     return {
         "faces": [{"box": list(g.box), "label": g.label, "height": g.height,
                    "predicted": None if m is None else faces[m]["label"]} for g, m in zip(gts, matched)],
-        "spurious": len(faces) - sum(m is not None for m in matched),
+        "spurious": len(faces) - len(used),
+        # unmatched detections the classifier called unmasked: what would raise an alert
+        "spurious_unmasked": sum(f["label"] in UNMASKED for i, f in enumerate(faces) if i not in used),
     }
 
 
@@ -200,6 +203,7 @@ def summarize(per_image: Dict[str, Dict[str, Any]], min_size: float = 40, iou_th
     """
     faces = [f for r in per_image.values() for f in r["faces"]]
     spurious = sum(r["spurious"] for r in per_image.values())
+    spurious_unmasked = sum(r.get("spurious_unmasked", 0) for r in per_image.values())
     confusion = {t: {p: 0 for p in LABELS + ("missed",)} for t in LABELS}
     for f in faces:
         confusion[f["label"]][f["predicted"] or "missed"] += 1
@@ -208,6 +212,7 @@ def summarize(per_image: Dict[str, Dict[str, Any]], min_size: float = 40, iou_th
         "all": _group(faces),
         "min_size_faces": _group([f for f in faces if f["height"] >= min_size]),
         "spurious": spurious, "spurious_per_image": round(spurious / len(per_image), 3) if per_image else None,
+        "spurious_unmasked": spurious_unmasked,
         "confusion": confusion,
     }
 
@@ -227,7 +232,8 @@ def format_table(summary: Dict[str, Any]) -> str:
         for name, what in (("unmasked_caught", "unmasked caught"), ("masked_falsely_alerted", "masked falsely alerted")):
             r = g[name]
             lines.append(f"  {what}: {r['count']}/{r['of']} ({cell(r['pct'])} %)")
-    lines += ["", f"spurious detections: {summary['spurious']} ({summary['spurious_per_image']} per image)",
+    lines += ["", f"spurious detections: {summary['spurious']} ({summary['spurious_per_image']} per image),"
+              f" {summary.get('spurious_unmasked', 0)} of them called unmasked (would alert)",
               "", "confusion (rows: true, columns: predicted)",
               "  " + f"{'':<16}" + "".join(f"{p:>16}" for p in LABELS + ("missed",))]
     for t, row in summary["confusion"].items():
@@ -417,7 +423,8 @@ def format_compare(models: Sequence[Dict[str, Any]]) -> str:
         for name, what in (("unmasked_caught", "unmasked caught"), ("masked_falsely_alerted", "masked falsely alerted")):
             lines.append(row(f"  {what}", [f"{m[key][name]['count']}/{m[key][name]['of']} ({cell(m[key][name]['pct'])} %)"
                                             for m in models]))
-    lines += ["", row("spurious detections", [f"{m['spurious']} ({m['spurious_per_image']}/image)" for m in models])]
+    lines += ["", row("spurious detections", [f"{m['spurious']} ({m['spurious_per_image']}/image)" for m in models]),
+              row("  called unmasked", [f"{m.get('spurious_unmasked', 0)}" for m in models])]
     for m in models:
         lines += ["", f"confusion of {m['name']} {m['version']} (rows: true, columns: predicted)",
                   "  " + f"{'':<16}" + "".join(f"{p:>16}" for p in LABELS + ("missed",))]

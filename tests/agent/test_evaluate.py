@@ -10,7 +10,8 @@ import cv2
 import pytest
 
 from agent.cli import main
-from agent.evaluate import Annotation, EvaluateError, load_boxes_csv, load_voc_dir, match_greedy, summarize
+from agent.evaluate import (Annotation, EvaluateError, format_table, load_boxes_csv, load_voc_dir, match_greedy,
+                            score_image, summarize)
 
 SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "scenes-ilc2021"
 
@@ -58,6 +59,20 @@ def test_summarize_counts_alerts_and_sizes():
     assert s["min_size_faces"]["all"]["faces"] == 2 and s["min_size_faces"]["masked_falsely_alerted"]["count"] == 0
     assert s["confusion"]["mask"] == {"mask": 0, "incorrect_mask": 0, "no_mask": 1, "missed": 1}
     assert s["spurious_per_image"] == 2.0
+    assert s["spurious_unmasked"] == 0  # outcomes saved before the count existed read as none
+
+
+def test_spurious_detections_called_unmasked_are_counted():
+    gts = [Annotation((0, 0, 10, 10), "mask")]
+    faces = [{"box": [0, 0, 10, 10], "label": "no_mask", "face_score": 0.9},  # matched: not spurious
+             {"box": [50, 50, 60, 60], "label": "incorrect_mask", "face_score": 0.8},
+             {"box": [80, 80, 90, 90], "label": "mask", "face_score": 0.7},
+             {"box": [20, 20, 30, 30], "label": "no_mask", "face_score": 0.6}]
+    r = score_image(faces, gts)
+    assert r["spurious"] == 3 and r["spurious_unmasked"] == 2
+    s = summarize({"a.jpg": r})
+    assert s["spurious_unmasked"] == 2
+    assert "2 of them called unmasked (would alert)" in format_table(s)
 
 
 # --- loaders and bad inputs -------------------------------------------------------------------
