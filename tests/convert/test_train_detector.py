@@ -86,13 +86,13 @@ def _data_root_without(tmp_path, missing: str):
     return root
 
 
-@pytest.mark.parametrize("missing, option", [("mask-templates", "--synthetic-masks 0"),
-                                             ("faces/web/mask", "--composite 0")])
-def test_missing_augmentation_data_is_one_clear_error(tmp_path, capsys, missing, option):
+@pytest.mark.parametrize("missing, option, args", [("mask-templates", "--synthetic-masks 0", []),
+                                                   ("faces/web/mask", "--composite 0", ["--composite", "0.3"])])
+def test_missing_augmentation_data_is_one_clear_error(tmp_path, capsys, missing, option, args):
     root = _data_root_without(tmp_path, missing)
     labels = tmp_path / "labels.npz"
     labels.write_bytes(b"")  # present: the original model is not needed for keypoint labels
-    rc = td.main(["--data-root", str(root), "--labels", str(labels), "--steps", "1"])
+    rc = td.main(["--data-root", str(root), "--labels", str(labels), "--steps", "1", *args])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert missing in err and option in err
