@@ -99,6 +99,7 @@ def cmd_face_detector(a: argparse.Namespace) -> int:
             model, variant, src_name, sha, a.scenes, a.models_dir, stem,
             n_calibration=a.calibration_images, n_val=a.val_images,
             float_outputs=a.float_outputs, trim_quantile=a.trim_quantile, ablation=not a.no_ablation,
+            head_correction=not a.no_head_correction,
         )
     return 0
 
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="outputs whose head runs in float (default both; give the flag alone for all-int8)")
     f.add_argument("--trim-quantile", type=float, default=0.25, help="drop calibration images with output peaks above this quantile")
     f.add_argument("--no-ablation", action="store_true", help="skip measuring the all-int8-heads variant")
+    f.add_argument("--no-head-correction", action="store_true",
+                   help="do not fit and fold the int8 bias correction into the float regressor heads")
     f.set_defaults(func=cmd_face_detector)
 
     q = sub.add_parser("quantize", help="Keras/SavedModel + sidecar template + images -> int8 model pair")

@@ -123,3 +123,42 @@ def test_detector_parity_of_the_rebuild_against_its_original():
     assert set(bins) <= {name for name, _, _ in HEIGHT_BINS}
     assert sum(int(v.split("/")[1]) for v in bins.values()) == rep["detections_float"]
     assert all(v.split("/")[0] == v.split("/")[1] for v in bins.values())
+
+
+def test_head_correction_fit_recovers_a_linear_bias():
+    from convert.face_detector import fit_head_correction
+
+    class Conv:  # only the name is read
+        name = "head"
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(0, 30, (400, 16))
+    a, b = rng.uniform(0.8, 1.1, 16), rng.normal(0, 3, 16)
+    f = q * a + b
+    anchor = rng.integers(0, 100, 400)
+    corr = fit_head_correction(f, q, anchor, [(0, 50, 2, Conv())])["head"]
+    sel = anchor < 50
+    assert corr["anchors"] == int(sel.sum())
+    assert np.allclose(corr["a"], a, atol=1e-5) and np.allclose(corr["b"], b, atol=1e-4)
+    # too few rows: identity
+    few = fit_head_correction(f[:5], q[:5], np.zeros(5, int), [(0, 50, 2, Conv())])["head"]
+    assert few["a"] == [1.0] * 16 and few["b"] == [0.0] * 16
+
+
+@needs_mp
+def test_head_correction_folds_into_the_short_range_heads():
+    from convert.face_detector import fold_head_correction, regressor_heads
+
+    model, _, _ = load_blazeface(MP_DIR, "short")
+    heads = regressor_heads(model, 896)
+    assert [(lo, hi, k, conv.name) for lo, hi, k, conv in heads] == [(0, 512, 2, "regressor_8"), (512, 896, 6, "regressor_16")]
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    before = np.asarray(model(x)[0])[0]
+    a = np.linspace(0.8, 1.2, 16)
+    b = np.linspace(-2, 2, 16)
+    fold_head_correction(heads, {name: {"a": a.tolist(), "b": b.tolist()} for name in ("regressor_8", "regressor_16")})
+    after = np.asarray(model(x)[0])[0]
+    assert np.allclose(after, before * a + b, atol=1e-3)
+    # full range's head goes through DEPTH_TO_SPACE: no straight channel-to-anchor mapping, no correction
+    full, _, _ = load_blazeface(MP_DIR, "full")
+    assert regressor_heads(full, 2304) == []
