@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from convert.blazeface_keras import load_keras
     from convert.face_detector import corrected_int8, read_split, scene_inputs
-    from convert.parity import detector_parity
+    from convert.parity import _keras_outputs, detector_parity
     from convert.quantize import quantize_int8
 
     dec = json.loads((REPO / "models" / "face_detector_short.json").read_text())["decoding"]
@@ -47,11 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = np.random.default_rng(0)  # the conversion's own pick
     calib = [train[i] for i in sorted(rng.choice(len(train), 300, replace=False))]
     all_xs = list(scene_inputs(calib, 128))
-    peaks = np.array([[float(np.abs(np.asarray(o)).max()) for o in model(x, training=False)] for x in all_xs])
+    float_outs = [_keras_outputs(model, x) for x in all_xs]
+    peaks = np.array([[float(np.abs(o).max()) for o in outs] for outs in float_outs])
     xs = [x for x, k in zip(all_xs, np.all(peaks <= np.quantile(peaks, 0.25, axis=0), axis=1)) if k]
     heads = ["regressors", "scores"]
     plain = quantize_int8(model, xs, float_outputs=heads)
-    corrected, fit = corrected_int8(model, xs, all_xs, plain, dec, heads, min_score=a.min_score)
+    corrected, fit = corrected_int8(model, xs, all_xs, plain, dec, heads, min_score=a.min_score, fit_float=float_outs)
     print(f"fitted on {fit['fit_images']} calibration images ({len(xs)} set the int8 ranges), anchors scored >= {a.min_score}")
     print("head           anchors  a (x y w h)                      b (x y w h)")
     for name, h in fit["heads"].items():

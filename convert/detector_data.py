@@ -443,7 +443,7 @@ def paste_synthetic_masks(view: np.ndarray, kps: np.ndarray, kps_ok: np.ndarray,
     out = list(labels)
     bgr = None
     for i, lbl in enumerate(labels):
-        if lbl != "no_mask" or i >= len(kps_ok) or not kps_ok[i] or rng.random() >= cfg.p_synthetic_mask:
+        if lbl != "no_mask" or not kps_ok[i] or rng.random() >= cfg.p_synthetic_mask:
             continue
         k = kps[i]
         if not is_frontal(k) or np.hypot(*(k[3] - (k[0] + k[1]) / 2)) < 8.0:
@@ -520,10 +520,9 @@ def composite_faces(view: np.ndarray, boxes: np.ndarray, rng: np.random.Generato
     labels: List[str] = []
     for _ in range(int(rng.integers(1, 4))):
         p = patches[int(rng.integers(len(patches)))]
-        bw, bh = float(p.box[2] - p.box[0]), float(p.box[3] - p.box[1])
         lo, hi = cfg.composite_face
         target = math.exp(rng.uniform(math.log(lo), math.log(min(hi, 0.8 * vh))))
-        s = target / bh
+        s = target / float(p.box[3] - p.box[1])
         small = cv2.resize(p.image, (max(1, round(p.image.shape[1] * s)), max(1, round(p.image.shape[0] * s))),
                            interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
         fx, fy = small.shape[1] / p.image.shape[1], small.shape[0] / p.image.shape[0]

@@ -265,21 +265,25 @@ def fold_head_correction(heads: Sequence[Tuple[int, int, int, Any]], corr: Mappi
 
 
 def corrected_int8(keras_model: Any, xs: Sequence[np.ndarray], fit_xs: Sequence[np.ndarray], flat: bytes,
-                   decoding: Mapping[str, Any], float_outputs: Sequence[str],
-                   min_score: float = 0.3) -> Tuple[bytes, Dict[str, Any]]:
+                   decoding: Mapping[str, Any], float_outputs: Sequence[str], min_score: float = 0.3,
+                   fit_float: Optional[Sequence[Sequence[np.ndarray]]] = None) -> Tuple[bytes, Dict[str, Any]]:
     """``flat`` converted again with the regressor heads corrected toward the float model (fitted on
-    ``fit_xs``, anchors the float model scores >= ``min_score``); the Keras model is left as it was.
+    ``fit_xs``, anchors the float model scores >= ``min_score``; ``fit_float``: the Keras model's
+    outputs on them when the caller has them already); the Keras model is left as it was.
     Returns (flat, what was fitted) or (the given flat, reason) when the graph has no such heads."""
     from convert.parity import TfliteRunner, _keras_outputs, detector_outputs  # noqa: PLC0415
     from convert.quantize import quantize_int8  # noqa: PLC0415
 
+    if "regressors" not in float_outputs:
+        return flat, {"applied": False, "why": "the regressor head runs in int8 (--float-outputs)"}
     heads = regressor_heads(keras_model, int(decoding["num_boxes"]))
-    if not heads or "regressors" not in float_outputs:
+    if not heads:
         return flat, {"applied": False, "why": "no float regressor head mapping channels straight to anchors"}
     run = TfliteRunner(flat)
     rows_f, rows_q, idx = [], [], []
-    for x in fit_xs:
-        rb_f, rs_f = detector_outputs(decoding, {tuple(o.shape): o for o in _keras_outputs(keras_model, x)})
+    for k, x in enumerate(fit_xs):
+        outs = fit_float[k] if fit_float is not None else _keras_outputs(keras_model, x)
+        rb_f, rs_f = detector_outputs(decoding, {tuple(o.shape): o for o in outs})
         rb_q, _ = detector_outputs(decoding, run(x))
         hot = np.flatnonzero(blazeface.sigmoid_scores(rs_f, decoding) >= min_score)
         rows_f.append(rb_f[hot])
@@ -323,7 +327,7 @@ def build_face_detector(
     float (see :func:`convert.quantize.float_heads`); with ``ablation`` the all-int8 variant is
     measured too and reported, so the choice is backed by a number.
     """
-    from convert.parity import detector_parity, write_parity_report  # noqa: PLC0415
+    from convert.parity import _keras_outputs, detector_parity, write_parity_report  # noqa: PLC0415
     from convert.quantize import fill_sidecar, quantize_int8, write_model_pair  # noqa: PLC0415
 
     side = sidecar_template(variant, source_name, source_sha256)
@@ -337,7 +341,8 @@ def build_face_detector(
     print(f"[1/4] calibrating int8 on {len(calib)} letterboxed train scenes", flush=True)
     t0 = time.time()
     xs = list(scene_inputs(calib, size, "calibration"))
-    peaks = np.array([[float(np.abs(np.asarray(o)).max()) for o in keras_model(x, training=False)] for x in xs])
+    float_outs = [_keras_outputs(keras_model, x) for x in xs]  # for the trimming and the head correction
+    peaks = np.array([[float(np.abs(o).max()) for o in outs] for outs in float_outs])
     keep = np.all(peaks <= np.quantile(peaks, trim_quantile, axis=0), axis=1) if trim_quantile < 1 else np.ones(len(xs), bool)
     all_xs, xs = xs, [x for x, k in zip(xs, keep) if k]
     print(f"      {len(xs)} kept after trimming output outliers (quantile {trim_quantile})", flush=True)
@@ -345,7 +350,8 @@ def build_face_detector(
     correction: Dict[str, Any] = {"applied": False, "why": "--no-head-correction"}
     if head_correction:
         # fitted on every calibration image: the ones with large outputs hold the large faces
-        flat, correction = corrected_int8(keras_model, xs, all_xs, flat, side["decoding"], float_outputs)
+        flat, correction = corrected_int8(keras_model, xs, all_xs, flat, side["decoding"], float_outputs,
+                                          fit_float=float_outs)
         print(f"      regressor head correction: {'applied' if correction['applied'] else correction['why']}", flush=True)
     print(f"      converted in {time.time() - t0:.0f} s, {len(flat)} bytes", flush=True)
     fill_sidecar(side, flat, f"{stem}.tflite")  # checks outputs/shapes before the slow steps
