@@ -300,11 +300,11 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
     if pretrained:
         what = (f"Backbone and training: {source}. The float master ships beside it as the sidecar's "
                 "`provenance.float_model` (what `maskwatch-convert finetune` starts from).")
-        rebuild = [
+        rebuild = list(info.get("recipe") or [  # the trainer's own command lines; older exports: its defaults
             f"python -m convert.classifier_data --size {size} --out build/classifier_{size}/crops.npz",
             f"python -m convert.landmark_keras --crops build/classifier_{size}/crops.npz --stride 16 --prelu dw \\",
             "    --freeze-epochs 1 --epochs 13 --lr 1e-3 --seed 0 --threads 2 --export --models-dir build/cand_models/NAME",
-        ]
+        ])
     else:
         what = "A depthwise-separable CNN trained from scratch here (no pretrained weights, no downloads)."
         rebuild = [

@@ -287,16 +287,41 @@ def range_check(data: bytes, faces: np.ndarray, backgrounds: np.ndarray) -> Dict
 # Classifier on the trunk
 
 
+HEADS = ("gap", "gdc")
+
+
 def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num_classes: int = 4,
-                     dropout: float = 0.2, seed: int = 0, prelu: str = "dw") -> Tuple[Any, Any]:
-    """(classifier, its trunk): trunk -> global average pool -> dropout -> Dense logits, taking
-    ``(pixel - 127.5) / 127.5`` like every project classifier."""
+                     dropout: float = 0.2, seed: int = 0, prelu: str = "dw", head: str = "gap",
+                     expand: int = 0) -> Tuple[Any, Any]:
+    """(classifier, its trunk): trunk -> [1x1 conv to ``expand`` channels + ReLU] -> pool -> dropout
+    -> Dense logits, taking ``(pixel - 127.5) / 127.5`` like every project classifier.
+
+    ``head`` "gap" averages the feature map; "gdc" pools it with one learned weight per position
+    and channel (a global depthwise convolution, as MobileFaceNet does): the crops are aligned by
+    the eyes, so *where* a feature fires (mask fabric over the nose or only over the chin) is
+    information that averaging throws away.
+    """
+    if head not in HEADS:
+        raise ValueError(f"head {head!r}: expected one of {HEADS}")
     keras = _keras()
     L = keras.layers
+    init = keras.initializers.GlorotUniform(seed=seed)
     body = trunk(mediapipe_dir, size, stride, PROJECT_RANGE, prelu)
-    x = L.GlobalAveragePooling2D(name="pool")(body.output)
+    x = body.output
+    if expand:
+        x = L.Conv2D(expand, 1, use_bias=False, kernel_initializer=init, name="expand")(x)
+        x = L.BatchNormalization(name="expand_bn")(x)
+        x = L.ReLU(name="expand_relu")(x)
+    if head == "gdc":
+        h, w = int(x.shape[1]), int(x.shape[2])
+        x = L.DepthwiseConv2D((h, w), padding="valid", use_bias=False, name="gdc",
+                              depthwise_initializer=keras.initializers.Constant(1.0 / (h * w)))(x)
+        x = L.BatchNormalization(name="gdc_bn")(x)
+        x = L.Flatten(name="pool")(x)
+    else:
+        x = L.GlobalAveragePooling2D(name="pool")(x)
     x = L.Dropout(dropout, seed=seed, name="dropout")(x)
-    out = L.Dense(num_classes, name="logits", kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
+    out = L.Dense(num_classes, name="logits", kernel_initializer=init)(x)
     return keras.Model(body.input, out, name="mask_classifier"), body
 
 
@@ -329,6 +354,9 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="input size (default: the crops' size; else the crops are resized)")
     p.add_argument("--stride", type=int, default=16, choices=sorted(CUTS), help="cut the trunk at this stride")
     p.add_argument("--prelu", default="dw", choices=("dw", "layer", "relu"), help="PReLU form in the trunk (see _prelu)")
+    p.add_argument("--head", default="gap", choices=HEADS,
+                   help="pooling of the trunk's features: gap (average) or gdc (a learned weight per position; see build_classifier)")
+    p.add_argument("--expand", type=int, default=0, help="1x1 conv to this many channels (+ReLU) before pooling; 0: none")
     p.add_argument("--freeze-epochs", type=int, default=1, help="head-only epochs first")
     p.add_argument("--head-lr", type=float, default=3e-3)
     p.add_argument("--epochs", type=int, default=13, help="all-weights epochs after the head-only ones")
@@ -370,7 +398,8 @@ def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=p
     """Head-only epochs on the frozen trunk, then all weights at ``a.lr``; returns (model, history)."""
     from convert import train_classifier as tc  # noqa: PLC0415
 
-    model, body = build_classifier(a.mediapipe_dir, size, a.stride, seed=a.seed, prelu=a.prelu)
+    model, body = build_classifier(a.mediapipe_dir, size, a.stride, seed=a.seed, prelu=a.prelu, head=a.head,
+                                   expand=a.expand)
     history: Dict[str, Any] = {}
     if a.freeze_epochs:
         set_trunk_trainable(model, body, False)
@@ -381,6 +410,25 @@ def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=p
         model, history["all"] = tc.train(tr, va, a.epochs, a.batch, a.lr, 1.0, a.seed, log=log,
                                          init_model=model, checkpoint=out_dir / "last_epoch.keras")
     return model, history
+
+
+def recipe(a: argparse.Namespace, crop_size: int) -> List[str]:
+    """The command lines that rebuild this model from ``crop_size`` px crops (the model card prints them)."""
+    head = (f" --size {a.size}" if a.size else "") + f" --head {a.head}" + (f" --expand {a.expand}" if a.expand else "")
+    return [
+        f"python -m convert.classifier_data --size {crop_size} --out {a.crops}"
+        + (f"  # then --synthetic N --synthetic-only" if a.synthetic else ""),
+        f"python -m convert.landmark_keras --crops {a.crops} --stride {a.stride} --prelu {a.prelu}{head} \\",
+        f"    --freeze-epochs {a.freeze_epochs} --epochs {a.epochs} --lr {a.lr:g} --seed {a.seed} --threads {a.threads} \\",
+        f"    --representative {a.representative} --export --models-dir build/cand_models/NAME"
+        + (" --synthetic" if a.synthetic else ""),
+    ]
+
+
+def _head_words(a: argparse.Namespace) -> str:
+    """The head as the provenance line names it."""
+    pool = "global depthwise conv (GDC)" if a.head == "gdc" else "global average pool"
+    return (f"1x1 conv to {a.expand} + " if a.expand else "") + f"{pool} + Dense head"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -422,8 +470,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.export:
         source = (f"convert/landmark_keras.py: trunk of MediaPipe face_landmark.tflite (mediapipe 0.10.21 wheel, "
                   f"Apache-2.0, sha256 {hashlib.sha256(model_path(a.mediapipe_dir).read_bytes()).hexdigest()[:16]}...) "
-                  f"to stride {a.stride} at {size}px, PReLU form {a.prelu}, + pooled Dense head; fine-tuned here")
+                  f"to stride {a.stride} at {size}px, PReLU form {a.prelu}, + {_head_words(a)}; fine-tuned here")
         cfg = cd.DataConfig(**{k: v for k, v in info["config"].items() if k in cd.DataConfig.__dataclass_fields__})
+        info["recipe"] = recipe(a, int(info["config"]["size"]))
         a.models_dir.mkdir(parents=True, exist_ok=True)
         tc.export(model, tr, va, cfg, temperature, info, a.models_dir, a.seed, log=log, source_model=source,
                   n_representative=a.representative)

@@ -74,3 +74,38 @@ def test_bad_cuts_are_clear_errors():
 def test_missing_mediapipe_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ConvertError, match="--mediapipe-dir"):
         lk.model_path(tmp_path)
+
+
+@needs_mp
+def test_gdc_head_starts_as_average_pooling_and_keeps_the_contract():
+    """The GDC head begins as a plain average (its weights 1/(h*w)), so fine-tuning starts where the
+    GAP head would, and both heads give the same 4 logits from a 96 px crop."""
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
+    keras = lk._keras()
+    pooled = {}
+    for head, expand in (("gap", 0), ("gdc", 0), ("gdc", 32)):
+        model, body = lk.build_classifier(MP_DIR, 96, 16, head=head, expand=expand)
+        assert model.output.shape[-1] == 4
+        pooled[(head, expand)] = keras.Model(model.input, model.get_layer("pool").output)(x, training=False).numpy()
+        if head == "gdc":
+            assert model.get_layer("gdc").kernel_size == (6, 6)  # one weight per position of the 6x6 map
+    assert pooled[("gdc", 32)].shape == (2, 32)
+    # BatchNorm at init (mean 0, var 1) only divides by sqrt(1 + eps)
+    np.testing.assert_allclose(pooled[("gdc", 0)], pooled[("gap", 0)] / np.sqrt(1 + 1e-3), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="head"):
+        lk.build_classifier(MP_DIR, 96, 16, head="max")
+
+
+def test_recipe_parses_back_to_the_same_training():
+    """The model card's rebuild lines are the trainer's own options: parsed again they train the same model."""
+    argv = ["--crops", "build/classifier_96/crops.npz", "--head", "gdc", "--expand", "128", "--epochs", "7",
+            "--lr", "5e-4", "--representative", "1000"]
+    a = lk._arguments().parse_args(argv)
+    lines = lk.recipe(a, 96)
+    assert lines[0].startswith("python -m convert.classifier_data --size 96 --out build/classifier_96/crops.npz")
+    trainer = " ".join(ln.rstrip("\\").strip() for ln in lines[1:]).split()
+    assert trainer[:3] == ["python", "-m", "convert.landmark_keras"]
+    b = lk._arguments().parse_args(trainer[3:])
+    for key in ("crops", "stride", "prelu", "head", "expand", "freeze_epochs", "epochs", "lr", "seed", "representative", "synthetic"):
+        assert getattr(b, key) == getattr(a, key), key
+    assert b.export
