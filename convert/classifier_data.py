@@ -12,6 +12,8 @@ Sources (read-only, under ``--data-root``, default ``../shared/datasets`` from t
   that box like any scene face. Images where no face is found are skipped and counted.
 * ``not_face``: random background boxes of scene images (IoU < 0.1 with every face) and
   partial-face boxes (a face cut off by the box edge, or a close-up of part of a face).
+* with ``--agent-detector``: ``train`` faces as the agent's own detector frames them, cut by the
+  agent's crop path (its box, levelled by its eye keypoints), at full and 0.6x image size.
 
 Crops are RGB uint8 at the classifier's input size, cached as one ``.npz`` under ``build/``.
 """
@@ -318,8 +320,10 @@ class _Builder:
         self.image: List[str] = []
         self.box_h: List[float] = []
 
-    def add(self, bgr: np.ndarray, box: Box, label: str, source: str, image: str, roll: float = 0.0, face_h: float = 0.0) -> None:
-        crop = crop_face(bgr, box, roll_keypoints(box, roll), self.spec)
+    def add(self, bgr: np.ndarray, box: Box, label: str, source: str, image: str, roll: float = 0.0, face_h: float = 0.0,
+            keypoints: Optional[np.ndarray] = None) -> None:
+        """One crop; ``keypoints`` (a detector's, in pixels) level the eyes as at run time, else ``roll`` degrees."""
+        crop = crop_face(bgr, box, roll_keypoints(box, roll) if keypoints is None else keypoints, self.spec)
         self.x.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
         self.y.append(LABELS.index(label))
         self.source.append(source)
@@ -333,9 +337,12 @@ class _Builder:
 
 
 def build_crops(
-    root: Path, cfg: DataConfig, face_detector: Optional[Path] = DEFAULT_FACE_DETECTOR, log=print
+    root: Path, cfg: DataConfig, face_detector: Optional[Path] = DEFAULT_FACE_DETECTOR, log=print,
+    agent_detector: Optional[Path] = None,
 ) -> Tuple[CropSet, CropSet, Dict[str, object]]:
-    """Cut train and val crops from every source; returns (train, val, info about what was made)."""
+    """Cut train and val crops from every source; returns (train, val, info about what was made).
+
+    ``agent_detector`` (a detector sidecar) adds train faces framed by it (:func:`detector_crops`)."""
     rng = np.random.default_rng(cfg.seed)
     spec = cfg.crop_spec()
     faces = read_scene_faces(root)
@@ -372,6 +379,8 @@ def build_crops(
         for b in background_boxes(w, h, [f.box for f in fs], rng, cfg.background_per_image, cfg.scale):
             out.add(img, b, "not_face", "background", name)
     log(f"scenes-ilc2021: {len(images)} images, {len(train.y)} train / {len(val.y)} val crops ({time.time() - t0:.0f} s)")
+    if agent_detector is not None:
+        info["agent_detector"] = {"model": agent_detector.name, **detector_crops(root, cfg, agent_detector, train, log=log)}
 
     if face_detector is not None:
         finder = FaceFinder(face_detector)
@@ -402,6 +411,56 @@ def build_crops(
     info["train_counts"] = {lab: int((tr.y == i).sum()) for i, lab in enumerate(LABELS)}
     info["val_counts"] = {lab: int((va.y == i).sum()) for i, lab in enumerate(LABELS)}
     return tr, va, info
+
+
+# ---------------------------------------------------------------- faces as the agent's detector frames them
+
+
+def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder", scales: Sequence[float] = (1.0, 0.6),
+                   log=print) -> Dict[str, int]:
+    """Add train faces framed by the agent's own detector (``detector`` sidecar) and cut exactly as
+    the agent cuts them at run time: its box, its eye keypoints levelling the crop.
+
+    Annotator boxes with random jitter only imitate a detector; these crops carry its real box
+    offsets and keypoint-driven roll. Each train image is also run at smaller ``scales`` (faces
+    farther from the door, coarser boxes). A detection takes the label of the annotated face it
+    overlaps at IoU >= 0.4. Detections that overlap no annotated face are counted, never used as
+    ``not_face``: looked at, most of them are real faces the annotators left unboxed (people in
+    the background), and teaching the classifier to drop real faces would hide unmasked people.
+    Returns counts by kind.
+    """
+    from agent.detect import DetectorConfig, FaceDetector  # noqa: PLC0415 (a model load; only when asked)
+
+    det = FaceDetector(DetectorConfig(model=str(detector), min_face_px=8.0))
+    by_image: Dict[str, List[SceneFace]] = {}
+    for f in read_scene_faces(root):
+        if f.split == "train":
+            by_image.setdefault(f.image, []).append(f)
+    images = sorted(by_image)[: cfg.limit] if cfg.limit is not None else sorted(by_image)
+    counts = {"matched": 0, "loose": 0, "unannotated": 0, "missed": 0}
+    t0 = time.time()
+    for name in images:
+        full = cv2.imread(str(root / "scenes-ilc2021" / "images" / name))
+        if full is None:
+            raise FileNotFoundError(f"{root / 'scenes-ilc2021' / 'images' / name}: unreadable image")
+        for scale in scales:
+            img = full if scale == 1.0 else cv2.resize(full, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            faces = [(tuple(v * scale for v in f.box), f.label) for f in by_image[name]]
+            found = set()
+            for d in det.detect(img):
+                ious = [iou(d.box, fb) for fb, _ in faces]
+                k = int(np.argmax(ious))
+                if ious[k] >= 0.4:
+                    found.add(k)
+                    out.add(img, d.box, faces[k][1], "detector", name, face_h=d.box[3] - d.box[1], keypoints=d.keypoints)
+                    counts["matched"] += 1
+                elif ious[k] < 0.1:
+                    counts["unannotated"] += 1
+                else:
+                    counts["loose"] += 1  # a loose box on a real face: its label would not be honest
+            counts["missed"] += len(faces) - len(found)
+    log(f"detector crops ({detector.name}, scales {list(scales)}): {counts} from {len(images)} train images ({time.time() - t0:.0f} s)")
+    return counts
 
 
 # ---------------------------------------------------------------- synthetic masks
@@ -599,6 +658,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most N images per source (tiny runs)")
     p.add_argument("--face-detector", type=Path, default=DEFAULT_FACE_DETECTOR, help="BlazeFace short-range .tflite used to re-frame faces/")
     p.add_argument("--no-faces", action="store_true", help="skip the faces/ sets")
+    p.add_argument("--agent-detector", type=Path, default=None,
+                   help="detector sidecar (e.g. models/face_detector_door.json): also cut train faces as it frames them")
 
 
 def config_from_args(a: argparse.Namespace) -> DataConfig:
@@ -615,9 +676,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not a.no_faces and not a.face_detector.is_file():
         print(f"error: {a.face_detector}: face detector not found; pass --face-detector PATH or --no-faces", file=sys.stderr)
         return 2
+    if a.agent_detector is not None and not a.agent_detector.is_file():
+        print(f"error: --agent-detector {a.agent_detector}: no such detector sidecar; pass one such as models/face_detector_door.json",
+              file=sys.stderr)
+        return 2
     try:
         if not a.synthetic_only:
-            tr, va, info = build_crops(a.data_root, config_from_args(a), None if a.no_faces else a.face_detector)
+            tr, va, info = build_crops(a.data_root, config_from_args(a), None if a.no_faces else a.face_detector,
+                                       agent_detector=a.agent_detector)
             save_crops(a.out, tr, va, info)
             print(f"wrote {a.out}: train {info['train_counts']}, val {info['val_counts']}")
         if a.synthetic:

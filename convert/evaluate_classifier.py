@@ -277,6 +277,17 @@ def _height_line(m: Dict[str, object]) -> str:
     )
 
 
+def _detector_line(info: Dict[str, object]) -> str:
+    """The data bullet for faces framed by the agent's own detector (classifier_data --agent-detector)."""
+    d = info.get("agent_detector")
+    if not d:
+        return "- No faces framed by the shipped detector: scene faces are cut from jittered annotator boxes."
+    return (f"- **Faces as the agent frames them**: `train` scenes run through `{d['model']}` at full and 0.6x size; every "
+            f"detection overlapping an annotated face (IoU >= 0.4) cut by the agent's own path (its box, levelled by its eye "
+            f"keypoints) with that face's label: {d['matched']} crops ({d['loose']} loose boxes and {d['unannotated']} "
+            "detections of unannotated faces left out, never used as not_face).")
+
+
 def _synthetic_line(info: Dict[str, object]) -> str:
     syn = info.get("synthetic")
     if not syn:
@@ -333,6 +344,7 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         f"- Crops: `agent.crop.crop_face` with `crop` = {json.dumps(sidecar['crop'])} and keypoints=None (roll 0) plus the roll augmentation; "
         "at run time the agent levels the eyes from detector keypoints. "
         f"Train crops per class: {json.dumps(info.get('train_counts', {}))}; val: {json.dumps(info.get('val_counts', {}))}.",
+        _detector_line(info),
         _synthetic_line(info),
         f"- Training augmentation: horizontal flip, brightness/contrast/saturation/hue, shrink to 10-{size} px and back (p=0.5), blur, grey, noise. "
         "Balanced class weights (capped at 3), AdamW + cosine LR" + ("." if pretrained else ", BatchNorm momentum 0.9."),

@@ -282,7 +282,7 @@ def make_sidecar(
                 "faces/web (chandrikadeb7/Face-Mask-Detection, MIT)",
                 "faces/vggface2, faces/vggface2-synthetic (datarootsio/tutorial-face-mask-detection, MIT; VGGFace2 faces)",
             ] + (["mask-templates (aqeelanwar/MaskTheFace, MIT): synthetic mask / incorrect_mask on unmasked train faces"] if "synthetic" in data_info else []),
-            "crops": {k: v for k, v in data_info.items() if k in ("train_counts", "val_counts", "face_detector", "faces_skipped", "synthetic")},
+            "crops": {k: v for k, v in data_info.items() if k in ("train_counts", "val_counts", "face_detector", "faces_skipped", "synthetic", "agent_detector")},
             "representative_data": f"{n_representative} train crops (all classes), normalized as input.normalization",
         },
         "metrics": metrics,

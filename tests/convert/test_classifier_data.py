@@ -132,6 +132,43 @@ def test_faces_sets_are_reframed_by_the_detector():
         assert np.all(train.y[m] == cd.LABELS.index(label))
 
 
+@needs_data
+def test_detector_crops_are_the_agents_own_crops_with_the_annotated_label():
+    """--agent-detector: each crop is what the running agent would cut for that detection (its box,
+    levelled by its eye keypoints), labelled by the annotated face it overlaps."""
+    from pathlib import Path
+
+    from agent.detect import DetectorConfig, FaceDetector
+
+    sidecar = Path(__file__).resolve().parents[2] / DetectorConfig().model
+    cfg = cd.DataConfig(size=48, limit=6)
+    out = cd._Builder(cfg.crop_spec())
+    counts = cd.detector_crops(DATA, cfg, sidecar, out, scales=(1.0,), log=lambda *_: None)
+    crops = out.done()
+    assert counts["matched"] == len(crops) > 0
+    assert set(crops.source) == {"detector"} and np.all(crops.y < cd.LABELS.index("not_face"))
+    # the first image's crops again, through the agent's detector and crop function
+    name = crops.image[0]
+    img = cv2.imread(str(DATA / "scenes-ilc2021" / "images" / name))
+    faces = {f.box: f.label for f in cd.read_scene_faces(DATA) if f.image == name}
+    det = FaceDetector(DetectorConfig(model=str(sidecar), min_face_px=8.0))
+    want = []
+    for d in det.detect(img):
+        best = max(faces, key=lambda b: cd.iou(d.box, b))
+        if cd.iou(d.box, best) >= 0.4:
+            want.append((cv2.cvtColor(crop_face(img, d.box, d.keypoints, cfg.crop_spec()), cv2.COLOR_BGR2RGB), faces[best]))
+    got = [(x, cd.LABELS[y]) for x, y, im in zip(crops.x, crops.y, crops.image) if im == name]
+    assert len(got) == len(want)
+    for (gx, gl), (wx, wl) in zip(got, want):
+        assert gl == wl and np.array_equal(gx, wx)
+
+
+def test_missing_agent_detector_is_a_clear_error(tmp_path, capsys):
+    assert cd.main(["--no-faces", "--agent-detector", str(tmp_path / "nope.json"), "--out", str(tmp_path / "c.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "--agent-detector" in err and "nope.json" in err and not (tmp_path / "c.npz").exists()
+
+
 def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
     assert cd.main(["--data-root", str(tmp_path), "--no-faces", "--out", str(tmp_path / "c.npz")]) == 2
     err = capsys.readouterr().err
