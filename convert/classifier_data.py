@@ -417,7 +417,7 @@ def build_crops(
 
 
 def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder", scales: Sequence[float] = (1.0, 0.6),
-                   log=print) -> Dict[str, int]:
+                   log=print) -> Dict[str, object]:
     """Add train faces framed by the agent's own detector (``detector`` sidecar) and cut exactly as
     the agent cuts them at run time: its box, its eye keypoints levelling the crop.
 
@@ -427,7 +427,7 @@ def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder",
     overlaps at IoU >= 0.4. Detections that overlap no annotated face are counted, never used as
     ``not_face``: looked at, most of them are real faces the annotators left unboxed (people in
     the background), and teaching the classifier to drop real faces would hide unmasked people.
-    Returns counts by kind.
+    Returns counts by kind and the scales.
     """
     from agent.detect import DetectorConfig, FaceDetector  # noqa: PLC0415 (a model load; only when asked)
 
@@ -437,7 +437,7 @@ def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder",
         if f.split == "train":
             by_image.setdefault(f.image, []).append(f)
     images = sorted(by_image)[: cfg.limit] if cfg.limit is not None else sorted(by_image)
-    counts = {"matched": 0, "loose": 0, "unannotated": 0, "missed": 0}
+    counts: Dict[str, int] = {"matched": 0, "loose": 0, "unannotated": 0, "missed": 0}
     t0 = time.time()
     for name in images:
         full = cv2.imread(str(root / "scenes-ilc2021" / "images" / name))
@@ -460,7 +460,7 @@ def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder",
                     counts["loose"] += 1  # a loose box on a real face: its label would not be honest
             counts["missed"] += len(faces) - len(found)
     log(f"detector crops ({detector.name}, scales {list(scales)}): {counts} from {len(images)} train images ({time.time() - t0:.0f} s)")
-    return counts
+    return {**counts, "scales": [float(v) for v in scales]}
 
 
 # ---------------------------------------------------------------- synthetic masks

@@ -282,10 +282,11 @@ def _detector_line(info: Dict[str, object]) -> str:
     d = info.get("agent_detector")
     if not d:
         return "- No faces framed by the shipped detector: scene faces are cut from jittered annotator boxes."
-    return (f"- **Faces as the agent frames them**: `train` scenes run through `{d['model']}` at full and 0.6x size; every "
+    sizes = " and ".join(f"{v:g}x" for v in d.get("scales", [1.0, 0.6]))
+    return (f"- **Faces as the agent frames them**: `train` scenes run through `{d['model']}` at {sizes} size; every "
             f"detection overlapping an annotated face (IoU >= 0.4) cut by the agent's own path (its box, levelled by its eye "
             f"keypoints) with that face's label: {d['matched']} crops ({d['loose']} loose boxes and {d['unannotated']} "
-            "detections of unannotated faces left out, never used as not_face).")
+            "detections of no annotated face, mostly people the annotators did not box, left out: never used as not_face).")
 
 
 def _synthetic_line(info: Dict[str, object]) -> str:
