@@ -71,6 +71,7 @@ class TrainConfig:
     min_negatives: int = 16
     box_weight: float = 1.0
     keypoint_weight: float = 0.5
+    iou_weight: float = 0.0  # GIoU loss on positive anchors' boxes (0: smooth-L1 only)
     seed: int = 0
     log_every: int = 25
     checkpoint_minutes: float = 5.0
@@ -105,6 +106,31 @@ def loss_terms(tf: Any, reg: Any, logits: Any, targets: Any, cfg: TrainConfig) -
     kp_w = pos * targets[..., dd.T_KPW]
     kp_loss = tf.reduce_sum(tf.reduce_mean(sl1[..., 4:], axis=-1) * 4.0 * kp_w) / tf.maximum(tf.reduce_sum(kp_w), 1.0)
     return cls_loss, box_loss, kp_loss
+
+
+def giou_loss(tf: Any, reg: Any, targets: Any, scale: Sequence[float]) -> Any:
+    """Mean (1 - GIoU) between predicted and target boxes of the positive anchors.
+
+    Smooth-L1 weighs each box coordinate alone; the scorer (and the annotators' convention) asks
+    for overlap, which couples width and height. BlazeFace decodes ``x = raw / x_scale * anchor_w
+    + anchor_x`` and ``w = raw / w_scale * anchor_w`` with one anchor size per anchor, so both boxes
+    can be compared in ``raw / scale`` units: the anchor's offset and size cancel out of an IoU.
+    """
+    sx, sy, sw, sh = (float(v) for v in scale)
+    pos = tf.cast(targets[..., dd.T_CLS] > 0.5, tf.float32)
+
+    def corners(r: Any) -> Tuple[Any, Any, Any, Any]:
+        cx, cy = r[..., 0] / sx, r[..., 1] / sy
+        w, h = tf.maximum(r[..., 2] / sw, 1e-6), tf.maximum(r[..., 3] / sh, 1e-6)
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+    px1, py1, px2, py2 = corners(reg)
+    tx1, ty1, tx2, ty2 = corners(targets)
+    inter = tf.maximum(tf.minimum(px2, tx2) - tf.maximum(px1, tx1), 0.0) * tf.maximum(tf.minimum(py2, ty2) - tf.maximum(py1, ty1), 0.0)
+    union = (px2 - px1) * (py2 - py1) + (tx2 - tx1) * (ty2 - ty1) - inter
+    hull = (tf.maximum(px2, tx2) - tf.minimum(px1, tx1)) * (tf.maximum(py2, ty2) - tf.minimum(py1, ty1))
+    giou = inter / union - (hull - union) / hull
+    return tf.reduce_sum((1.0 - giou) * pos) / tf.maximum(tf.reduce_sum(pos), 1.0)
 
 
 def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
@@ -159,6 +185,8 @@ def train(model: Any, batches: Batches, dec: dd.Decoding, cfg: TrainConfig, out:
             outs = model(x, training=True)
             c, b, k = loss_terms(tf, outs[i_reg], outs[i_score], t, cfg)
             loss = c + cfg.box_weight * b + cfg.keypoint_weight * k
+            if cfg.iou_weight:
+                loss += cfg.iou_weight * giou_loss(tf, outs[i_reg], t, dec.scale)
         grads = tape.gradient(loss, model.trainable_variables)
         grads, _ = tf.clip_by_global_norm(grads, 10.0)
         opt.apply_gradients(zip(grads, model.trainable_variables))
@@ -378,6 +406,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iou-weight", type=float, default=0.0,
+                   help="weight of a GIoU box loss on the positive anchors, beside smooth-L1 (default 0: none)")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of train kept out to choose thresholds")
     p.add_argument("--max-false", type=float, default=0.05, help="false detections / image allowed at the threshold")
@@ -494,7 +524,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     log(f"train {len(train_scenes)} images, held-out {len(holdout)}, val {len(val)}; keypoint targets for"
         f" {n_kp}/{n_faces} faces; {n_extra} unlabelled faces ignored")
 
-    cfg = TrainConfig(steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr, seed=a.seed)
+    cfg = TrainConfig(steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr, seed=a.seed, iou_weight=a.iou_weight)
     aug = dd.AugmentConfig(width=dec.width, height=dec.height, p_synthetic_mask=a.synthetic_masks,
                            p_composite=a.composite)
     templates = dd.shrink_templates(load_mask_templates(a.data_root)) if a.synthetic_masks and not a.load else []

@@ -28,6 +28,30 @@ def test_holdout_split_is_disjoint_and_seeded():
 
 
 @pytest.mark.tf
+def test_giou_loss_is_zero_on_target_and_grows_with_misfit():
+    tf = pytest.importorskip("tensorflow")
+    scale = (192.0, 144.0, 192.0, 144.0)
+    t = np.zeros((1, 4, dd.TARGET_DIM), np.float32)
+    t[0, :, dd.T_CLS] = [1, 1, 0, -1]  # two positives; a negative and an ignored anchor never count
+    t[0, :, 2] = [40.0, 400.0, 10.0, 10.0]  # widths (raw units), a small and a large face
+    t[0, :, 3] = [30.0, 300.0, 10.0, 10.0]
+    reg = t[..., : dd.REG_DIM].copy()
+    reg[0, 2:, :4] = 999.0  # far off, but not positive
+    g = lambda r: float(td.giou_loss(tf, tf.constant(r), tf.constant(t), scale))  # noqa: E731
+    assert g(reg) == pytest.approx(0.0, abs=1e-6)
+    wide = reg.copy()
+    wide[0, :2, 2] *= 1.5  # 50 % too wide, like the loose detections of turned faces
+    shifted = reg.copy()
+    shifted[0, :2, 0] += 0.25 * reg[0, :2, 2]  # a quarter width off: same IoU on the small and the large face
+    assert 0.2 < g(wide) < 0.5 and 0.2 < g(shifted) < 0.5
+    one = shifted.copy()
+    one[0, 1, 0] = reg[0, 1, 0]
+    assert g(one) == pytest.approx(g(shifted) / 2, rel=1e-5)
+    apart = reg.copy()
+    apart[0, :2, 0] += 3 * reg[0, :2, 2]  # no overlap: GIoU < 0, loss > 1
+    assert g(apart) > 1.0
+
+
 def test_loss_terms():
     tf = pytest.importorskip("tensorflow")
     n = 50
