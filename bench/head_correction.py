@@ -25,8 +25,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -36,20 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from convert.blazeface_keras import load_keras
-    from convert.face_detector import corrected_int8, read_split, scene_inputs
-    from convert.parity import _keras_outputs, detector_parity
+    from convert.face_detector import calibration_inputs, corrected_int8, read_split, scene_inputs
+    from convert.parity import detector_parity
     from convert.quantize import quantize_int8
 
     dec = json.loads((REPO / "models" / "face_detector_short.json").read_text())["decoding"]
     model = load_keras(sorted((REPO / "build" / "keras").glob("*short*.keras"))[0])
     scenes = REPO.parent / "shared" / "datasets" / "scenes-ilc2021"
     train, val = read_split(scenes, "train"), read_split(scenes, "val")
-    rng = np.random.default_rng(0)  # the conversion's own pick
-    calib = [train[i] for i in sorted(rng.choice(len(train), 300, replace=False))]
-    all_xs = list(scene_inputs(calib, 128))
-    float_outs = [_keras_outputs(model, x) for x in all_xs]
-    peaks = np.array([[float(np.abs(o).max()) for o in outs] for outs in float_outs])
-    xs = [x for x, k in zip(all_xs, np.all(peaks <= np.quantile(peaks, 0.25, axis=0), axis=1)) if k]
+    all_xs, float_outs, xs = calibration_inputs(model, train, 128)  # the conversion's own pick
     heads = ["regressors", "scores"]
     plain = quantize_int8(model, xs, float_outputs=heads)
     corrected, fit = corrected_int8(model, xs, all_xs, plain, dec, heads, min_score=a.min_score, fit_float=float_outs)

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -55,31 +54,13 @@ def kept_split(model: Any, flat: bytes, val_x: Sequence[np.ndarray], dec: Dict[s
     return res
 
 
-def invoke_ms(flat: bytes, runs: int = 300) -> float:
-    """Median invoke time, 1 thread."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=flat, num_threads=1)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-    for _ in range(30):
-        it.invoke()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        it.invoke()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts) * 1000)
-
-
 def main() -> int:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf
 
     from convert.blazeface_keras import load_keras
-    from convert.face_detector import read_split, scene_inputs
-    from convert.parity import _keras_outputs, detector_parity
+    from convert.face_detector import calibration_inputs, read_split, scene_inputs
+    from convert.parity import detector_parity
 
     dec = json.loads((REPO / "models" / "face_detector_short.json").read_text())["decoding"]
     model = load_keras(sorted((REPO / "build" / "keras").glob("*short*.keras"))[0])
@@ -91,13 +72,7 @@ def main() -> int:
     for key, (n, kept) in kept_split(model, (REPO / "models" / "face_detector_short.tflite").read_bytes(), val_x, dec).items():
         print(f"  {key:<26} kept at IoU >= 0.9: {kept}/{n} = {kept / n:.1%}")
 
-    # the conversion's own calibration pick (convert/face_detector.py): 300 seeded train images,
-    # those whose float outputs peak below the 0.25 quantile set the int8 ranges
-    rng = np.random.default_rng(0)
-    calib = [train[i] for i in sorted(rng.choice(len(train), 300, replace=False))]
-    all_xs = list(scene_inputs(calib, 128))
-    peaks = np.array([[float(np.abs(o).max()) for o in _keras_outputs(model, x)] for x in all_xs])
-    xs = [x for x, k in zip(all_xs, np.all(peaks <= np.quantile(peaks, 0.25, axis=0), axis=1)) if k]
+    xs = calibration_inputs(model, train, 128).xs  # the conversion's own calibration pick
 
     def debugger(deny: Sequence[str]) -> Any:
         c = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -139,7 +114,7 @@ def main() -> int:
         flat = bytes(debugger(deny).get_nondebug_quantized_model())
         r = detector_parity(model, flat, val_x, dec)
         print(f"{label:<34}{len(deny):>12}{r['kept_fraction']:>10.1%}{r['kept_fraction_iou50']:>10.1%}"
-              f"{r['raw_box_abs_err_mean_px']:>16.2f}  {json.dumps(r['kept_by_height_px'])}  {len(flat) // 1024:>4}  {invoke_ms(flat):.2f}",
+              f"{r['raw_box_abs_err_mean_px']:>16.2f}  {json.dumps(r['kept_by_height_px'])}  {len(flat) // 1024:>4}  {r['latency_ms']['threads_1']:.2f}",
               flush=True)
     return 0
 

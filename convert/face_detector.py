@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -144,6 +144,30 @@ def scene_inputs(items: Sequence[Tuple[Path, np.ndarray]], size: int, label: str
         if label and (k + 1) % 50 == 0:
             print(f"  {label}: {k + 1}/{len(items)} images ({time.time() - t0:.0f} s)", flush=True)
         yield preprocess(rgb, [MEAN] * 3, [STD] * 3)
+
+
+class Calibration(NamedTuple):
+    """The conversion's calibration images: all of them (``all_xs``, with the Keras model's outputs
+    ``float_outs``) and the ones whose outputs set the int8 ranges (``xs``)."""
+
+    all_xs: List[np.ndarray]
+    float_outs: List[List[np.ndarray]]
+    xs: List[np.ndarray]
+
+
+def calibration_inputs(keras_model: Any, train: Sequence[Tuple[Path, np.ndarray]], size: int, n: int = 300,
+                       trim_quantile: float = 0.25, label: str = "") -> Calibration:
+    """A seeded ``n`` of the ``train`` scenes, letterboxed; those whose output peaks all stay at or
+    below the ``trim_quantile`` quantile set the int8 ranges (outliers would stretch the steps)."""
+    from convert.parity import _keras_outputs  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    calib = [train[i] for i in sorted(rng.choice(len(train), min(n, len(train)), replace=False))]
+    all_xs = list(scene_inputs(calib, size, label))
+    float_outs = [_keras_outputs(keras_model, x) for x in all_xs]
+    peaks = np.array([[float(np.abs(o).max()) for o in outs] for outs in float_outs])
+    keep = np.all(peaks <= np.quantile(peaks, trim_quantile, axis=0), axis=1) if trim_quantile < 1 else np.ones(len(all_xs), bool)
+    return Calibration(all_xs, float_outs, [x for x, k in zip(all_xs, keep) if k])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +351,7 @@ def build_face_detector(
     float (see :func:`convert.quantize.float_heads`); with ``ablation`` the all-int8 variant is
     measured too and reported, so the choice is backed by a number.
     """
-    from convert.parity import _keras_outputs, detector_parity, write_parity_report  # noqa: PLC0415
+    from convert.parity import detector_parity, write_parity_report  # noqa: PLC0415
     from convert.quantize import fill_sidecar, quantize_int8, write_model_pair  # noqa: PLC0415
 
     side = sidecar_template(variant, source_name, source_sha256)
@@ -335,16 +359,11 @@ def build_face_detector(
     if tuple(keras_model.inputs[0].shape[1:]) != (size, size, 3):
         raise ConvertError(f"the Keras model input {tuple(keras_model.inputs[0].shape)} is not the {variant}-range {size}x{size}x3")
     train, val = read_split(scenes, "train"), read_split(scenes, "val")
-    rng = np.random.default_rng(0)
-    calib = [train[i] for i in sorted(rng.choice(len(train), min(n_calibration, len(train)), replace=False))]
     val = val[:n_val] if n_val else val
-    print(f"[1/4] calibrating int8 on {len(calib)} letterboxed train scenes", flush=True)
+    print(f"[1/4] calibrating int8 on {min(n_calibration, len(train))} letterboxed train scenes", flush=True)
     t0 = time.time()
-    xs = list(scene_inputs(calib, size, "calibration"))
-    float_outs = [_keras_outputs(keras_model, x) for x in xs]  # for the trimming and the head correction
-    peaks = np.array([[float(np.abs(o).max()) for o in outs] for outs in float_outs])
-    keep = np.all(peaks <= np.quantile(peaks, trim_quantile, axis=0), axis=1) if trim_quantile < 1 else np.ones(len(xs), bool)
-    all_xs, xs = xs, [x for x, k in zip(xs, keep) if k]
+    # the Keras outputs serve the trimming and the head correction
+    all_xs, float_outs, xs = calibration_inputs(keras_model, train, size, n_calibration, trim_quantile, "calibration")
     print(f"      {len(xs)} kept after trimming output outliers (quantile {trim_quantile})", flush=True)
     flat = quantize_int8(keras_model, xs, float_outputs=float_outputs)
     correction: Dict[str, Any] = {"applied": False, "why": "--no-head-correction"}
@@ -387,7 +406,7 @@ def build_face_detector(
         "per head and channel float ~= a * int8 + b is fitted on the calibration images and folded into the head's weights.",
     ]
     side["provenance"]["representative_data"] = (
-        f"{len(xs)} of {len(calib)} letterboxed scenes-ilc2021 train images (seed 0; output outliers above the "
+        f"{len(xs)} of {len(all_xs)} letterboxed scenes-ilc2021 train images (seed 0; output outliers above the "
         f"{trim_quantile} quantile left out), normalized (x-127.5)/127.5"
     )
     side["provenance"]["head_correction"] = correction
