@@ -412,13 +412,15 @@ def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=p
     return model, history
 
 
-def recipe(a: argparse.Namespace, crop_size: int) -> List[str]:
-    """The command lines that rebuild this model from ``crop_size`` px crops (the model card prints them)."""
-    head = (f" --size {a.size}" if a.size else "") + f" --head {a.head}" + (f" --expand {a.expand}" if a.expand else "")
+def recipe(a: argparse.Namespace, crop_size: int, agent_detector: Optional[str] = None) -> List[str]:
+    """The command lines that rebuild this model from ``crop_size`` px crops (the model card prints
+    them); ``agent_detector``: the detector sidecar's file name when the crops were made with it."""
+    model_opts = (f" --size {a.size}" if a.size else "") + f" --head {a.head}" + (f" --expand {a.expand}" if a.expand else "")
     return [
         f"python -m convert.classifier_data --size {crop_size} --out {a.crops}"
-        + (f"  # then --synthetic N --synthetic-only" if a.synthetic else ""),
-        f"python -m convert.landmark_keras --crops {a.crops} --stride {a.stride} --prelu {a.prelu}{head} \\",
+        + (f" --agent-detector models/{agent_detector}" if agent_detector else "")
+        + ("  # then --synthetic N --synthetic-only" if a.synthetic else ""),
+        f"python -m convert.landmark_keras --crops {a.crops} --stride {a.stride} --prelu {a.prelu}{model_opts} \\",
         f"    --freeze-epochs {a.freeze_epochs} --epochs {a.epochs} --lr {a.lr:g} --seed {a.seed} --threads {a.threads} \\",
         f"    --representative {a.representative} --export --models-dir build/cand_models/NAME"
         + (" --synthetic" if a.synthetic else ""),
@@ -472,7 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"Apache-2.0, sha256 {hashlib.sha256(model_path(a.mediapipe_dir).read_bytes()).hexdigest()[:16]}...) "
                   f"to stride {a.stride} at {size}px, PReLU form {a.prelu}, + {_head_words(a)}; fine-tuned here")
         cfg = cd.DataConfig(**{k: v for k, v in info["config"].items() if k in cd.DataConfig.__dataclass_fields__})
-        info["recipe"] = recipe(a, int(info["config"]["size"]))
+        info["recipe"] = recipe(a, int(info["config"]["size"]), (info.get("agent_detector") or {}).get("model"))
         a.models_dir.mkdir(parents=True, exist_ok=True)
         tc.export(model, tr, va, cfg, temperature, info, a.models_dir, a.seed, log=log, source_model=source,
                   n_representative=a.representative)

@@ -109,3 +109,4 @@ def test_recipe_parses_back_to_the_same_training():
     for key in ("crops", "stride", "prelu", "head", "expand", "freeze_epochs", "epochs", "lr", "seed", "representative", "synthetic"):
         assert getattr(b, key) == getattr(a, key), key
     assert b.export
+    assert "--agent-detector models/face_detector_door.json" in lk.recipe(a, 96, "face_detector_door.json")[0]
