@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -302,27 +302,35 @@ def _synthetic_line(info: Dict[str, object]) -> str:
     )
 
 
+# sidecar provenance.source_model prefixes of the trainers that start from pretrained trunks
+PRETRAINED_SOURCES = ("convert/landmark_keras.py", "convert/mobilenet_keras.py")
+
+
+def _origin(source: str, info: Dict[str, object], size: int) -> Tuple[str, List[str]]:
+    """(the card's sentence on where the model comes from, its rebuild command lines): a pretrained
+    trunk's own provenance line and trainer options, else the from-scratch CNN's defaults."""
+    if any(source.startswith(p) for p in PRETRAINED_SOURCES):
+        what = (f"Backbone and training: {source}. The float master ships beside it as the sidecar's "
+                "`provenance.float_model` (what `maskwatch-convert finetune` starts from).")
+        return what, list(info.get("recipe") or [  # the trainer's own command lines; older exports: its defaults
+            f"python -m convert.classifier_data --size {size} --out build/classifier_{size}/crops.npz",
+            f"python -m convert.landmark_keras --crops build/classifier_{size}/crops.npz --stride 16 --prelu dw \\",
+            "    --freeze-epochs 1 --epochs 13 --lr 1e-3 --seed 0 --threads 2 --export --models-dir build/cand_models/NAME",
+        ])
+    return ("A depthwise-separable CNN trained from scratch here (no pretrained weights, no downloads).", [
+        "python -m convert.classifier_data                # crops -> build/classifier/crops.npz (about 3 min)",
+        "python -m convert.train_classifier --epochs 16 --export   # or: maskwatch-convert train-classifier ...",
+    ])
+
+
 def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[str, object]) -> str:
     """The "Mask classifier" section of MODEL_CARD.md, markers included."""
     pc = m["per_class"]
     cfg = info.get("config", {})
     size = int(sidecar["input"]["width"])
     source = str(sidecar.get("provenance", {}).get("source_model", ""))
-    pretrained = "landmark_keras" in source  # the face-landmark trunk (convert/landmark_keras.py)
-    if pretrained:
-        what = (f"Backbone and training: {source}. The float master ships beside it as the sidecar's "
-                "`provenance.float_model` (what `maskwatch-convert finetune` starts from).")
-        rebuild = list(info.get("recipe") or [  # the trainer's own command lines; older exports: its defaults
-            f"python -m convert.classifier_data --size {size} --out build/classifier_{size}/crops.npz",
-            f"python -m convert.landmark_keras --crops build/classifier_{size}/crops.npz --stride 16 --prelu dw \\",
-            "    --freeze-epochs 1 --epochs 13 --lr 1e-3 --seed 0 --threads 2 --export --models-dir build/cand_models/NAME",
-        ])
-    else:
-        what = "A depthwise-separable CNN trained from scratch here (no pretrained weights, no downloads)."
-        rebuild = [
-            "python -m convert.classifier_data                # crops -> build/classifier/crops.npz (about 3 min)",
-            "python -m convert.train_classifier --epochs 16 --export   # or: maskwatch-convert train-classifier ...",
-        ]
+    what, rebuild = _origin(source, info, size)
+    pretrained = any(source.startswith(p) for p in PRETRAINED_SOURCES)
     lines = [
         START,
         "## Mask classifier (`mask_classifier.tflite`)",
@@ -444,6 +452,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     sidecar = json.loads(sidecar_path.read_text())
     _, va, info = cd.load_crops(a.crops)
+    if sidecar.get("provenance", {}).get("recipe"):
+        info["recipe"] = sidecar["provenance"]["recipe"]
     if va.x.shape[1] != sidecar["input"]["height"]:
         print(f"error: {a.crops} holds {va.x.shape[1]} px crops but {sidecar_path} input.height is {sidecar['input']['height']}; rebuild the crops with --size", file=sys.stderr)
         return 2

@@ -284,6 +284,8 @@ def make_sidecar(
             ] + (["mask-templates (aqeelanwar/MaskTheFace, MIT): synthetic mask / incorrect_mask on unmasked train faces"] if "synthetic" in data_info else []),
             "crops": {k: v for k, v in data_info.items() if k in ("train_counts", "val_counts", "face_detector", "faces_skipped", "synthetic", "agent_detector")},
             "representative_data": f"{n_representative} train crops (all classes), normalized as input.normalization",
+            # the trainer's own command lines, so evaluate_classifier can rewrite the card's Rebuild later
+            **({"recipe": list(data_info["recipe"])} if data_info.get("recipe") else {}),
         },
         "metrics": metrics,
     }

@@ -106,3 +106,14 @@ def test_tiny_run_end_to_end_to_int8(tmp_path):
 
     # the standalone evaluation reads the same files back
     assert ev.main(["--model", str(tfl), "--crops", str(crops), "--keras", str(tmp_path / "clf.keras"), "--no-write"]) == 0
+
+
+def test_card_names_the_pretrained_trunk_and_its_own_rebuild_lines():
+    recipe = ["python -m convert.classifier_data --size 96 --out c.npz", "python -m convert.landmark_keras --backbone mobilenet_v2 --cut 10"]
+    for source in ("convert/mobilenet_keras.py: torchvision ImageNet MobileNetV2 ...", "convert/landmark_keras.py: trunk of ..."):
+        what, rebuild = ev._origin(source, {"recipe": recipe}, 96)
+        assert source in what and "from scratch" not in what and rebuild == recipe
+    what, rebuild = ev._origin("convert/landmark_keras.py: trunk", {}, 96)  # exported before recipes were recorded
+    assert "--models-dir build/cand_models/NAME" in rebuild[-1]
+    what, rebuild = ev._origin("convert/train_classifier.py", {}, 64)
+    assert "from scratch" in what and "train_classifier" in rebuild[1]
