@@ -369,7 +369,7 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=16, choices=sorted(CUTS), help="cut the trunk at this stride")
     p.add_argument("--backbone", default="landmark", choices=BACKBONES,
                    help="pretrained trunk: MediaPipe's face landmark net, or torchvision's ImageNet MobileNetV2 (see convert.mobilenet_keras)")
-    p.add_argument("--cut", type=int, default=10, help="mobilenet_v2: keep features[1..CUT] (10: stride 16, 64 channels)")
+    p.add_argument("--cut", type=int, default=10, choices=range(1, 19), metavar="{1..18}", help="mobilenet_v2: keep features[1..CUT] (10: stride 16, 64 channels)")
     p.add_argument("--prelu", default="dw", choices=("dw", "layer", "relu"), help="PReLU form in the trunk (see _prelu)")
     p.add_argument("--head", default="gap", choices=HEADS,
                    help="pooling of the trunk's features: gap (average) or gdc (a learned weight per position; see build_classifier)")

@@ -180,6 +180,8 @@ def build(sd: Dict[str, np.ndarray], size: int, last_block: int = 18, top: bool 
     """MobileNetV2 on a ``size`` px RGB input in ``[-1, 1]`` with the ImageNet weights ``sd``, up to
     ``features[last_block]`` (18: the 1280-channel conv); ``top`` adds pooling and the 1000-way
     ImageNet classifier (for :func:`check_imagenet`)."""
+    if not 1 <= last_block <= 18:
+        raise ValueError(f"last_block {last_block}: MobileNetV2's features run from 1 to 18")
     keras = _keras()
     L = keras.layers
     mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)

@@ -73,6 +73,15 @@ def test_damaged_or_foreign_files_are_clear_errors(tmp_path):
             mk.read_state_dict(cut)
 
 
+@needs_weights
+def test_a_cut_outside_the_net_is_refused(state):
+    for bad in (0, 19):
+        with pytest.raises(ValueError, match="1 to 18"):
+            mk.build(state, 96, bad)
+    with pytest.raises(SystemExit):
+        lk._arguments().parse_args(["--crops", "c.npz", "--backbone", "mobilenet_v2", "--cut", "30"])
+
+
 def test_blocks_follow_torchvision():
     b = mk.blocks()
     assert len(b) == 17 and b[0] == (1, 1, 16, 1) and b[-1] == (17, 6, 320, 1)
