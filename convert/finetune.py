@@ -499,10 +499,9 @@ def keras_bytes(model: Any) -> bytes:
     """The model as a ``.keras`` file's bytes, weights only (no optimizer state): the float master."""
     import tempfile
 
-    from convert.train_classifier import _tf
-
-    keras = _tf().keras
-    clone = keras.models.clone_model(model)
+    # Rebuilt from its config, not clone_model: Keras 3 clones a compiled model's optimizer too,
+    # and its state (AdamW: two slots per weight) would triple the file.
+    clone = model.__class__.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "master.keras"
