@@ -328,6 +328,15 @@ def _origin(source: str, info: Dict[str, object], size: int) -> Tuple[str, List[
     ])
 
 
+def _crops_path(rebuild: Sequence[str]) -> str:
+    """Where the rebuild lines cache the crops: classifier_data's ``--out``, else its default."""
+    for line in rebuild:
+        words = line.split()
+        if "convert.classifier_data" in words and "--out" in words[:-1]:
+            return words[words.index("--out") + 1]
+    return "build/classifier/crops.npz"
+
+
 def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[str, object]) -> str:
     """The "Mask classifier" section of MODEL_CARD.md, markers included."""
     pc = m["per_class"]
@@ -405,7 +414,7 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         *rebuild,
         "python -m convert.evaluate_classifier            # figures + this section, from the shipped .tflite",
         "```",
-        f"Data root `--data-root` (default `../shared/datasets`); seed {cfg.get('seed', 0)}; crops cached in `build/classifier/crops.npz`.",
+        f"Data root `--data-root` (default `../shared/datasets`); seed {cfg.get('seed', 0)}; crops cached in `{_crops_path(rebuild)}`.",
         "",
         "### Known failure cases and limits",
         "- `incorrect_mask` is rare (383 real train faces, 78 val faces: its recall is known to about +-9 points); "

@@ -117,3 +117,11 @@ def test_card_names_the_pretrained_trunk_and_its_own_rebuild_lines():
     assert "--models-dir build/cand_models/NAME" in rebuild[-1]
     what, rebuild = ev._origin("convert/train_classifier.py", {}, 64)
     assert "from scratch" in what and "train_classifier" in rebuild[1]
+
+
+def test_card_names_where_its_own_rebuild_lines_cache_the_crops():
+    recipe = ["python -m convert.classifier_data --size 64 --out build/classifier_64/crops.npz",
+              "python -m convert.landmark_keras --crops build/classifier_64/crops.npz --backbone mobilenet_v2"]
+    assert ev._crops_path(recipe) == "build/classifier_64/crops.npz"
+    _, scratch = ev._origin("convert/train_classifier.py", {}, 64)
+    assert ev._crops_path(scratch) == "build/classifier/crops.npz"  # classifier_data's default --out
