@@ -18,7 +18,7 @@ total sensitivity (the positive part of **drop**) that falls
   to the left and right (mouth corners, cheeks) and by 12.5 % above the nose tip and below the mouth
   centre (nose bridge, chin): where a mask is, or is not;
 * in the **framing border**: the band along the crop's edges as wide as the margin the crop adds
-  around the face box (``(1 - 1 / crop.scale) / 2`` of the side, 11 px of a 96 px crop at scale 1.3).
+  around the face box (``(1 - 1 / crop.scale) / 2`` of the side, 7 px of a 64 px crop at scale 1.3).
 
 A model that decides on the face puts much more than the region's share of the area into the
 nose-and-mouth box and little into the border. One PNG per face shows the crop and the map.
@@ -47,7 +47,7 @@ from agent.sources import SourceCounters, normalize_image, read_image
 from agent.types import Face
 
 GREY = (128, 128, 128)  # BGR; normalizes to ~0, the model's "no information" input
-# A quarter of the crop side (24 px of a 96 px crop): smaller squares cannot hide a mask or a mouth,
+# A quarter of the crop side (16 px of a 64 px crop): smaller squares cannot hide a mask or a mouth,
 # so a confident model barely moves and the map is noise. 1/16 steps: every pixel under up to 16.
 DEFAULT_PATCH = 0.25
 DEFAULT_STRIDE = 0.0625
@@ -349,7 +349,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the PNGs, <image stem>_face<k>.png (default: ./explain)")
     parser.add_argument("--patch", type=fraction, default=DEFAULT_PATCH, metavar="F",
                         help=f"side of the hidden square, as a fraction of the crop side (default {DEFAULT_PATCH}:"
-                        " 24 px of a 96 px crop)")
+                        " 16 px of a 64 px crop)")
     parser.add_argument("--stride", type=fraction, default=DEFAULT_STRIDE, metavar="F",
                         help=f"step between squares, as a fraction of the crop side (default {DEFAULT_STRIDE})")
     parser.add_argument("--fill", choices=("grey", "mean"), default="grey",
