@@ -83,8 +83,8 @@ def warp_shrinking(image: np.ndarray, m: np.ndarray, size: Tuple[int, int],
     """``cv2.warpAffine`` to ``size`` (width, height) that pre-shrinks with INTER_AREA first when
     the affine ``m`` zooms out more than 2x (bilinear sampling alone would alias).
 
-    Only the part of the image the output samples is shrunk: resizing the whole frame for one
-    large face cost ~5 ms on a 1280x960 frame, against ~0.1 ms for its region.
+    Only the part of the image the output samples is shrunk: for a 400x500 px face in a 1280x960
+    frame that is 2.5 ms instead of 5 ms for the whole frame (INTER_AREA at a free factor is slow).
     """
     zoom = math.hypot(m[0, 0], m[0, 1])
     if zoom < 0.5:
