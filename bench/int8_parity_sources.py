@@ -41,16 +41,23 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def kept_split(model: Any, flat: bytes, val_x: Sequence[np.ndarray], dec: Dict[str, Any]) -> Dict[str, List[int]]:
-    """(float detections, kept at IoU >= 0.9) for int8 outputs, and for each int8 output swapped for the float one."""
+def float_raw(model: Any, x: np.ndarray, dec: Dict[str, Any]) -> Any:
+    """The float Keras model's raw (regressors, scores) for one input."""
+    from convert.parity import _keras_outputs, detector_outputs
+
+    return detector_outputs(dec, {tuple(o.shape): o for o in _keras_outputs(model, x)})
+
+
+def kept_split(float_outs: Sequence[Any], flat: bytes, val_x: Sequence[np.ndarray], dec: Dict[str, Any]) -> Dict[str, List[int]]:
+    """(float detections, kept at IoU >= 0.9) for int8 outputs, and for each int8 output swapped for
+    the float one; ``float_outs`` are the float model's raw outputs for ``val_x`` (:func:`float_raw`)."""
     from agent import blazeface
-    from convert.parity import TfliteRunner, _keras_outputs, detect_raw, detector_outputs, greedy_match, iou_matrix
+    from convert.parity import TfliteRunner, detect_raw, detector_outputs, greedy_match, iou_matrix
 
     run = TfliteRunner(flat)
     anchors = blazeface.generate_anchors(dec["anchors"])
     res = {"int8 boxes, int8 scores": [0, 0], "int8 boxes, float scores": [0, 0], "float boxes, int8 scores": [0, 0]}
-    for x in val_x:
-        rb_f, rs_f = detector_outputs(dec, {tuple(o.shape): o for o in _keras_outputs(model, x)})
+    for x, (rb_f, rs_f) in zip(val_x, float_outs):
         rb_q, rs_q = detector_outputs(dec, run(x))
         bf, _, _ = detect_raw(rb_f, rs_f, anchors, dec, 0.5)
         for key, (rb, rs) in zip(res, ((rb_q, rs_q), (rb_q, rs_f), (rb_f, rs_q))):
@@ -60,23 +67,20 @@ def kept_split(model: Any, flat: bytes, val_x: Sequence[np.ndarray], dec: Dict[s
     return res
 
 
-def kept_under_input_change(model: Any, val_x: Sequence[np.ndarray], dec: Dict[str, Any],
-                             change: Any) -> List[int]:
-    """(float detections, kept at IoU >= 0.9) when the float model's input is ``change(x)``."""
+def kept_under_input_change(model: Any, float_outs: Sequence[Any], val_x: Sequence[np.ndarray],
+                             dec: Dict[str, Any], change: Any) -> List[int]:
+    """(float detections, kept at IoU >= 0.9) when the float model's input is ``change(x)``;
+    ``float_outs`` are its raw outputs for ``val_x`` unchanged (:func:`float_raw`)."""
     from agent import blazeface
-    from convert.parity import _keras_outputs, detect_raw, detector_outputs, greedy_match, iou_matrix
+    from convert.parity import detect_raw, greedy_match, iou_matrix
 
     anchors = blazeface.generate_anchors(dec["anchors"])
-
-    def boxes(x: np.ndarray) -> np.ndarray:
-        rb, rs = detector_outputs(dec, {tuple(o.shape): o for o in _keras_outputs(model, x)})
-        return detect_raw(rb, rs, anchors, dec, 0.5)[0]
-
     n = kept = 0
-    for x in val_x:
-        bf = boxes(x)
+    for x, (rb_f, rs_f) in zip(val_x, float_outs):
+        bf = detect_raw(rb_f, rs_f, anchors, dec, 0.5)[0]
+        bc = detect_raw(*float_raw(model, change(x).astype(np.float32), dec), anchors, dec, 0.5)[0]
         n += len(bf)
-        kept += len(greedy_match(iou_matrix(bf, boxes(change(x).astype(np.float32))), 0.9))
+        kept += len(greedy_match(iou_matrix(bf, bc), 0.9))
     return [n, kept]
 
 
@@ -95,6 +99,8 @@ def main() -> int:
     train, val = read_split(scenes, "train"), read_split(scenes, "val")
     val_x = [np.asarray(x, np.float32).reshape(1, 128, 128, 3) for x in scene_inputs(val, 128)]
 
+    float_outs = [float_raw(model, x, dec) for x in val_x]  # shared by Parts 0 and 1
+
     q = side["input"]["quantization"]
     rng = np.random.default_rng(0)
     changes = {
@@ -105,11 +111,11 @@ def main() -> int:
     }
     print("Part 0: the FLOAT model against itself, input changed by under a grey level, score >= 0.5")
     for key, change in changes.items():
-        n, kept = kept_under_input_change(model, val_x, dec, change)
+        n, kept = kept_under_input_change(model, float_outs, val_x, dec, change)
         print(f"  {key:<26} kept at IoU >= 0.9: {kept}/{n} = {kept / n:.1%}", flush=True)
 
     print("Part 1: the shipped int8 model vs the original float model, val split, score >= 0.5")
-    for key, (n, kept) in kept_split(model, (REPO / "models" / "face_detector_short.tflite").read_bytes(), val_x, dec).items():
+    for key, (n, kept) in kept_split(float_outs, (REPO / "models" / "face_detector_short.tflite").read_bytes(), val_x, dec).items():
         print(f"  {key:<26} kept at IoU >= 0.9: {kept}/{n} = {kept / n:.1%}")
 
     xs = calibration_inputs(model, train, 128).xs  # the conversion's own calibration pick
