@@ -230,6 +230,13 @@ def merge_synthetic(train_set: cd.CropSet, syn: cd.CropSet) -> Tuple[cd.CropSet,
     return merged, pick(syn, held)
 
 
+def licence_line(pretrained: bool) -> str:
+    """The sidecar's ``provenance.licence``: a pretrained trunk keeps its own terms (torchvision's
+    BSD-3 weights, MediaPipe's Apache-2.0 model), which models/NOTICE spells out."""
+    trunk = "; pretrained trunk under its own terms, see models/NOTICE" if pretrained else ""
+    return f"Apache-2.0 (what maskwatch trained){trunk}; training data: see MODEL_CARD.md"
+
+
 def make_sidecar(
     tflite_bytes: bytes,
     spec_cfg: cd.DataConfig,
@@ -276,7 +283,7 @@ def make_sidecar(
             "source_model": source_model or "trained from scratch by convert/train_classifier.py (no pretrained weights)",
             "converter": f"tensorflow {tf.__version__}",
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "licence": "Apache-2.0 (model); training data: see MODEL_CARD.md",
+            "licence": licence_line(pretrained=source_model is not None),
             "datasets": [
                 "scenes-ilc2021 (ILC 2021 face-mask dataset, train split; val split for temperature and metrics)",
                 "faces/web (chandrikadeb7/Face-Mask-Detection, MIT)",

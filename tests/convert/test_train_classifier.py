@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,13 @@ def test_class_weights_favour_rare_classes_and_are_capped():
     w = tc.class_weights(y, cap=3.0)
     assert w[1] > w[0] and w[0] == pytest.approx(w[2])
     assert w.max() <= 3.0
+
+
+def test_licence_line_points_a_pretrained_trunk_to_its_notice():
+    assert "NOTICE" in tc.licence_line(pretrained=True)
+    assert "NOTICE" not in tc.licence_line(pretrained=False)
+    shipped = json.loads((Path(__file__).parents[2] / "models" / "mask_classifier.json").read_text())["provenance"]
+    assert shipped["licence"] == tc.licence_line(pretrained="trained from scratch" not in shipped["source_model"])
 
 
 def test_wilson_interval():
