@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import cv2
 import numpy as np
@@ -425,18 +425,45 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 # --- bench -----------------------------------------------------------------------------------
 
 
-def bench_frames(source: Optional[str], count: int, max_pixels: int) -> List[np.ndarray]:
-    """Frames to time: from --source (images or video, kept in memory) or a doorway scene with 3 faces."""
+def parse_size(text: str) -> Tuple[int, int]:
+    """``WxH`` (e.g. 640x480) -> (W, H)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
+    if not m or not (16 <= int(m.group(1)) <= 8192 and 16 <= int(m.group(2)) <= 8192):
+        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT, each 16-8192 (e.g. 640x480)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def fit_frame(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """A camera's view of ``image`` at ``size`` (width, height): the centre cut to that aspect,
+    then resized (area-averaged when shrinking)."""
+    w, h = size
+    ih, iw = image.shape[:2]
+    if iw * h > ih * w:
+        cw = max(1, round(ih * w / h))
+        image = image[:, (iw - cw) // 2 : (iw - cw) // 2 + cw]
+    else:
+        ch = max(1, round(iw * h / w))
+        image = image[(ih - ch) // 2 : (ih - ch) // 2 + ch]
+    shrink = image.shape[1] > w
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def bench_frames(source: Optional[str], count: int, max_pixels: int, size: Optional[Tuple[int, int]] = None,
+                 keep: Optional[Callable[[np.ndarray], bool]] = None) -> List[np.ndarray]:
+    """Frames to time: from --source (images or video, at most ``count`` kept in memory, each fitted
+    to ``size`` and kept only when ``keep(frame)`` says so) or a doorway scene with 3 faces."""
     if source:
         src: FrameSource = open_source(SourceConfig(uri=source, live=False, max_pixels=max_pixels))
         frames = []
         with src:
             for f in src:
-                frames.append(f.image)
+                image = fit_frame(f.image, size) if size else f.image
+                if keep is None or keep(image):
+                    frames.append(image)
                 if len(frames) >= count:
                     break
         if not frames:
-            raise UsageError(f"--source {source}: no readable frame")
+            raise UsageError(f"--source {source}: no readable frame" + (" with the faces --max-faces asks for" if keep else ""))
         return frames
     # Drawn in a child process: loading the sample photo (scikit-image, PIL, imageio) would add
     # ~40 MB to this process and spoil the RSS figure.
@@ -449,12 +476,29 @@ def bench_frames(source: Optional[str], count: int, max_pixels: int) -> List[np.
         if r.returncode != 0 or frame is None:
             raise UsageError(f"could not draw the bench scene ({r.stderr.strip().splitlines()[-1:]})\n  fix:"
                              " pip install scikit-image, or pass --source with your own images")
-    return [frame]
+    return [fit_frame(frame, size) if size else frame]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    frames = bench_frames(args.source, args.frames, cfg.source.max_pixels)
+    size = parse_size(args.size) if args.size else None
+    if args.distinct < 1:
+        raise UsageError("--distinct must be at least 1")
+    keep: Optional[Callable[[np.ndarray], bool]] = None
+    if args.max_faces is not None:
+        if args.max_faces < 1:
+            raise UsageError("--max-faces must be at least 1")
+        if not args.source:
+            raise UsageError("--max-faces needs --source (the default scene has 3 faces)")
+        detector, classifier = load_models(cfg)
+
+        def with_faces(image: np.ndarray) -> bool:
+            # 1 to N faces found by detect + classify: face-free frames would flatter the median.
+            return 1 <= len(classifier.classify(image, detector.detect(image))) <= args.max_faces
+
+        keep = with_faces
+    frames = bench_frames(args.source, args.distinct, cfg.source.max_pixels, size, keep)
+    keep = detector = classifier = None  # these interpreters are not part of the RSS figure
     rows = []
     for threads in args.threads:
         run_cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, num_threads=threads),
@@ -475,8 +519,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows.append((threads, s, args.frames / wall, rss_mb(), private_mb(), float(np.mean(faces))))
         del pipeline  # free the interpreters before the next setting
     h, w = frames[0].shape[:2]
-    print(f"maskwatch bench: {len(frames)} distinct frame(s) {w}x{h}, {args.frames} frames per run "
-          f"(+{args.warmup} warm-up)")
+    held = sum(f.nbytes for f in frames) / 2**20
+    print(f"maskwatch bench: {len(frames)} distinct frame(s) {w}x{h} ({held:.0f} MB held, inside RSS), "
+          f"{args.frames} frames per run (+{args.warmup} warm-up)")
     cols = ["total", *STAGES]
     print(f"{'threads':>7} {'faces':>5} " + " ".join(f"{c + ' med/p95 ms':>22}" for c in cols)
           + f" {'fps':>7} {'RSS MB':>7} {'private':>7}")
@@ -540,6 +585,12 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check_config)
     b = with_config(sub.add_parser("bench", help="time each stage on 640x480 frames"))
     b.add_argument("--source", help="image, folder or video to time on (default: a generated 3-face scene)")
+    b.add_argument("--size", metavar="WxH", help="fit every --source frame to this camera size (centre cut"
+                   " to its aspect, then resized), e.g. 640x480")
+    b.add_argument("--max-faces", type=int, metavar="N", help="time only --source frames where the pipeline finds"
+                   " 1 to N faces")
+    b.add_argument("--distinct", type=int, default=50, metavar="N",
+                   help="most --source frames held in memory and cycled through (default 50)")
     b.add_argument("--frames", type=int, default=300)
     b.add_argument("--warmup", type=int, default=20)
     b.add_argument("--threads", type=int, nargs="+", default=[1, 2])
