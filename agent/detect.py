@@ -7,6 +7,7 @@ the sidecar's ``box_adjust`` (model box -> human annotators' box) and the config
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -16,6 +17,9 @@ import numpy as np
 from agent import blazeface
 from agent.model import Model, ModelError, load_model
 from agent.types import Face
+
+# How far past the roi the detector looks, as a fraction of the roi's size.
+_ROI_MARGIN = 0.1
 
 
 @dataclass
@@ -37,6 +41,11 @@ class DetectorConfig:
         default=None,
         metadata={"help": "region of interest [x1, y1, x2, y2] as fractions of the frame; a face counts when"
                   " its centre is inside; null: whole frame"},
+    )
+    roi_zoom: bool = field(
+        default=True,
+        metadata={"help": "with a roi, the detector looks at the roi (and a margin of 10 % of its size) instead"
+                  " of the whole frame, so faces there reach its input bigger; false: it looks at the whole frame"},
     )
 
     def __post_init__(self) -> None:
@@ -114,9 +123,24 @@ class FaceDetector:
     def names(self) -> Tuple[str, str]:
         return self.model.name, self.model.version
 
+    def view(self, shape: Tuple[int, ...]) -> Tuple[int, int, int, int]:
+        """The frame pixels [x1, y1, x2, y2) the detector looks at: the whole frame, or with ``roi``
+        and ``roi_zoom`` the roi widened by 10 % of its size each way (a face centred just inside
+        its edge stays whole), within the frame."""
+        h, w = shape[:2]
+        if self.cfg.roi is None or not self.cfg.roi_zoom:
+            return 0, 0, w, h
+        x1, y1, x2, y2 = self.cfg.roi
+        mx, my = _ROI_MARGIN * (x2 - x1), _ROI_MARGIN * (y2 - y1)
+        vx1, vy1 = max(0, math.floor((x1 - mx) * w)), max(0, math.floor((y1 - my) * h))
+        return vx1, vy1, max(vx1 + 1, min(w, math.ceil((x2 + mx) * w))), max(vy1 + 1, min(h, math.ceil((y2 + my) * h)))
+
     def prepare(self, image: np.ndarray) -> Tuple[np.ndarray, Letterbox]:
-        """BGR frame -> (input tensor (1, H, W, 3), letterbox); padding is black."""
-        canvas, box = letterbox(image, self.width, self.height, keep_aspect=self.letterbox)
+        """BGR frame -> (input tensor (1, H, W, 3), letterbox from frame pixels); padding is black."""
+        x1, y1, x2, y2 = self.view(image.shape)
+        canvas, box = letterbox(image[y1:y2, x1:x2], self.width, self.height, keep_aspect=self.letterbox)
+        if x1 or y1:  # input = (frame - view origin) * scale + pad
+            box = Letterbox(box.scale_x, box.scale_y, box.pad_x - x1 * box.scale_x, box.pad_y - y1 * box.scale_y)
         rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB) if self._rgb else canvas
         return cv2.LUT(rgb, self._lut)[None], box
 

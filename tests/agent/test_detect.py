@@ -110,6 +110,28 @@ def test_filters_roi_size_score(detector_json, astronaut):
     assert FaceDetector(DetectorConfig(model=side, min_score=0.999)).detect(astronaut) == []
 
 
+def test_roi_zoom_looks_at_the_roi_and_a_margin(detector_json):
+    det = FaceDetector(DetectorConfig(model=str(detector_json), roi=[0.25, 0.5, 0.75, 1.0]))
+    assert det.view((480, 640, 3)) == (128, 216, 512, 480)  # 10 % of the roi's size each way, within the frame
+    tensor, lb = det.prepare(np.zeros((480, 640, 3), np.uint8))
+    assert tensor.shape[1:3] == (det.height, det.width) == (144, 192)
+    # the 384x264 view fills the input's width at scale 0.5 (6 px of padding above and below), and
+    # input pixels map back to frame pixels
+    assert (lb.scale_x, lb.scale_y) == (0.5, 0.5)
+    assert np.allclose(lb.to_frame(np.array([[0.0, 6.0], [192.0, 138.0]])), [[128.0, 216.0], [512.0, 480.0]])
+    whole = FaceDetector(DetectorConfig(model=str(detector_json), roi=[0.25, 0.5, 0.75, 1.0], roi_zoom=False))
+    assert whole.view((480, 640, 3)) == (0, 0, 640, 480)
+
+
+def test_roi_zoom_finds_a_small_face_in_a_big_frame_where_it_is(detector_json, astronaut, astronaut_face):
+    side = 170  # the astronaut's face ~40 px tall in a 1280x960 frame: 6 px at the input of the whole frame
+    frame = np.full((960, 1280, 3), 120, np.uint8)
+    frame[380 : 380 + side, 690 : 690 + side] = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA)
+    want = np.array(astronaut_face) * side / 512 + [690, 380, 690, 380]
+    faces = FaceDetector(DetectorConfig(model=str(detector_json), roi=[0.45, 0.3, 0.75, 0.7], min_face_px=0)).detect(frame)
+    assert len(faces) == 1 and iou(faces[0].box, tuple(want)) >= 0.5
+
+
 @pytest.mark.parametrize(
     "frame",
     [np.zeros((480, 640, 3), np.uint8), np.full((2, 2, 3), 255, np.uint8), np.zeros((1, 4000, 3), np.uint8),
