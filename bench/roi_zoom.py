@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -27,22 +27,13 @@ from convert.detector_data import Scene, read_scenes
 ROIS = ([0.2, 0.2, 0.8, 0.8], [0.3, 0.1, 0.7, 0.9])
 
 
-def score(detector: FaceDetector, scenes: Sequence[Scene], images: Sequence[np.ndarray]) -> List[E.ImageResult]:
-    """Detections matched to the annotated faces centred inside the detector's roi."""
-    x1, y1, x2, y2 = detector.cfg.roi
-    results = []
-    for s, image in zip(scenes, images):
-        c = (s.boxes[:, :2] + s.boxes[:, 2:]) / 2
-        inside = (c[:, 0] >= x1 * s.width) & (c[:, 0] <= x2 * s.width) & (c[:, 1] >= y1 * s.height) & (c[:, 1] <= y2 * s.height)
-        gt = s.boxes[inside].astype(np.float64)
-        faces = detector.detect(image)
-        boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
-        scores = np.array([f.face_score for f in faces], np.float64)
-        kps = np.array([f.keypoints for f in faces], np.float32).reshape(len(faces), len(detector.keypoint_names) or 6, 2)
-        order, matched = E.match(boxes, scores, gt)
-        results.append(E.ImageResult(scores[order], matched, kps[order], boxes[order],
-                                     tuple(lab for lab, k in zip(s.labels, inside) if k), gt[:, 3] - gt[:, 1], gt[:, 2] - gt[:, 0]))
-    return results
+def inside(scene: Scene, roi: Sequence[float]) -> Scene:
+    """The scene with only its faces centred inside ``roi`` (fractions of the image)."""
+    x1, y1, x2, y2 = roi
+    c = (scene.boxes[:, :2] + scene.boxes[:, 2:]) / 2
+    keep = ((c[:, 0] >= x1 * scene.width) & (c[:, 0] <= x2 * scene.width)
+            & (c[:, 1] >= y1 * scene.height) & (c[:, 1] <= y2 * scene.height))
+    return dataclasses.replace(scene, boxes=scene.boxes[keep], labels=tuple(np.asarray(scene.labels, object)[keep]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,13 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     cfg = load(a.config)
     scenes = read_scenes(a.data_root, "val")
-    images = [cv2.imread(str(s.path)) for s in scenes]
+    images = {s.image: cv2.imread(str(s.path)) for s in scenes}
     print(f"val: {len(scenes)} images; detector {cfg.detector.model}; faces >= {E.MIN_HEIGHT:.0f} px centred in the roi")
     for roi in a.roi or ROIS:
         for zoom in (False, True):
             det_cfg = dataclasses.replace(cfg.detector, roi=list(roi), roi_zoom=zoom, min_face_px=0.0)
             detector = FaceDetector(det_cfg, num_threads=2)
-            m = E.metrics_at(score(detector, scenes, images), detector.min_score)
+            results = E.run_detector(detector, [inside(s, roi) for s in scenes], lambda s: images[s.image])
+            m = E.metrics_at(results, detector.min_score)
             per = " ".join(f"{k} {v['found']}/{v['faces']} ({v['recall'] * 100:.1f} %)" for k, v in m["recall_ge40px"].items())
             print(f"roi {list(roi)} {'roi_zoom' if zoom else 'whole frame'}: {per}; all sizes "
                   f"{m['recall_all_sizes']['all']['recall'] * 100:.1f} %; false detections / image {m['false_per_image']:.3f}")
