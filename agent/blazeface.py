@@ -13,6 +13,9 @@ from typing import Any, List, Mapping, Tuple
 
 import numpy as np
 
+# Logit margin of score_floor: far above float32 rounding, far below any score that matters.
+_FLOOR_MARGIN = 1e-3
+
 
 def _scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
     """MediaPipe CalculateScale: linear from min to max over the layers (midpoint for one layer)."""
@@ -86,6 +89,25 @@ def sigmoid_scores(raw_scores: np.ndarray, decoding: Mapping[str, Any]) -> np.nd
     return s
 
 
+def score_floor(min_score: float, decoding: Mapping[str, Any]) -> float:
+    """A raw score (logit) below which no probability reaches ``min_score``: thresholding the raw
+    scores with it keeps every anchor that thresholding the probabilities keeps (the activation and
+    the clipping are monotonic), and a few at the edge that the exact test then drops, without
+    computing thousands of probabilities. The margin covers the float32 rounding of the activation
+    (a logit of -1.5e-8 gives a probability of exactly 0.5)."""
+    floor = float(min_score)
+    if decoding.get("score_activation", "sigmoid") == "sigmoid":
+        floor = math.log(min_score / (1.0 - min_score))
+    floor -= _FLOOR_MARGIN
+    clip = decoding.get("score_clipping")
+    if clip is not None:
+        if floor > float(clip):
+            return math.inf  # even a clipped maximum stays below min_score
+        if floor <= -float(clip):
+            return -math.inf  # every clipped score reaches it
+    return floor
+
+
 def decode(
     raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, decoding: Mapping[str, Any]
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,15 +135,15 @@ def decode(
     return boxes, sigmoid_scores(raw_scores, decoding), keypoints
 
 
-def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
+def _iou_matrix(boxes: np.ndarray) -> np.ndarray:
+    """IoU of every pair of (N, 4) x1y1x2y2 boxes: one array operation for the few dozen anchors
+    that pass the score threshold, instead of one per cluster."""
+    lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
+    union = areas[:, None] + areas[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
@@ -142,10 +164,11 @@ def weighted_nms(
     order = keep[np.argsort(-scores[keep], kind="stable")]
     b, s, kp = boxes[order].astype(np.float32), scores[order], keypoints[order].astype(np.float32)
     out_b, out_s, out_k = [], [], []
+    overlaps = _iou_matrix(b) > iou_threshold
     remaining = np.arange(len(order))
     while remaining.size:
         top = remaining[0]
-        in_cluster = _iou_one(b[top], b[remaining]) > iou_threshold
+        in_cluster = overlaps[top, remaining]
         in_cluster[0] = True  # a degenerate (zero-area) top box still forms its own cluster
         members = remaining[in_cluster]
         w = s[members]
@@ -157,4 +180,4 @@ def weighted_nms(
     return np.asarray(out_b, np.float32), np.asarray(out_s, np.float32), np.asarray(out_k, np.float32).reshape(-1, k, 2)
 
 
-__all__ = ("generate_anchors", "decode", "weighted_nms", "sigmoid_scores")
+__all__ = ("generate_anchors", "decode", "weighted_nms", "score_floor", "sigmoid_scores")

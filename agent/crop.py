@@ -54,8 +54,8 @@ def roll_angle(keypoints: Optional[np.ndarray]) -> float:
     """
     if keypoints is None or len(keypoints) < 2:
         return 0.0
-    right_eye, left_eye = np.asarray(keypoints[0], float), np.asarray(keypoints[1], float)
-    dx, dy = left_eye - right_eye
+    dx = float(keypoints[1][0]) - float(keypoints[0][0])
+    dy = float(keypoints[1][1]) - float(keypoints[0][1])
     if not (math.isfinite(dx) and math.isfinite(dy)) or math.hypot(dx, dy) < 1e-3:
         return 0.0
     angle = math.atan2(dy, dx)
@@ -69,12 +69,12 @@ def crop_matrix(box: Box, keypoints: Optional[np.ndarray], spec: CropSpec) -> np
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0 + spec.shift_y * h
     side = spec.scale * max(w, h)
     theta = roll_angle(keypoints) if spec.align == "eyes" else 0.0
-    # dst = A (src - c) + half, with A = zoom * R(-theta)
+    # dst = A (src - c) + half, with A = zoom * R(-theta); plain floats: a few per face, per frame
     cos, sin = math.cos(theta), math.sin(theta)
     zx, zy = spec.width / side, spec.height / side
-    a = np.array([[zx * cos, zx * sin], [-zy * sin, zy * cos]])
-    t = np.array([spec.width / 2.0, spec.height / 2.0]) - a @ np.array([cx, cy])
-    return np.hstack([a, t[:, None]]).astype(np.float64)
+    a, b, c, d = zx * cos, zx * sin, -zy * sin, zy * cos
+    return np.array([[a, b, spec.width / 2.0 - (a * cx + b * cy)],
+                     [c, d, spec.height / 2.0 - (c * cx + d * cy)]], np.float64)
 
 
 def warp_shrinking(image: np.ndarray, m: np.ndarray, size: Tuple[int, int],

@@ -107,6 +107,7 @@ class FaceDetector:
             nms = self.decoding.get("nms") or {}
             self.iou_threshold = cfg.iou_threshold or float(nms.get("iou_threshold", 0.3))
             self.min_score = cfg.min_score or float(self.decoding.get("default_min_score", 0.5))
+            self._score_floor = blazeface.score_floor(self.min_score, self.decoding)
             self.keypoint_names = list(self.decoding.get("keypoint_names", []))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{self.model.sidecar_path}: bad `decoding` ({exc})\n  fix: rebuild the model;"
@@ -148,17 +149,14 @@ class FaceDetector:
         """Faces of a BGR frame, in frame pixels, filtered by score, size and region of interest."""
         tensor, lb = self.prepare(image)
         raw = self.model.run_raw(tensor)
-        with np.errstate(over="ignore"):  # exp() of very negative logits saturates to score 0
-            scores = blazeface.sigmoid_scores(self.model.dequantize("scores", raw["scores"]), self.decoding)
-        keep = np.flatnonzero(scores >= self.min_score)
+        logits = self.model.dequantize("scores", raw["scores"]).reshape(-1)
+        keep = np.flatnonzero(logits >= self._score_floor)
         if keep.size == 0:
             return []
         # Dequantize and decode only the anchors that can survive: a handful instead of thousands.
         regressors = self.model.dequantize("regressors", raw["regressors"].reshape(len(self.anchors), -1)[keep])
-        boxes, _, keypoints = blazeface.decode(regressors, np.zeros(keep.size), self.anchors[keep], self.decoding)
-        boxes, scores, keypoints = blazeface.weighted_nms(
-            boxes, scores[keep], keypoints, self.iou_threshold, self.min_score
-        )
+        boxes, scores, keypoints = blazeface.decode(regressors, logits[keep], self.anchors[keep], self.decoding)
+        boxes, scores, keypoints = blazeface.weighted_nms(boxes, scores, keypoints, self.iou_threshold, self.min_score)
         return self._to_faces(np.asarray(boxes), np.asarray(scores), np.asarray(keypoints), lb, image.shape)
 
     def _to_faces(self, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, lb: Letterbox,

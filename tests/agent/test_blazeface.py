@@ -68,6 +68,38 @@ def test_score_clipping_and_sigmoid():
     assert s[1] == pytest.approx(0.5) and s[0] < 1e-40 and s[2] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("decoding", [{"score_clipping": 100.0}, {}, {"score_activation": "none"}])
+@pytest.mark.parametrize("min_score", [0.5, 0.3, 0.9, 0.999])
+def test_score_floor_keeps_every_anchor_the_probabilities_keep(decoding, min_score):
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(0, 4, 5000), [-1.5e-8, 0.0, 1e-8]]).astype(np.float32)
+    if decoding.get("score_activation") == "none":
+        logits = logits / 8 + 0.5
+    kept = blazeface.sigmoid_scores(logits, decoding) >= min_score
+    candidates = logits >= blazeface.score_floor(min_score, decoding)
+    assert not (kept & ~candidates).any()  # nothing the exact test keeps is skipped (-1.5e-8 -> 0.5 too)
+    assert (candidates & ~kept).sum() <= 0.002 * len(logits)  # and only a sliver more is decoded
+
+
+def test_score_floor_beyond_the_clipping():
+    assert blazeface.score_floor(0.5, {"score_clipping": 1e-4}) == -np.inf  # every clipped score is 0.5
+    assert blazeface.score_floor(0.99, {"score_clipping": 1.0}) == np.inf  # sigmoid(1) < 0.99
+
+
+def test_iou_matrix_matches_pairs():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 1, (30, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 0.3, (30, 2))], 1).astype(np.float32)
+    boxes[3, 2:] = boxes[3, :2]  # a zero-area box overlaps nothing
+    m = blazeface._iou_matrix(boxes)
+    for i in range(30):
+        for j in range(30):
+            a, b = boxes[i], boxes[j]
+            inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+            assert m[i, j] == pytest.approx(inter / union if union > 0 else 0.0, abs=1e-6)
+
+
 def test_weighted_nms_merges_overlaps_keeps_top_score():
     boxes = np.array([[0.1, 0.1, 0.3, 0.3], [0.12, 0.1, 0.32, 0.3], [0.6, 0.6, 0.8, 0.8], [0.1, 0.1, 0.3, 0.3]], np.float32)
     scores = np.array([0.9, 0.6, 0.7, 0.2], np.float32)
