@@ -483,6 +483,28 @@ def parity_vs_tflite(model: Any, data: bytes, images_dir: Optional[Path], n_imag
     return {"n_images": len(imgs), "max_abs_diff": worst}
 
 
+def skip_blocks(model: Any, adds: Sequence[str]) -> Any:
+    """A copy of a functional ``model`` without the residual blocks whose ``Add`` layers are named in
+    ``adds``: each such block's output becomes its skip input, so its convolutions drop out of the
+    graph; every other layer (and its weights) is reused as it is. BlazeFace's blocks at the finest
+    strides cost the most time per parameter: see the model card."""
+    keras = _keras()
+    by_name = {layer.name: layer for layer in model.layers}
+    wrong = [n for n in adds if type(by_name.get(n)).__name__ != "Add"]
+    if wrong:
+        raise ValueError(f"not Add layers of {model.name}: {wrong}")
+    inp = keras.Input(shape=tuple(model.input.shape[1:]), batch_size=model.input.shape[0], name=model.input.name)
+    new = {id(model.input): inp}
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        many = isinstance(layer.input, (list, tuple))
+        ins = [new[id(t)] for t in (layer.input if many else [layer.input])]
+        # A residual Add's first input is the block's skip path (as the graphs are rebuilt here).
+        new[id(layer.output)] = ins[0] if layer.name in adds else layer(ins if many else ins[0])
+    return keras.Model(inp, [new[id(t)] for t in model.outputs], name=f"{model.name}_slim")
+
+
 def load_keras(path: Path | str) -> Any:
     """Load a .keras file made here (registers the custom layers first)."""
     keras = _keras()
@@ -490,4 +512,4 @@ def load_keras(path: Path | str) -> Any:
     return keras.saving.load_model(str(path), compile=False)
 
 
-__all__ = ("tflite_to_keras", "parity_vs_tflite", "check_images", "densify", "load_blazeface", "load_keras", "fetch_mediapipe", "model_path", "layer_name")
+__all__ = ("tflite_to_keras", "parity_vs_tflite", "check_images", "densify", "load_blazeface", "load_keras", "fetch_mediapipe", "model_path", "layer_name", "skip_blocks")

@@ -390,6 +390,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"folder holding {dd.SCENES}/ (default ../shared/datasets)")
     p.add_argument("--keras", type=Path, default=None, help="Keras model to start from (default: the"
                    " original --variant rebuilt from the mediapipe wheel at --input)")
+    p.add_argument("--skip-blocks", type=lambda t: [n for n in t.split(",") if n], default=[], metavar="ADD,...",
+                   help="residual blocks to leave out of the starting model, by the names of their Add layers"
+                        " (a cheaper body; the model card names the set measured)")
     p.add_argument("--variant", choices=("full", "short"), default="full",
                    help="MediaPipe BlazeFace graph to start from (full: 192x192 stride 4; short: 128x128 strides 8/16)")
     p.add_argument("--input", type=_wh, default=None, metavar="WxH",
@@ -546,6 +549,10 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         log(f"loaded {a.out}")
     else:
         model, src = source_model(a, input_wh)
+        if a.skip_blocks:
+            from convert.blazeface_keras import skip_blocks  # noqa: PLC0415
+            model = skip_blocks(model, a.skip_blocks)
+            src += f", without the residual blocks ending in {', '.join(a.skip_blocks)}"
         log(f"fine-tuning {src} ({model.count_params()} parameters, {len(dec.anchors)} anchors)")
         result = train(model, Batches(train_scenes, train_images, dec, aug, cfg.batch, cfg.seed, templates, patches), dec, cfg, a.out, log)
         train_info = {"config": asdict(cfg), "augment": asdict(aug), "source": src, "variant": a.variant,

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 pytest.importorskip("tflite")
 
-from convert.blazeface_keras import MODEL_FILES, FACE_DIR, load_blazeface, load_keras, mediapipe_dir, parity_vs_tflite  # noqa: E402
+from convert.blazeface_keras import MODEL_FILES, FACE_DIR, load_blazeface, load_keras, mediapipe_dir, parity_vs_tflite, skip_blocks  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
 
 MP_DIR = mediapipe_dir()
@@ -39,6 +39,40 @@ def test_rebuild_matches_original_on_real_images(variant, outputs, tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, model.inputs[0].shape).astype(np.float32)
     for a, b in zip(model(x), again(x)):
         assert np.allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_skip_blocks_routes_a_block_output_to_its_skip_input():
+    import keras
+
+    x = keras.Input((8, 8, 4), batch_size=1)
+    branch = keras.layers.Conv2D(4, 3, padding="same", name="branch")(x)
+    y = keras.layers.Add(name="res")([x, branch])
+    out = keras.layers.Conv2D(2, 1, name="head")(keras.layers.Activation("relu", name="act")(y))
+    model = keras.Model(x, out)
+    slim = skip_blocks(model, ["res"])
+    names = [layer.name for layer in slim.layers]
+    assert "branch" not in names and "res" not in names and "head" in names
+    v = np.random.default_rng(0).normal(size=(1, 8, 8, 4)).astype(np.float32)
+    head = model.get_layer("head")
+    assert np.allclose(slim(v), head(np.maximum(v, 0)), atol=1e-6)  # same head weights, on relu(x)
+    with pytest.raises(ValueError, match="not Add layers"):
+        skip_blocks(model, ["branch"])
+
+
+@needs_mp
+def test_skip_blocks_on_the_full_range_graph_drops_their_convolutions():
+    model, _, _ = load_blazeface(MP_DIR, "full", (144, 192))
+    adds = ["model_1_model_activation_2_Relu", "model_1_model_activation_4_Relu", "model_1_model_activation_10_Relu"]
+    slim = skip_blocks(model, adds)
+
+    def count(m, kind):
+        return sum(type(layer).__name__ == kind for layer in m.layers)
+
+    assert count(model, "Conv2D") - count(slim, "Conv2D") == 2 * len(adds)  # two 1x1 convolutions per block
+    assert count(model, "Add") - count(slim, "Add") == len(adds)
+    assert [tuple(o.shape) for o in slim.outputs] == [tuple(o.shape) for o in model.outputs]
+    out = slim(np.zeros((1, 144, 192, 3), np.float32))
+    assert all(np.isfinite(np.asarray(o)).all() for o in out)
 
 
 @needs_mp

@@ -153,6 +153,15 @@ def test_input_size_option():
     assert td.default_input("full") == (192, 192) and td.default_input("short") == (128, 128)
 
 
+def test_skip_blocks_option_lists_add_layers():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    td.add_arguments(p)
+    assert p.parse_args(["--skip-blocks", "a_Relu,b_Relu"]).skip_blocks == ["a_Relu", "b_Relu"]
+    assert p.parse_args([]).skip_blocks == []
+
+
 def test_target_sidecar_follows_variant_and_size():
     base = json.loads((td.REPO_ROOT / "models" / "face_detector.json").read_text())
     side = td.target_sidecar(base, "short", (192, 144))
