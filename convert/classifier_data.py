@@ -40,6 +40,8 @@ from convert.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
 
 LABELS: Tuple[str, ...] = ("mask", "incorrect_mask", "no_mask", "not_face")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where crops are cached unless --out says otherwise (trainers, finetune and the card read it too).
+DEFAULT_CROPS = REPO_ROOT / "build" / "classifier" / "crops.npz"
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
 DEFAULT_FACE_DETECTOR = mediapipe_dir() / FACE_DIR / MODEL_FILES["short"]  # fetched by ensure_mediapipe()
 
@@ -669,7 +671,7 @@ def config_from_args(a: argparse.Namespace) -> DataConfig:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="classifier_data", description=__doc__.splitlines()[0])
     add_arguments(p)
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "classifier" / "crops.npz")
+    p.add_argument("--out", type=Path, default=DEFAULT_CROPS)
     p.add_argument("--synthetic", type=int, default=0, help="also paste masks on N unmasked train faces (half correct, half lowered)")
     p.add_argument("--synthetic-only", action="store_true", help="only (re)make the synthetic crops")
     a = p.parse_args(argv)

@@ -334,7 +334,7 @@ def _crops_path(rebuild: Sequence[str]) -> str:
         words = line.split()
         if "convert.classifier_data" in words and "--out" in words[:-1]:
             return words[words.index("--out") + 1]
-    return "build/classifier/crops.npz"
+    return str(cd.DEFAULT_CROPS.relative_to(cd.REPO_ROOT))
 
 
 def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[str, object]) -> str:
@@ -453,7 +453,7 @@ def write_outputs(models_dir: Path, m: Dict[str, object], info: Dict[str, object
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="evaluate-classifier", description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=cd.REPO_ROOT / "models" / "mask_classifier.tflite")
-    p.add_argument("--crops", type=Path, default=cd.REPO_ROOT / "build" / "classifier" / "crops.npz")
+    p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS)
     p.add_argument("--keras", type=Path, default=cd.REPO_ROOT / "build" / "classifier" / "mask_classifier.keras",
                    help="float model for the int8/float agreement (skipped when missing)")
     p.add_argument("--no-write", action="store_true", help="print the metrics only")

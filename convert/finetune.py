@@ -50,7 +50,6 @@ from convert.errors import ConvertError
 
 Log = Callable[[str], None]
 DEFAULT_BASE = cd.REPO_ROOT / "models" / "mask_classifier.json"
-DEFAULT_CACHE = cd.REPO_ROOT / "build" / "classifier" / "crops.npz"
 IGNORED_FOLDERS = ("unlabeled",)
 # "<run>_t<track>_f<frame>.png" (agent.collect): crops of one track are one person
 _TRACK_NAME = re.compile(r"^(?P<track>.+_t\d+)_f\d+$")
@@ -443,7 +442,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", type=float, default=0.25, help="fraction of site tracks kept aside for the comparison (default 0.25)")
     p.add_argument("--base-limit", type=int, default=None, metavar="N", help="at most N base images per split (tiny runs)")
     p.add_argument("--data-root", type=Path, default=cd.DEFAULT_DATA_ROOT, help="folder holding scenes-ilc2021/ (base crops)")
-    p.add_argument("--crops", type=Path, default=DEFAULT_CACHE, help="base crop cache, used when cut with the same settings")
+    p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS, help="base crop cache, used when cut with the same settings")
     p.add_argument("--seed", type=int, default=0, help="seed of training, base crops and calibration sample")
     p.add_argument("--switch-config", type=Path, metavar="FILE", help="also point FILE's classifier.model at the new model (FILE.bak keeps the old)")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra/inter-op threads")

@@ -333,7 +333,7 @@ def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``train-classifier`` (shared with the convert CLI)."""
     cd.add_arguments(p)
-    p.add_argument("--crops", type=Path, default=BUILD_DIR / "crops.npz", help="crop cache (made if missing)")
+    p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS, help="crop cache (made if missing)")
     p.add_argument("--rebuild-crops", action="store_true", help="cut the crops again even if the cache exists")
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--batch", type=int, default=64)
