@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -176,14 +176,19 @@ class FaceDetector:
             w, h = w * sw, h * sh
             if min(w, h) < self.cfg.min_face_px:
                 continue
-            if self.cfg.roi is not None:
-                x1, y1, x2, y2 = self.cfg.roi
-                if not (x1 * fw <= cx <= x2 * fw and y1 * fh <= cy <= y2 * fh):
-                    continue
+            if self.cfg.roi is not None and not centred_in_roi(cx, cy, self.cfg.roi, fw, fh):
+                continue
             box = (float(cx - w / 2), float(cy - h / 2), float(cx + w / 2), float(cy + h / 2))
             faces.append(Face(box=box, face_score=float(score), keypoints=pts.astype(np.float32)))
         faces.sort(key=lambda f: -f.face_score)
         return faces
+
+
+def centred_in_roi(cx: Any, cy: Any, roi: Sequence[float], width: float, height: float) -> Any:
+    """Whether a face centred at (cx, cy) counts for ``detector.roi`` ([x1, y1, x2, y2] fractions of a
+    ``width`` x ``height`` frame, edges included); scalars or arrays of centres."""
+    x1, y1, x2, y2 = roi
+    return (x1 * width <= cx) & (cx <= x2 * width) & (y1 * height <= cy) & (cy <= y2 * height)
 
 
 def letterbox(image: np.ndarray, width: int, height: int, keep_aspect: bool = True) -> Tuple[np.ndarray, Letterbox]:
@@ -216,4 +221,4 @@ def clip_box(box: Tuple[float, float, float, float], width: int, height: int) ->
     return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
 
 
-__all__ = ["DetectorConfig", "FaceDetector", "Letterbox", "clip_box", "letterbox"]
+__all__ = ["DetectorConfig", "FaceDetector", "Letterbox", "centred_in_roi", "clip_box", "letterbox"]

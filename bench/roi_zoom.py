@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from agent.config import load
-from agent.detect import FaceDetector
+from agent.detect import FaceDetector, centred_in_roi
 from convert import detector_eval as E
 from convert.detector_data import Scene, read_scenes
 
@@ -29,10 +29,8 @@ ROIS = ([0.2, 0.2, 0.8, 0.8], [0.3, 0.1, 0.7, 0.9])
 
 def inside(scene: Scene, roi: Sequence[float]) -> Scene:
     """The scene with only its faces centred inside ``roi`` (fractions of the image)."""
-    x1, y1, x2, y2 = roi
     c = (scene.boxes[:, :2] + scene.boxes[:, 2:]) / 2
-    keep = ((c[:, 0] >= x1 * scene.width) & (c[:, 0] <= x2 * scene.width)
-            & (c[:, 1] >= y1 * scene.height) & (c[:, 1] <= y2 * scene.height))
+    keep = centred_in_roi(c[:, 0], c[:, 1], roi, scene.width, scene.height)
     return dataclasses.replace(scene, boxes=scene.boxes[keep], labels=tuple(np.asarray(scene.labels, object)[keep]))
 
 
