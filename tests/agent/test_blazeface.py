@@ -86,18 +86,56 @@ def test_score_floor_beyond_the_clipping():
     assert blazeface.score_floor(0.99, {"score_clipping": 1.0}) == np.inf  # sigmoid(1) < 0.99
 
 
-def test_iou_matrix_matches_pairs():
-    rng = np.random.default_rng(1)
-    xy = rng.uniform(0, 1, (30, 2))
-    boxes = np.concatenate([xy, xy + rng.uniform(0, 0.3, (30, 2))], 1).astype(np.float32)
+def _pair_iou(a, b):
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _random_boxes(rng, n, spread=0.3):
+    xy = rng.uniform(0, 1, (n, 2))
+    return np.concatenate([xy, xy + rng.uniform(0, spread, (n, 2))], 1).astype(np.float32)
+
+
+def test_iou_with_matches_pairs():
+    boxes = _random_boxes(np.random.default_rng(1), 30)
     boxes[3, 2:] = boxes[3, :2]  # a zero-area box overlaps nothing
-    m = blazeface._iou_matrix(boxes)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     for i in range(30):
+        row = blazeface._iou_with(boxes[i], boxes, areas, float(areas[i]))
         for j in range(30):
-            a, b = boxes[i], boxes[j]
-            inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-            assert m[i, j] == pytest.approx(inter / union if union > 0 else 0.0, abs=1e-6)
+            assert row[j] == pytest.approx(_pair_iou(boxes[i], boxes[j]), abs=1e-6)
+
+
+def _reference_nms(boxes, scores, kps, iou_threshold, min_score):
+    """MediaPipe's weighted NMS written plainly, one pair at a time."""
+    left = sorted((i for i in range(len(scores)) if scores[i] >= min_score), key=lambda i: -scores[i])
+    out = []
+    while left:
+        top = left[0]
+        members = [i for i in left if i == top or _pair_iou(boxes[top], boxes[i]) > iou_threshold]
+        w = np.array([scores[i] for i in members], np.float64)
+        out.append((w @ boxes[members] / w.sum(), scores[top], np.tensordot(w, kps[members], 1) / w.sum()))
+        left = [i for i in left if i not in members]
+    return out
+
+
+def test_weighted_nms_matches_the_plain_algorithm_on_crowded_anchors():
+    """Hundreds of overlapping candidates, as a large face leaves: the same clusters, means and
+    order as the pair-by-pair reference."""
+    rng = np.random.default_rng(7)
+    centres = rng.uniform(0.2, 0.8, (4, 2))
+    boxes = np.concatenate([np.concatenate([c + rng.normal(0, 0.02, (150, 2)) - 0.1,
+                                            c + rng.normal(0, 0.02, (150, 2)) + 0.1], 1) for c in centres])
+    boxes = boxes.astype(np.float32)
+    scores = rng.uniform(0.3, 1.0, len(boxes)).astype(np.float32)
+    kps = rng.uniform(0, 1, (len(boxes), 6, 2)).astype(np.float32)
+    b, s, k = blazeface.weighted_nms(boxes, scores, kps, 0.3, 0.5)
+    ref = _reference_nms(boxes, scores, kps, 0.3, 0.5)
+    assert 4 <= len(b) == len(ref)
+    for (rb, rs, rk), bb, ss, kk in zip(ref, b, s, k):
+        assert ss == rs
+        assert np.allclose(bb, rb, atol=1e-5) and np.allclose(kk, rk, atol=1e-5)
 
 
 def test_weighted_nms_merges_overlaps_keeps_top_score():
