@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from agent.crop import CropSpec, crop_faces
-from agent.model import Model, ModelError, load_model
+from agent.model import Model, ModelError, cv2_table, load_model
 from agent.types import Face
 
 
@@ -95,9 +95,8 @@ class MaskClassifier:
                              " `outputs`\n  fix: rebuild the model")
         if self.temperature <= 0 or not math.isfinite(self.temperature):
             raise ModelError(f"{self.model.sidecar_path}: output.temperature must be > 0\n  fix: rebuild")
-        lut = self.model.pixel_lut()
         self._rgb = str(meta["input"].get("color", "RGB")).upper() == "RGB"
-        self._lut = np.ascontiguousarray(lut.reshape(1, 256, 3))
+        self._lut = cv2_table(self.model.pixel_lut())
         self._can_resize = cfg.batching == "resize"
 
     @property

@@ -33,7 +33,7 @@ from agent.config import Config, ConfigError, load, parse
 from agent.detect import FaceDetector, clip_box
 from agent.model import ModelError
 from agent import evaluate, logs, service
-from agent.pipeline import STAGES, Pipeline, ReconfigureError, private_mb, rss_mb
+from agent.pipeline import STAGES, Pipeline, ReconfigureError, private_mb, rss_mb, set_image_threads
 from agent.preview import PreviewError, PreviewServer
 from agent.sdnotify import Notifier
 from agent.publish import Publisher, StdoutPublisher
@@ -92,6 +92,7 @@ def load_config(explicit: Optional[str]) -> Config:
 def load_models(cfg: Config) -> Tuple[FaceDetector, MaskClassifier]:
     """Load and check both models (the step most likely to fail on a new box: do it first)."""
     threads = cfg.runtime.num_threads
+    set_image_threads(threads)
     return FaceDetector(cfg.detector, threads), MaskClassifier(cfg.classifier, threads)
 
 
@@ -315,8 +316,7 @@ class Detector:
     """detect + classify of single images, timed, for the ``detect`` and ``bench`` commands."""
 
     def __init__(self, cfg: Config) -> None:
-        self.detector = FaceDetector(cfg.detector, cfg.runtime.num_threads)
-        self.classifier = MaskClassifier(cfg.classifier, cfg.runtime.num_threads)
+        self.detector, self.classifier = load_models(cfg)
 
     def __call__(self, image: np.ndarray) -> Tuple[List[Face], Dict[str, float]]:
         t0 = time.perf_counter()

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from agent import blazeface
-from agent.model import Model, ModelError, load_model
+from agent.model import Model, ModelError, cv2_table, load_model
 from agent.types import Face
 
 # How far past the roi the detector looks, as a fraction of the roi's size.
@@ -118,7 +118,7 @@ class FaceDetector:
         self.width, self.height = self.model.input_size
         self.letterbox = str(meta["input"].get("resize", "letterbox")) == "letterbox"
         self._rgb = str(meta["input"].get("color", "RGB")).upper() == "RGB"
-        self._lut = np.ascontiguousarray(self.model.pixel_lut().reshape(1, 256, 3))
+        self._lut = cv2_table(self.model.pixel_lut())
 
     @property
     def names(self) -> Tuple[str, str]:

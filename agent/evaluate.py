@@ -370,9 +370,11 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
     from agent import cli  # late: cli imports this module
     from agent.classify import MaskClassifier
     from agent.detect import FaceDetector
+    from agent.pipeline import set_image_threads
     from agent.sources import SourceCounters, normalize_image, read_image
 
     threads = cfg.runtime.num_threads
+    set_image_threads(threads)
     detector = FaceDetector(cfg.detector, threads)
     # the config's thresholds / batching apply to every model; only the sidecar changes
     classifiers = [MaskClassifier(dataclasses.replace(cfg.classifier, model=os.path.abspath(p)), threads)

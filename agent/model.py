@@ -166,6 +166,15 @@ class Model:
         return {name: self.dequantize(name, raw) for name, raw in self.run_raw(tensor).items()}
 
 
+def cv2_table(lut: np.ndarray) -> np.ndarray:
+    """A (256, 3) :meth:`Model.pixel_lut` shaped for ``cv2.LUT``: one (1, 256) table when the three
+    channels share it (the usual normalization; half the time of a per-channel table), else (1, 256, 3)."""
+    lut = np.asarray(lut).reshape(256, -1)
+    if (lut == lut[:, :1]).all():
+        return np.ascontiguousarray(lut[:, 0].reshape(1, 256))
+    return np.ascontiguousarray(lut.reshape(1, 256, 3))
+
+
 def load_model(
     sidecar: os.PathLike | str,
     kind: Optional[str] = None,
@@ -247,4 +256,4 @@ def match_outputs(
     return found
 
 
-__all__ = ["Model", "ModelError", "RUNTIMES", "find_interpreter", "load_model", "read_sidecar", "sha256_of"]
+__all__ = ["Model", "ModelError", "RUNTIMES", "cv2_table", "find_interpreter", "load_model", "read_sidecar", "sha256_of"]
