@@ -273,6 +273,9 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
     shape_in = tuple(in_shape[1:]) if same_size else (int(input_hw[0]), int(input_hw[1]), int(in_shape[3]))
     inp = keras.Input(shape=shape_in, batch_size=1, name="input")
     vals: Dict[int, Any] = {in_idx: inp}  # tensor index -> Keras tensor
+    # original (h, w) of a feature map -> its rebuilt (h, w): an upsampling goes back to the size
+    # the matching encoder stage has at the new input (rounding a scaled size can miss it by one)
+    grid: Dict[Tuple[int, int], Tuple[int, int]] = {tuple(in_shape[1:3]): tuple(shape_in[:2])}
     consts: Dict[int, np.ndarray] = {}
     used: set = {"input", "regressors", "scores"}
 
@@ -351,7 +354,7 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
         elif op_name == "RESIZE_BILINEAR":
             o = _options(op, tflite.ResizeBilinearOptions)
             size = const(ins[1]).astype(int).tolist()
-            size = [int(round(size[0] * fy)), int(round(size[1] * fx))]
+            size = list(grid.get((size[0], size[1]), (int(round(size[0] * fy)), int(round(size[1] * fx)))))
             y = custom["ResizeBilinear"](size, o.AlignCorners(), o.HalfPixelCenters(), name=nm)(vals[ins[0]])
         elif op_name == "DEPTH_TO_SPACE":
             o = _options(op, tflite.DepthToSpaceOptions)
@@ -368,6 +371,8 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
         if same_size and tuple(y.shape[1:]) != tuple(g.shape(outs[0])[1:]):
             raise ConvertError(f"{source}: op #{k} {op_name} gives {tuple(y.shape)}, tflite says {g.shape(outs[0])}")
         vals[outs[0]] = y
+        if len(y.shape) == 4:
+            grid.setdefault(tuple(g.shape(outs[0])[1:3]), (int(y.shape[1]), int(y.shape[2])))
 
     outputs = {}
     for j in range(g.sg.OutputsLength()):

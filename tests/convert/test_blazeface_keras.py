@@ -76,10 +76,13 @@ def test_skip_blocks_on_the_full_range_graph_drops_their_convolutions():
 
 
 @needs_mp
-@pytest.mark.parametrize("variant,hw,anchors", [("short", (144, 192), 1512), ("full", (144, 192), 1728)])
+@pytest.mark.parametrize("variant,hw,anchors", [("short", (144, 192), 1512), ("full", (144, 192), 1728),
+                                                ("full", (136, 184), 1564)])
 def test_rebuild_at_another_input_size(variant, hw, anchors):
     """Same weights on a 4:3 input: one output row per anchor of the new grid, and the original
-    short-range weights still find the astronaut's face where they find it at their own size."""
+    short-range weights still find the astronaut's face where they find it at their own size.
+    At 184x136 the encoder's 17-row stage halves to 9 rows, which the scaled upsampling size
+    (12 * 136/192 = 8.5, rounded) misses: each upsampling goes back to its encoder stage's size."""
     import cv2
     from skimage.data import astronaut
 
