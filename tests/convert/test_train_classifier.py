@@ -57,6 +57,28 @@ def test_update_card_replaces_only_its_section(tmp_path):
     assert text.count(ev.START) == 1
 
 
+def test_regenerating_the_shipped_card_keeps_its_hand_written_notes(tmp_path):
+    """`python -m convert.evaluate_classifier` rewrites the block between the classifier markers:
+    the shipped card keeps in there only the headings card_section writes, and the notes after it
+    (why the model ships, what was tried) and the detector sections survive a rewrite."""
+    shipped = (cd.REPO_ROOT / "models" / "MODEL_CARD.md").read_text()
+    block = shipped.split(ev.START, 1)[1].split(ev.END, 1)[0]
+    headings = [line for line in block.splitlines() if line.startswith("#") or line.startswith("**")]
+    assert headings == ["## Mask classifier (`mask_classifier.tflite`)", "### Data",
+                        "### Metrics (int8, LiteRT, scenes-ilc2021 `val` crops, annotator boxes)", "### Rebuild",
+                        "### Known failure cases and limits"]
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text(shipped)
+    ev.update_card(card, f"{ev.START}\n## Mask classifier (`mask_classifier.tflite`)\nregenerated\n{ev.END}\n")
+    after = card.read_text()
+    assert block not in after and "regenerated" in after
+    assert after.replace(f"{ev.START}\n## Mask classifier (`mask_classifier.tflite`)\nregenerated\n{ev.END}",
+                         ev.START + block + ev.END) == shipped
+    for kept in ("### Why this model", "**Architecture and provenance.**", "### More known failure cases",
+                 "### Tried here on the landmark trunk", "## Face detector (shipped default)"):
+        assert kept in after
+
+
 @pytest.mark.tf
 def test_model_size_and_logits():
     pytest.importorskip("tensorflow")
