@@ -114,6 +114,21 @@ def test_check_config_loads_models(capsys, models_config):
     assert "tracker.window = 15" in capsys.readouterr().out
 
 
+def test_num_threads_also_sets_opencv_threads(tmp_path, models_config):
+    """`runtime.num_threads` bounds the image operations too: bench's 1-thread row is one thread."""
+    from agent.cli import load_config, load_models
+
+    before = cv2.getNumThreads()
+    try:
+        for n in (1, 2):
+            cfg_file = tmp_path / f"t{n}.yaml"
+            cfg_file.write_text(models_config.read_text().replace("runtime:\n", f"runtime:\n  num_threads: {n}\n", 1))
+            load_models(load_config(str(cfg_file)))
+            assert cv2.getNumThreads() == n
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_bench_prints_a_table(capsys, models_config):
     assert main(["bench", "--config", str(models_config), "--frames", "5", "--warmup", "1", "--threads", "1", "2",
                  "--json"]) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.model import ModelError, find_interpreter, load_model, read_sidecar
+from agent.model import ModelError, cv2_table, find_interpreter, load_model, read_sidecar
 
 AGENT_MODULES = ["agent." + p.stem for p in (Path(__file__).resolve().parents[2] / "agent").glob("*.py")
                  if p.stem != "__init__"]
@@ -53,6 +53,23 @@ def test_pixel_lut_matches_sidecar_normalization_and_interpreter_quantization(de
             expected = np.clip(np.round(expected / scale + zero), np.iinfo(m.input_dtype).min, np.iinfo(m.input_dtype).max)
         assert lut.dtype == m.input_dtype and lut.shape == (256, 3)
         np.testing.assert_allclose(lut.astype(float), expected, atol=1e-5)
+
+
+def test_cv2_table_gives_the_per_channel_lookup():
+    """One shared table when the channels agree, the per-channel one otherwise; either way cv2.LUT
+    maps each channel through its own column."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    shared = np.repeat((np.arange(256) - 128).astype(np.int8)[:, None], 3, axis=1)
+    own = shared.copy()
+    own[:, 2] = np.clip(np.arange(256) - 100, -128, 127).astype(np.int8)
+    for lut, shape in ((shared, (1, 256)), (own, (1, 256, 3))):
+        table = cv2_table(lut)
+        assert table.shape == shape and table.dtype == np.int8
+        expected = np.stack([lut[image[..., c], c] for c in range(3)], axis=-1)
+        assert np.array_equal(cv2.LUT(image, table), expected)
 
 
 def test_wrong_kind_and_schema(detector_json, copy_model):
