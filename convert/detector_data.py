@@ -39,6 +39,7 @@ from agent import blazeface
 from agent.detect import Letterbox
 from agent.crop import warp_shrinking
 from convert.classifier_data import MaskTemplate, is_frontal, paste_mask
+from convert.parity import iou_matrix
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
@@ -123,18 +124,6 @@ def transform_boxes(m: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Map (M, 4) axis-aligned boxes through an affine made of scale, translation and flips."""
     corners = apply_affine(m, boxes.reshape(-1, 2, 2))  # (M, 2, 2): two opposite corners
     return np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1).astype(np.float32)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of (A, 4) and (B, 4) x1, y1, x2, y2 boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def warp(image: np.ndarray, m: np.ndarray, size: Tuple[int, int],
@@ -539,7 +528,7 @@ def composite_faces(view: np.ndarray, boxes: np.ndarray, rng: np.random.Generato
         oy = rng.uniform(ay1 - box[1] + halo * h, ay2 - box[3] - halo * h)
         nb = box + np.array([ox, oy, ox, oy], np.float32)
         grown = nb + np.array([-halo * w, -halo * h, halo * w, halo * h], np.float32)
-        if taken and box_iou(grown[None], np.asarray(taken)).max() > 0:
+        if taken and iou_matrix(grown[None], np.asarray(taken)).max() > 0:
             continue
         # the patch's pixels through a feathered ellipse, in view coordinates
         m = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]])
@@ -609,7 +598,7 @@ def original_keypoints(detect: RawDetector, dec: Decoding, image: np.ndarray, bo
         w, h = w * adjust["sw"], h * adjust["sh"]
         adj = np.stack([bcx - w / 2, bcy - h / 2, bcx + w / 2, bcy + h / 2], axis=1)
         gt = transform_boxes(mm, box[None])
-        ious = box_iou(adj, gt)[:, 0]
+        ious = iou_matrix(adj, gt)[:, 0]
         cand = np.flatnonzero(ious >= min_iou)
         if len(cand) == 0:
             continue
@@ -676,9 +665,9 @@ def unlabelled_faces(detect: RawDetector, dec: Decoding, scene: Scene, image: np
     boxes = transform_boxes(inv, boxes) if len(boxes) else np.zeros((0, 4), np.float32)
     out: List[np.ndarray] = []
     for b in boxes:
-        if len(scene.boxes) and box_iou(b[None], scene.boxes).max() >= 0.1:
+        if len(scene.boxes) and iou_matrix(b[None], scene.boxes).max() >= 0.1:
             continue
-        if out and box_iou(b[None], np.array(out)).max() > 0.3:
+        if out and iou_matrix(b[None], np.array(out)).max() > 0.3:
             continue
         out.append(b)
     return np.array(out, np.float32).reshape(-1, 4)

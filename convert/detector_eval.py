@@ -25,7 +25,8 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from agent.detect import DetectorConfig, FaceDetector
-from convert.detector_data import FACE_LABELS, Scene, box_iou
+from convert.detector_data import FACE_LABELS, Scene
+from convert.parity import iou_matrix
 
 IOU_THRESHOLD = 0.5
 MIN_HEIGHT = 40.0
@@ -104,7 +105,7 @@ def match(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray,
     matched = np.full(len(order), -1, np.int64)
     if len(gt_boxes) == 0 or len(order) == 0:
         return order, matched
-    ious = box_iou(np.asarray(det_boxes)[order], gt_boxes)
+    ious = iou_matrix(np.asarray(det_boxes)[order], gt_boxes)
     free = np.ones(len(gt_boxes), bool)
     for i in range(len(order)):
         cand = np.where(free & (ious[i] >= iou_threshold), ious[i], -1.0)
@@ -250,7 +251,7 @@ def false_detection_kinds(results: Sequence[ImageResult], scenes: Sequence[Scene
     kinds = {"duplicate": 0, "loose_box": 0, "near_face": 0, "background": 0}
     for r, s in zip(results, scenes):
         for k in np.flatnonzero((r.scores >= threshold) & (r.matched < 0)):
-            best = float(box_iou(r.boxes[k:k + 1], s.boxes).max()) if len(s.boxes) else 0.0
+            best = float(iou_matrix(r.boxes[k:k + 1], s.boxes).max()) if len(s.boxes) else 0.0
             kind = ("duplicate" if best >= IOU_THRESHOLD else "loose_box" if best >= 0.3
                     else "near_face" if best >= 0.1 else "background")
             kinds[kind] += 1

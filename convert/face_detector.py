@@ -174,12 +174,6 @@ def calibration_inputs(keras_model: Any, train: Sequence[Tuple[Path, np.ndarray]
 # box_adjust
 
 
-def _greedy_pairs(iou: np.ndarray, threshold: float) -> List[Tuple[int, int]]:
-    from convert.parity import greedy_match  # noqa: PLC0415
-
-    return greedy_match(iou, threshold)
-
-
 def fit_box_adjust(
     tflite_bytes: bytes,
     sidecar: Mapping[str, Any],
@@ -194,7 +188,7 @@ def fit_box_adjust(
     annotated faces >= ``min_height`` px tall at IoU >= ``iou_threshold``. The medians are robust to
     the few wrong matches; the IoU before/after on the same pairs is reported.
     """
-    from convert.parity import TfliteRunner, detector_outputs, detect_raw, iou_matrix  # noqa: PLC0415
+    from convert.parity import TfliteRunner, detector_outputs, detect_raw, greedy_match, iou_matrix  # noqa: PLC0415
 
     dec = sidecar["decoding"]
     size = int(sidecar["input"]["height"])
@@ -207,7 +201,7 @@ def fit_box_adjust(
         b, _, _ = detect_raw(rb, rs, anchors, dec, min_score)
         b = (b * size - [px, py, px, py]) / s  # normalized input -> image pixels
         g = gt[(gt[:, 3] - gt[:, 1]) >= min_height]
-        for i, j in _greedy_pairs(iou_matrix(b, g), iou_threshold):
+        for i, j in greedy_match(iou_matrix(b, g), iou_threshold):
             dets.append(b[i])
             gts.append(g[j])
         if (k + 1) % 200 == 0:

@@ -104,9 +104,9 @@ def test_rebuild_at_another_input_size(variant, hw, anchors):
         found = make_detector(KerasModel(m, side, name), 0.5).detect(bgr)
         assert found, name
         faces[name] = np.array(found[0].box)
-    from convert.detector_data import box_iou
+    from convert.parity import iou_matrix
 
-    assert box_iou(faces["own"][None], faces["4:3"][None])[0, 0] > 0.7
+    assert iou_matrix(faces["own"][None], faces["4:3"][None])[0, 0] > 0.7
 
 
 @needs_mp

@@ -7,6 +7,7 @@ import pytest
 
 from agent import blazeface
 from convert import detector_data as dd
+from convert.parity import iou_matrix
 
 # A BlazeFace full-range style decoding block (MediaPipe SsdAnchorsCalculatorOptions): test data,
 # so the tests do not depend on which detector is shipped.
@@ -372,14 +373,14 @@ def test_composited_faces_land_in_free_space_of_the_photo():
         for b in boxes:
             assert b[0] >= area[0] - 1e-3 and b[1] >= area[1] - 1e-3 and b[2] <= area[2] + 1e-3 and b[3] <= area[3] + 1e-3
             assert 12.0 * 0.9 <= b[3] - b[1] <= 60.0 * 1.1
-            assert dd.box_iou(b[None], existing).max() == 0
+            assert iou_matrix(b[None], existing).max() == 0
             # the face's own pixels arrive where its box says (the brightness gain is 0.6-1.4; the
             # photo's ground, 90, stays below 0.6 * 250 at any gain that keeps the face in range)
             x1, y1, x2, y2 = (int(round(v)) for v in b)
             inner = out[y1 + (y2 - y1) // 4 : y2 - (y2 - y1) // 4, x1 + (x2 - x1) // 4 : x2 - (x2 - x1) // 4]
             assert inner.mean() >= 0.6 * 250 - 2 and inner.std() < 3
         if len(boxes) > 1:
-            assert dd.box_iou(boxes, boxes)[~np.eye(len(boxes), dtype=bool)].max() == 0
+            assert iou_matrix(boxes, boxes)[~np.eye(len(boxes), dtype=bool)].max() == 0
         # nothing pasted outside the photo's area or far from the new faces
         changed = np.any(out > 0, axis=2)
         assert not changed[: int(area[1])].any() and not changed[int(area[3]) + 1 :].any()

@@ -21,6 +21,13 @@ def test_iou_matrix_and_greedy_match():
     assert greedy_match(iou_matrix(a[:0], b), 0.5) == []
 
 
+def test_iou_matrix_counts_boxes_without_area_as_empty():
+    flat = np.array([[5, 5, 5, 15], [8, 8, 2, 2]], float)  # zero width; inverted corners
+    face = np.array([[0, 0, 10, 10]], float)
+    assert iou_matrix(flat, face).tolist() == [[0.0], [0.0]]
+    assert iou_matrix(flat, flat).tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
 def test_write_parity_report(tmp_path, capsys):
     jp, mp = write_parity_report(tmp_path, "m", {"kind": "classifier", "latency_ms": {"threads_1": 0.2}, "notes": ["n1"]})
     assert json.loads(jp.read_text())["latency_ms"]["threads_1"] == 0.2
