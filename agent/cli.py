@@ -33,7 +33,7 @@ from agent.config import Config, ConfigError, load, parse
 from agent.detect import FaceDetector, clip_box
 from agent.model import ModelError
 from agent import evaluate, logs, service
-from agent.pipeline import STAGES, Pipeline, ReconfigureError, private_mb, rss_mb, set_image_threads
+from agent.pipeline import STAGES, Pipeline, ReconfigureError, anon_mb, rss_mb, set_image_threads
 from agent.preview import PreviewError, PreviewServer
 from agent.sdnotify import Notifier
 from agent.publish import Publisher, StdoutPublisher
@@ -516,7 +516,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - t0
         sink.close()
         s = pipeline.timings.summary()
-        rows.append((threads, s, args.frames / wall, rss_mb(), private_mb(), float(np.mean(faces))))
+        rows.append((threads, s, args.frames / wall, rss_mb(), anon_mb(), float(np.mean(faces))))
         del pipeline  # free the interpreters before the next setting
     h, w = frames[0].shape[:2]
     held = sum(f.nbytes for f in frames) / 2**20
@@ -524,14 +524,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"{args.frames} frames per run (+{args.warmup} warm-up)")
     cols = ["total", *STAGES]
     print(f"{'threads':>7} {'faces':>5} " + " ".join(f"{c + ' med/p95 ms':>22}" for c in cols)
-          + f" {'fps':>7} {'RSS MB':>7} {'private':>7}")
-    for threads, s, fps, rss, priv, nf in rows:
+          + f" {'fps':>7} {'RSS MB':>7} {'anon MB':>7}")
+    for threads, s, fps, rss, anon, nf in rows:
         cells = " ".join(f"{s[c]['median']:>10.2f} /{s[c]['p95']:>9.2f}" if c in s else f"{'-':>22}" for c in cols)
-        print(f"{threads:>7} {nf:>5.1f} {cells} {fps:>7.1f} {rss:>7.1f} {priv:>7.1f}")
-    print(f"(RSS counts shared library pages too; private = this process's own pages; load average"
+        print(f"{threads:>7} {nf:>5.1f} {cells} {fps:>7.1f} {rss:>7.1f} {anon:>7.1f}")
+    print(f"(RSS counts the library code pages mapped too, as many as the page cache hands over; anon = the"
+          f" process's own allocations; load average"
           f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     if args.json:
-        print(json.dumps([{"threads": t, "ms": s, "fps": round(f, 1), "rss_mb": round(r, 1), "private_mb": round(p, 1),
+        print(json.dumps([{"threads": t, "ms": s, "fps": round(f, 1), "rss_mb": round(r, 1), "anon_mb": round(p, 1),
                            "faces": n} for t, s, f, r, p, n in rows]))
     return EXIT_OK
 

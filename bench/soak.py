@@ -1,7 +1,8 @@
 """Soak benchmark: RSS of a running `maskwatch run` over time (not a test: prints figures).
 
 Serves the demo walkers as an endless MJPEG stream on loopback (a live camera as the agent sees
-it), runs the real `maskwatch run` on it for --seconds, samples the process's RSS, and prints a
+it), runs the real `maskwatch run` (with config.yaml's models) on it for --seconds, samples the
+process's RSS and anonymous memory (`agent.pipeline.rss_mb`, `anon_mb`), and prints a
 table plus the growth from the end of the first minute to the end.
 
     python bench/soak.py --seconds 600
@@ -21,7 +22,9 @@ from pathlib import Path
 
 import cv2
 
+from agent.cli import load_config
 from agent.demo import DEFAULT_PEOPLE, render
+from agent.pipeline import anon_mb, rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,13 +53,6 @@ def serve_stream(frames, fps: float) -> ThreadingHTTPServer:
     return server
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=600.0)
@@ -66,13 +62,14 @@ def main() -> int:
 
     server = serve_stream(render(DEFAULT_PEOPLE), args.fps)
     url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    shipped = load_config(str(REPO / "config.yaml"))  # the models a default install runs
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(
             f"runtime: {{camera: soak, state_dir: {tmp}, stats_interval_s: 60, log_level: warning}}\n"
             f"source: {{uri: '{url}'}}\n"
-            f"detector: {{model: {REPO / 'models/face_detector.json'}}}\n"
-            f"classifier: {{model: {REPO / 'models/mask_classifier.json'}}}\n"
+            f"detector: {{model: '{shipped.detector.model}'}}\n"
+            f"classifier: {{model: '{shipped.classifier.model}'}}\n"
         )
         exe = Path(sys.executable).with_name("maskwatch")
         proc = subprocess.Popen([str(exe), "run", "--config", str(cfg)], stdout=subprocess.PIPE,
@@ -85,8 +82,9 @@ def main() -> int:
         try:
             while time.monotonic() - t0 < args.seconds and proc.poll() is None:
                 time.sleep(min(args.every, args.seconds))
-                samples.append((time.monotonic() - t0, rss_mb(proc.pid), alerts[0]))
-                print(f"{samples[-1][0]:7.0f} s  RSS {samples[-1][1]:7.1f} MB  alerts {samples[-1][2]}", flush=True)
+                samples.append((time.monotonic() - t0, rss_mb(proc.pid), anon_mb(proc.pid), alerts[0]))
+                t, rss, anon, n = samples[-1]
+                print(f"{t:7.0f} s  RSS {rss:7.1f} MB  anon {anon:6.1f} MB  alerts {n}", flush=True)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -95,9 +93,12 @@ def main() -> int:
         print("soak: too few samples (did the agent exit?)", file=sys.stderr)
         return 1
     base = next((s for s in samples if s[0] >= 60.0), samples[0])
-    peak = max(s[1] for s in samples)
-    print(f"soak: {samples[-1][0]:.0f} s, RSS after 1 min {base[1]:.1f} MB, end {samples[-1][1]:.1f} MB, "
-          f"peak {peak:.1f} MB, growth {samples[-1][1] - base[1]:+.1f} MB, alerts {samples[-1][2]}")
+    end = samples[-1]
+    print(f"soak: {end[0]:.0f} s with {Path(shipped.detector.model).name} and {Path(shipped.classifier.model).name},"
+          f" alerts {end[3]}")
+    for k, name in ((1, "RSS"), (2, "anon")):
+        print(f"  {name:4s} after 1 min {base[k]:.1f} MB, end {end[k]:.1f} MB, peak {max(s[k] for s in samples):.1f} MB,"
+              f" growth {end[k] - base[k]:+.1f} MB")
     return 0
 
 

@@ -12,7 +12,7 @@ import pytest
 from agent.alert import AlertConfig, AlertPolicy
 from agent.classify import ClassifierConfig, MaskClassifier
 from agent.detect import DetectorConfig, FaceDetector
-from agent.pipeline import Pipeline, RuntimeConfig, Timings
+from agent.pipeline import Pipeline, RuntimeConfig, Timings, anon_mb, rss_mb
 from agent.publish import StdoutPublisher
 from agent.sources import SourceConfig, open_source
 from agent.track import Tracker, TrackerConfig
@@ -97,6 +97,28 @@ def test_timings_summary():
         t.add("detect", float(v))
     s = t.summary()["detect"]
     assert s["median"] == 7.0 and 8.0 <= s["p95"] <= 9.0
+
+
+def test_memory_figures_follow_an_allocation_and_other_processes():
+    import os
+    import subprocess
+    import sys
+
+    rss0, anon0 = rss_mb(), anon_mb()
+    block = np.ones(40 * 2**20, np.uint8)  # 40 MiB, every page written
+    assert anon_mb() - anon0 >= 38 and rss_mb() - rss0 >= 38
+    assert rss_mb(os.getpid()) == pytest.approx(rss_mb(), abs=2)
+    del block
+    child = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "up"  # started: its interpreter is in memory
+        assert 1 < rss_mb(child.pid) < rss_mb() and 0 < anon_mb(child.pid) < anon_mb()
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert np.isnan(rss_mb(child.pid)) and anon_mb(child.pid) == 0.0  # gone: no figure, no error
 
 
 def test_runtime_config_checks():
