@@ -125,7 +125,7 @@ def rss_mb(pid: Union[int, str] = "self") -> float:
 
     RSS counts the library code pages the process has mapped (OpenCV alone is 70 MB of code) as
     well as its own memory, and how many of those pages a mapping brings in depends on the
-    kernel's page cache: the same agent reads 104-131 MB on this development box (README).
+    kernel's page cache: the same agent reads 85-134 MB on this development box (README).
     """
     kb = _proc_kb(f"/proc/{pid}/status", "VmRSS:")
     if kb is not None:
