@@ -26,7 +26,9 @@ import cv2
 import numpy as np
 import yaml
 
+from convert.blazeface_keras import pip_download
 from convert.detector_eval import match
+from convert.errors import ConvertError
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "insightface-0.7.3"
@@ -50,15 +52,14 @@ def fetch(dest: Path = CACHE) -> Path:
         return out
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", PACKAGE, "-d", tmp]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        archives = list(Path(tmp).glob("insightface-*.tar.gz"))
-        if res.returncode != 0 or not archives:
-            raise SystemExit(f"error: pip download {PACKAGE} failed: {res.stderr.strip()[-300:]}")
-        with tarfile.open(archives[0]) as tar:
+        try:
+            archive = pip_download(PACKAGE, tmp, source=True)  # insightface 0.7.3 has no wheel
+        except ConvertError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        with tarfile.open(archive) as tar:
             f = tar.extractfile(MEMBER)
             if f is None:
-                raise SystemExit(f"error: {MEMBER} not in {archives[0].name}")
+                raise SystemExit(f"error: {MEMBER} not in {archive.name}")
             out.write_bytes(f.read())
     return out
 

