@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from agent.detect import DetectorConfig, FaceDetector
+from agent.evaluate import match_greedy
 from convert.detector_data import FACE_LABELS, Scene
 from convert.parity import iou_matrix
 
@@ -100,19 +101,23 @@ class ImageResult:
 
 def match(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray,
           iou_threshold: float = IOU_THRESHOLD) -> Tuple[np.ndarray, np.ndarray]:
-    """Greedy score-ordered matching; returns (order of detections, matched face per detection)."""
-    order = np.argsort(-np.asarray(det_scores), kind="stable")
+    """Greedy score-ordered matching; returns (order of detections, matched face per detection).
+
+    The rule is the agent's (:func:`agent.evaluate.match_greedy`, what ``maskwatch evaluate``
+    scores with), so the detector's reports and the whole-pipeline figures cannot drift apart;
+    this only reshapes its answer into arrays in score order (-1: a false detection).
+    """
+    scores = np.asarray(det_scores, np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
     matched = np.full(len(order), -1, np.int64)
-    if len(gt_boxes) == 0 or len(order) == 0:
-        return order, matched
-    ious = iou_matrix(np.asarray(det_boxes)[order], gt_boxes)
-    free = np.ones(len(gt_boxes), bool)
-    for i in range(len(order)):
-        cand = np.where(free & (ious[i] >= iou_threshold), ious[i], -1.0)
-        j = int(np.argmax(cand))
-        if cand[j] >= 0:
-            matched[i] = j
-            free[j] = False
+    boxes = np.asarray(det_boxes, np.float64).reshape(-1, 4)
+    per_face = match_greedy([(tuple(boxes[i]), float(scores[i])) for i in range(len(scores))],
+                            [tuple(g) for g in np.asarray(gt_boxes, np.float64).reshape(-1, 4)], iou_threshold)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    for face, det in enumerate(per_face):
+        if det is not None:
+            matched[rank[det]] = face
     return order, matched
 
 
