@@ -34,9 +34,10 @@ fi
 
 [[ -x .venv/bin/python ]] || "$py" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+# constraints.txt: the versions the README's and model card's figures were measured with
 if [[ -n "$extras" ]]; then
-  .venv/bin/python -m pip install -q -e ".[${extras}]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -c constraints.txt -e .
 fi
 echo "setup: .venv ready (extras: ${extras:-none})"
