@@ -1,0 +1,83 @@
+"""How far do classifiers trained alike (e.g. the same recipe with other seeds) differ, and what
+would averaging them give? Prints, on the val crops of a crop cache, each int8 model's recall per
+class and masked faces called no_mask, their spread, and the same for the mean of their
+calibrated probabilities (an ensemble: an upper bound for what distilling them into one model
+could reach; it is not a shippable model, it costs one invoke per member).
+
+    python bench/classifier_ensemble.py models/mask_classifier.tflite build/cand_models/s1/mask_classifier.tflite \
+        --crops build/classifier_48/crops.npz
+
+Inputs go through the agent's own pixel table (convert.evaluate_classifier.Int8Classifier), with
+each model's normalization and temperature read from its sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from convert import classifier_data as cd  # noqa: E402
+from convert.evaluate_classifier import Int8Classifier, softmax, wilson  # noqa: E402
+
+
+def scores(prob: np.ndarray, y: np.ndarray) -> Dict[str, float]:
+    """Recall per class, face accuracy (face classes only) and masked faces called no_mask."""
+    pred = prob.argmax(axis=1)
+    out = {lab: float(np.mean(pred[y == i] == i)) for i, lab in enumerate(cd.LABELS) if np.any(y == i)}
+    faces = y != cd.LABELS.index("not_face")
+    out["face_accuracy"] = float(np.mean(pred[faces] == y[faces]))
+    masked = y == cd.LABELS.index("mask")
+    out["mask_called_no_mask"] = float(np.mean(pred[masked] == cd.LABELS.index("no_mask")))
+    return out
+
+
+def probabilities(model: Path, x: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities of one int8 model (its sidecar's temperature) for uint8 crops."""
+    side = json.loads(model.with_suffix(".json").read_text())
+    norm = side["input"]["normalization"]  # the model contract: one mean and std for all channels here
+    mean, std = float(np.mean(norm["mean"])), float(np.mean(norm["std"]))
+    if not (np.allclose(norm["mean"], mean) and np.allclose(norm["std"], std)):
+        raise SystemExit(f"{model.with_suffix('.json')}: per-channel normalization is not supported here")
+    logits = Int8Classifier(model.read_bytes()).logits_uint8(x, mean, std)
+    return softmax(logits, float(side["output"]["temperature"]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", type=Path, nargs="+", help="int8 .tflite classifiers, each with its .json sidecar")
+    p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS)
+    a = p.parse_args(argv)
+    _, va, _ = cd.load_crops(a.crops)
+    rows: List[Dict[str, float]] = []
+    probs = []
+    for m in a.models:
+        probs.append(probabilities(m, va.x))
+        rows.append(scores(probs[-1], va.y))
+    keys = [*cd.LABELS, "face_accuracy", "mask_called_no_mask"]
+    n = {lab: int(np.sum(va.y == i)) for i, lab in enumerate(cd.LABELS)}
+    print(f"val crops: {n}")
+    print(f"{'model':<48}" + "".join(f"{k[:14]:>15}" for k in keys))
+    for m, r in zip(a.models, rows):
+        print(f"{str(m)[-48:]:<48}" + "".join(f"{100 * r[k]:>14.1f}%" for k in keys))
+    if len(rows) > 1:
+        lo = {k: min(r[k] for r in rows) for k in keys}
+        hi = {k: max(r[k] for r in rows) for k in keys}
+        print(f"{'spread (max - min, points)':<48}" + "".join(f"{100 * (hi[k] - lo[k]):>15.1f}" for k in keys))
+        ens = scores(np.mean(probs, axis=0), va.y)
+        print(f"{f'mean of the {len(rows)} probabilities':<48}" + "".join(f"{100 * ens[k]:>14.1f}%" for k in keys))
+        found = int(round(ens["incorrect_mask"] * n["incorrect_mask"]))
+        ci = wilson(found, n["incorrect_mask"])
+        print(f"ensemble incorrect_mask {found}/{n['incorrect_mask']} (95 % CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f} %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
