@@ -33,7 +33,7 @@ from agent.config import Config, ConfigError, load, parse
 from agent.detect import FaceDetector, clip_box
 from agent.model import ModelError
 from agent import evaluate, logs, service
-from agent.pipeline import STAGES, Pipeline, ReconfigureError, anon_mb, rss_mb, set_image_threads
+from agent.pipeline import STAGES, Pipeline, ReconfigureError, anon_mb, cpu_summary, rss_mb, set_image_threads
 from agent.preview import PreviewError, PreviewServer
 from agent.sdnotify import Notifier
 from agent.publish import Publisher, StdoutPublisher
@@ -531,9 +531,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"(RSS counts the library code pages mapped too, as many as the page cache hands over; anon = the"
           f" process's own allocations; load average"
           f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    cpu = cpu_summary()
+    print(f"CPU: {cpu['name']}; int8-relevant features: {' '.join(cpu['features']) or 'none found'}")
     if args.json:
         print(json.dumps([{"threads": t, "ms": s, "fps": round(f, 1), "rss_mb": round(r, 1), "anon_mb": round(p, 1),
-                           "faces": n} for t, s, f, r, p, n in rows]))
+                           "faces": n, "cpu": cpu} for t, s, f, r, p, n in rows]))
     return EXIT_OK
 
 

@@ -142,6 +142,37 @@ def anon_mb(pid: Union[int, str] = "self") -> float:
     return kb / 1024 if kb is not None else 0.0
 
 
+# Instruction-set features that decide how fast int8 (and float) graphs run under XNNPACK: the same
+# models ran 4-6x slower on an AVX2-only x86 than on one with AVX-512 VNNI (README, Benchmarks).
+INT8_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",  # x86 (flags)
+                 "asimd", "asimddp", "i8mm", "sve")                               # ARM (Features)
+
+
+def cpu_summary(cpuinfo: str = "/proc/cpuinfo") -> Dict[str, Any]:
+    """What a benchmark figure depends on: the CPU's name and the int8-relevant features it has.
+
+    ``{"name": str, "features": [...]}`` from Linux's cpuinfo (first processor, plus a board
+    ``Model`` line where the kernel gives one, as on a Raspberry Pi); name "unknown" and no
+    features elsewhere.
+    """
+    fields: Dict[str, str] = {}
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return {"name": "unknown", "features": []}
+    name = fields.get("model name") or fields.get("Model") or fields.get("Hardware") or "unknown"
+    if "cpu family" in fields:  # x86: the family/model pair tells CPU generations of one brand name apart
+        name += f" (family {fields['cpu family']} model {fields.get('model', '?')})"
+    elif "Model" in fields and fields.get("CPU part"):
+        name += f" (CPU part {fields['CPU part']})"
+    have = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"name": name, "features": [f for f in INT8_FEATURES if f in have]}
+
+
 class Pipeline:
     """Runs each frame through the stages and keeps the counters the stats message reports."""
 

@@ -12,7 +12,7 @@ import pytest
 from agent.alert import AlertConfig, AlertPolicy
 from agent.classify import ClassifierConfig, MaskClassifier
 from agent.detect import DetectorConfig, FaceDetector
-from agent.pipeline import Pipeline, RuntimeConfig, Timings, anon_mb, rss_mb
+from agent.pipeline import Pipeline, RuntimeConfig, Timings, anon_mb, cpu_summary, rss_mb
 from agent.publish import StdoutPublisher
 from agent.sources import SourceConfig, open_source
 from agent.track import Tracker, TrackerConfig
@@ -208,3 +208,41 @@ def test_reconfigure_refuses_labels_the_classifier_lacks(detector_json, classifi
     with pytest.raises(ReconfigureError, match="alerts.labels"):
         pipe.reconfigure(_config(detector_json, classifier_json, "alerts:\n  labels: [no_mask, sunglasses]\n"))
     assert (pipe.detector, pipe.classifier, pipe.policy.cfg) == before  # nothing changed
+
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse4_2 avx f16c avx2 fma sse4a
+
+processor\t: 1
+model name\t: something else
+flags\t\t: avx512f avx512_vnni
+"""
+
+PI_CPUINFO = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU part\t: 0xd0b
+
+Hardware\t: BCM2835
+Model\t\t: Raspberry Pi 5 Model B Rev 1.0
+"""
+
+
+def test_cpu_summary_names_the_cpu_and_its_int8_features(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text(X86_CPUINFO)
+    # the first processor's block counts; AVX2 without AVX-512 VNNI is the slow int8 case
+    assert cpu_summary(str(x86)) == {"name": "AMD EPYC (family 25 model 1)", "features": ["avx2", "fma"]}
+    pi = tmp_path / "pi"
+    pi.write_text(PI_CPUINFO)
+    assert cpu_summary(str(pi)) == {"name": "Raspberry Pi 5 Model B Rev 1.0 (CPU part 0xd0b)",
+                                    "features": ["asimd", "asimddp"]}
+    assert cpu_summary(str(tmp_path / "missing")) == {"name": "unknown", "features": []}
+    # this machine: a name and a list, whatever the host
+    here = cpu_summary()
+    assert isinstance(here["name"], str) and here["name"] and isinstance(here["features"], list)
