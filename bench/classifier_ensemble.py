@@ -25,17 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from convert import classifier_data as cd  # noqa: E402
-from convert.evaluate_classifier import Int8Classifier, softmax, wilson  # noqa: E402
+from convert.evaluate_classifier import Int8Classifier, label_metrics, softmax  # noqa: E402
 
 
-def scores(prob: np.ndarray, y: np.ndarray) -> Dict[str, float]:
-    """Recall per class, face accuracy (face classes only) and masked faces called no_mask."""
-    pred = prob.argmax(axis=1)
-    out = {lab: float(np.mean(pred[y == i] == i)) for i, lab in enumerate(cd.LABELS) if np.any(y == i)}
-    faces = y != cd.LABELS.index("not_face")
-    out["face_accuracy"] = float(np.mean(pred[faces] == y[faces]))
-    masked = y == cd.LABELS.index("mask")
-    out["mask_called_no_mask"] = float(np.mean(pred[masked] == cd.LABELS.index("no_mask")))
+def row(m: Dict[str, object]) -> Dict[str, float]:
+    """Recall per class, face accuracy and masked faces called no_mask out of the card's own
+    figures (:func:`convert.evaluate_classifier.label_metrics`), for one table row."""
+    out = {lab: float(c["recall"]) for lab, c in m["per_class"].items() if c["n"]}
+    out["face_accuracy"] = float(m["face_accuracy"])
+    out["mask_called_no_mask"] = float(m["mask_called_no_mask"])
     return out
 
 
@@ -60,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     probs = []
     for m in a.models:
         probs.append(probabilities(m, va.x))
-        rows.append(scores(probs[-1], va.y))
+        rows.append(row(label_metrics(probs[-1], va.y)))
     keys = [*cd.LABELS, "face_accuracy", "mask_called_no_mask"]
     n = {lab: int(np.sum(va.y == i)) for i, lab in enumerate(cd.LABELS)}
     print(f"val crops: {n}")
@@ -71,11 +69,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         lo = {k: min(r[k] for r in rows) for k in keys}
         hi = {k: max(r[k] for r in rows) for k in keys}
         print(f"{'spread (max - min, points)':<48}" + "".join(f"{100 * (hi[k] - lo[k]):>15.1f}" for k in keys))
-        ens = scores(np.mean(probs, axis=0), va.y)
+        ens_m = label_metrics(np.mean(probs, axis=0), va.y)
+        ens = row(ens_m)
         print(f"{f'mean of the {len(rows)} probabilities':<48}" + "".join(f"{100 * ens[k]:>14.1f}%" for k in keys))
-        found = int(round(ens["incorrect_mask"] * n["incorrect_mask"]))
-        ci = wilson(found, n["incorrect_mask"])
-        print(f"ensemble incorrect_mask {found}/{n['incorrect_mask']} (95 % CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f} %)")
+        inc = ens_m["per_class"]["incorrect_mask"]
+        found = ens_m["confusion"][cd.LABELS.index("incorrect_mask")][cd.LABELS.index("incorrect_mask")]
+        print(f"ensemble incorrect_mask {found}/{inc['n']} (95 % CI {100 * inc['recall_ci95'][0]:.1f}-"
+              f"{100 * inc['recall_ci95'][1]:.1f} %)")
     return 0
 
 

@@ -128,16 +128,11 @@ def reliability(prob: np.ndarray, y: np.ndarray, bins: int = 10) -> Dict[str, ob
     return {"bins": rows, "ece": float(ece)}
 
 
-def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float, model=None) -> Dict[str, object]:
-    """Every figure of the card for one int8 model on the val crops (float model optional, for agreement)."""
-    from convert.train_classifier import NORM_MEAN, NORM_STD, normalize
-
-    xv = normalize(val_set.x)
-    clf = Int8Classifier(tflite_bytes, threads=1)
-    logits = clf.logits_uint8(val_set.x, NORM_MEAN, NORM_STD)
-    prob = softmax(logits, temperature)
+def label_metrics(prob: np.ndarray, y: np.ndarray) -> Dict[str, object]:
+    """The label figures of the card from class probabilities (N, labels) and true labels (N,):
+    confusion, recall and precision per class, face accuracy, masked faces called ``no_mask`` and
+    faces dropped as ``not_face``, with 95 % Wilson intervals."""
     pred = prob.argmax(axis=1)
-    y = val_set.y
     n_cls = len(cd.LABELS)
     cm = np.zeros((n_cls, n_cls), np.int64)
     for t, p in zip(y, pred):
@@ -154,8 +149,7 @@ def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
     masked = y == 0
     m2n = int(((pred == 2) & masked).sum())
     dropped = int(((pred == 3) & faces).sum())
-    out: Dict[str, object] = {
-        "val_crops": int(len(y)),
+    return {
         "face_accuracy": float((pred[faces] == y[faces]).mean()),
         "face_accuracy_ci95": wilson(int((pred[faces] == y[faces]).sum()), int(faces.sum())),
         "per_class": per_class,
@@ -163,13 +157,29 @@ def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
         "mask_called_no_mask": m2n / max(1, int(masked.sum())),
         "mask_called_no_mask_ci95": wilson(m2n, int(masked.sum())),
         "faces_called_not_face": dropped / max(1, int(faces.sum())),
+    }
+
+
+def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float, model=None) -> Dict[str, object]:
+    """Every figure of the card for one int8 model on the val crops (float model optional, for agreement)."""
+    from convert.train_classifier import NORM_MEAN, NORM_STD, normalize
+
+    xv = normalize(val_set.x)
+    clf = Int8Classifier(tflite_bytes, threads=1)
+    logits = clf.logits_uint8(val_set.x, NORM_MEAN, NORM_STD)
+    prob = softmax(logits, temperature)
+    pred = prob.argmax(axis=1)
+    y = val_set.y
+    faces = y < 3
+    out: Dict[str, object] = {"val_crops": int(len(y)), **label_metrics(prob, y)}
+    out.update({
         "temperature": float(temperature),
         "reliability": reliability(prob, y),
         "ece_uncalibrated": reliability(softmax(logits, 1.0), y)["ece"],
         "size_bytes": len(tflite_bytes),
         "latency_ms_1thread": clf.latency_ms(xv),
         "input_size": int(val_set.x.shape[1]),
-    }
+    })
     if model is not None:
         fpred = np.argmax(model.predict(xv, batch_size=256, verbose=0), axis=1)
         out["int8_float_agreement"] = float((fpred == pred).mean())

@@ -47,6 +47,18 @@ def test_wilson_interval():
     assert all(np.isnan(v) for v in ev.wilson(0, 0))
 
 
+def test_label_metrics_count_the_card_figures_from_probabilities():
+    # labels: mask, incorrect_mask, no_mask, not_face
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2, 3, 3])
+    pred = np.array([0, 0, 2, 3, 1, 0, 2, 2, 3, 0])
+    m = ev.label_metrics(np.eye(4)[pred], y)
+    assert m["confusion"][0] == [2, 0, 1, 1] and m["confusion"][3] == [1, 0, 0, 1]
+    assert m["per_class"]["mask"]["recall"] == 0.5 and m["per_class"]["mask"]["precision"] == 2 / 4
+    assert m["face_accuracy"] == 5 / 8  # not_face crops are not faces
+    assert m["mask_called_no_mask"] == 1 / 4 and m["faces_called_not_face"] == 1 / 8
+    assert m["per_class"]["incorrect_mask"]["recall_ci95"] == ev.wilson(1, 2)
+
+
 def test_update_card_replaces_only_its_section(tmp_path):
     card = tmp_path / "MODEL_CARD.md"
     card.write_text("# Model card\n\n## Face detector\ntext\n")
