@@ -129,16 +129,7 @@ class Model:
 
         Channels are in the sidecar's ``input.color`` order.
         """
-        norm = self.meta["input"].get("normalization") or {"mean": [0.0] * 3, "std": [1.0] * 3}
-        mean = np.asarray(norm["mean"], np.float64).reshape(1, -1)
-        std = np.asarray(norm["std"], np.float64).reshape(1, -1)
-        x = (np.arange(256, dtype=np.float64)[:, None] - mean) / std
-        x = np.broadcast_to(x, (256, 3))
-        scale, zero = self.input_quant
-        if scale:
-            info = np.iinfo(self.input_dtype)
-            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.input_dtype)
-        return x.astype(self.input_dtype)
+        return pixel_table(self.meta["input"].get("normalization"), self.input_dtype, self.input_quant)
 
     def resize_batch(self, n: int, force: bool = False) -> None:
         """Resize the input's batch dimension (reallocates; only when the size changes)."""
@@ -164,6 +155,27 @@ class Model:
     def run(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
         """Run on a prepared input tensor; returns float32 outputs by logical name (dequantized)."""
         return {name: self.dequantize(name, raw) for name, raw in self.run_raw(tensor).items()}
+
+
+def pixel_table(normalization: Optional[Mapping[str, Sequence[float]]], dtype: Any,
+                quant: Tuple[float, int]) -> np.ndarray:
+    """(256, 3) table: 8-bit pixel value per channel -> input tensor value, for a sidecar's
+    ``input.normalization`` (``None``: raw pixels) and an input tensor's dtype and (scale, zero point).
+
+    The one place the model contract's normalization becomes numbers: the agent and convert/'s
+    evaluation both go through it, so they feed a model identical tensors (float64 and ``np.round``:
+    with mean = std = 127.5 many pixels land on rounding ties that float32 would break differently).
+    """
+    norm = normalization or {"mean": [0.0] * 3, "std": [1.0] * 3}
+    mean = np.asarray(norm["mean"], np.float64).reshape(1, -1)
+    std = np.asarray(norm["std"], np.float64).reshape(1, -1)
+    x = np.broadcast_to((np.arange(256, dtype=np.float64)[:, None] - mean) / std, (256, 3))
+    dtype = np.dtype(dtype)
+    scale, zero = quant
+    if scale:
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
 
 
 def cv2_table(lut: np.ndarray) -> np.ndarray:

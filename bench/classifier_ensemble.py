@@ -40,11 +40,7 @@ def row(m: Dict[str, object]) -> Dict[str, float]:
 def probabilities(model: Path, x: np.ndarray) -> np.ndarray:
     """Calibrated probabilities of one int8 model (its sidecar's temperature) for uint8 crops."""
     side = json.loads(model.with_suffix(".json").read_text())
-    norm = side["input"]["normalization"]  # the model contract: one mean and std for all channels here
-    mean, std = float(np.mean(norm["mean"])), float(np.mean(norm["std"]))
-    if not (np.allclose(norm["mean"], mean) and np.allclose(norm["std"], std)):
-        raise SystemExit(f"{model.with_suffix('.json')}: per-channel normalization is not supported here")
-    logits = Int8Classifier(model.read_bytes()).logits_uint8(x, mean, std)
+    logits = Int8Classifier(model.read_bytes()).logits_uint8(x, side["input"]["normalization"])
     return softmax(logits, float(side["output"]["temperature"]))
 
 

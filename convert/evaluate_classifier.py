@@ -18,10 +18,11 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.model import pixel_table
 from convert import classifier_data as cd
 
 START, END = "<!-- classifier:start -->", "<!-- classifier:end -->"
@@ -50,18 +51,19 @@ class Int8Classifier:
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
 
-    def pixel_lut(self, mean: float, std: float) -> np.ndarray:
-        """(256,) table pixel -> input tensor value, computed exactly as the agent does (float64, np.round).
+    def pixel_lut(self, normalization: Mapping[str, Sequence[float]]) -> np.ndarray:
+        """(256, 3) table pixel -> input tensor value for a sidecar's ``input.normalization``:
+        the agent's own table (:func:`agent.model.pixel_table`), so evaluation feeds the model what
+        the agent feeds it."""
+        scale, zp = self.inp["quantization"]
+        return pixel_table(normalization, self.inp["dtype"], (float(scale), int(zp)))
 
-        Evaluating through the same table as the runtime matters: with mean = std = 127.5 many
-        pixels land on rounding ties, and float32 vs float64 arithmetic breaks them differently.
-        """
-        return self._quant((np.arange(256, dtype=np.float64) - mean) / std)
-
-    def logits_uint8(self, x_uint8: np.ndarray, mean: float, std: float) -> np.ndarray:
+    def logits_uint8(self, x_uint8: np.ndarray, normalization: Mapping[str, Sequence[float]]) -> np.ndarray:
         """Logits for uint8 RGB crops (N, H, W, 3), quantized through ``pixel_lut`` like the agent."""
-        lut = self.pixel_lut(mean, std)
-        return self._run(lut[x_uint8])
+        lut = self.pixel_lut(normalization)
+        if (lut == lut[:, :1]).all():
+            return self._run(lut[:, 0][x_uint8])
+        return self._run(np.stack([lut[x_uint8[..., c], c] for c in range(lut.shape[1])], axis=-1))
 
     def _run(self, tensors: np.ndarray) -> np.ndarray:
         out = []
@@ -160,13 +162,15 @@ def label_metrics(prob: np.ndarray, y: np.ndarray) -> Dict[str, object]:
     }
 
 
-def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float, model=None) -> Dict[str, object]:
-    """Every figure of the card for one int8 model on the val crops (float model optional, for agreement)."""
-    from convert.train_classifier import NORM_MEAN, NORM_STD, normalize
-
-    xv = normalize(val_set.x)
+def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
+                   normalization: Mapping[str, Sequence[float]], model=None) -> Dict[str, object]:
+    """Every figure of the card for one int8 model on the val crops (float model optional, for
+    agreement); pixels become tensors through ``normalization``, the sidecar's ``input.normalization``."""
+    mean = np.asarray(normalization["mean"], np.float32)
+    std = np.asarray(normalization["std"], np.float32)
+    xv = (val_set.x.astype(np.float32) - mean) / std
     clf = Int8Classifier(tflite_bytes, threads=1)
-    logits = clf.logits_uint8(val_set.x, NORM_MEAN, NORM_STD)
+    logits = clf.logits_uint8(val_set.x, normalization)
     prob = softmax(logits, temperature)
     pred = prob.argmax(axis=1)
     y = val_set.y
@@ -466,12 +470,19 @@ def write_outputs(models_dir: Path, m: Dict[str, object], info: Dict[str, object
     update_card(models_dir / "MODEL_CARD.md", card_section(m, info, sidecar))
 
 
+def float_master(model: Path, sidecar: Dict[str, object]) -> Optional[Path]:
+    """The float Keras model the sidecar's ``provenance.float_model`` names beside ``model``, or None."""
+    name = (sidecar.get("provenance") or {}).get("float_model")  # type: ignore[union-attr]
+    return model.parent / str(name) if name else None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="evaluate-classifier", description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=cd.REPO_ROOT / "models" / "mask_classifier.tflite")
     p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS)
-    p.add_argument("--keras", type=Path, default=cd.REPO_ROOT / "build" / "classifier" / "mask_classifier.keras",
-                   help="float model for the int8/float agreement (skipped when missing)")
+    p.add_argument("--keras", type=Path, default=None,
+                   help="float model for the int8/float agreement (default: the float master the sidecar's"
+                        " provenance.float_model names beside the model; skipped when missing)")
     p.add_argument("--no-write", action="store_true", help="print the metrics only")
     a = p.parse_args(argv)
     sidecar_path = a.model.with_suffix(".json")
@@ -488,11 +499,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {a.crops} holds {va.x.shape[1]} px crops but {sidecar_path} input.height is {sidecar['input']['height']}; rebuild the crops with --size", file=sys.stderr)
         return 2
     model = None
-    if a.keras.is_file():
+    keras_path = a.keras or float_master(a.model, sidecar)
+    if keras_path is not None and keras_path.is_file():
         from convert.train_classifier import _tf
 
-        model = _tf().keras.models.load_model(a.keras)
-    m = evaluate_bytes(a.model.read_bytes(), va, float(sidecar["output"]["temperature"]), model=model)
+        model = _tf().keras.models.load_model(keras_path)
+    else:
+        print(f"note: no float model ({keras_path or 'the sidecar names none'}): int8/float agreement not measured",
+              file=sys.stderr)
+    m = evaluate_bytes(a.model.read_bytes(), va, float(sidecar["output"]["temperature"]),
+                       sidecar["input"]["normalization"], model=model)
     print(json.dumps(sidecar_metrics(m), indent=1))
     if not a.no_write:
         write_outputs(a.model.parent, m, info, sidecar)

@@ -70,11 +70,11 @@ def read_sidecar(path: Path) -> Dict[str, Any]:
         raise ConvertError(f"{path}: 'kind' is {side.get('kind') if isinstance(side, dict) else None!r}, not 'classifier'; pass the classifier's sidecar")
     if list(side.get("labels", [])) != list(cd.LABELS):
         raise ConvertError(f"{path}: labels {side.get('labels')} differ from the trainer's {list(cd.LABELS)}; finetune cannot adapt this model")
-    from convert.train_classifier import NORM_MEAN, NORM_STD
+    from convert.train_classifier import normalization
 
     norm = side.get("input", {}).get("normalization", {})
-    if norm.get("mean") != [NORM_MEAN] * 3 or norm.get("std") != [NORM_STD] * 3:
-        raise ConvertError(f"{path}: input.normalization {norm} differs from the trainer's mean/std {NORM_MEAN}; finetune cannot adapt this model")
+    if norm != normalization():
+        raise ConvertError(f"{path}: input.normalization {norm} differs from the trainer's {normalization()}; finetune cannot adapt this model")
     if side.get("input", {}).get("height") != side.get("input", {}).get("width"):
         raise ConvertError(f"{path}: input is not square; finetune needs the square crops the trainer makes")
     model = Path(path).parent / str(side.get("model_file", ""))
@@ -334,14 +334,15 @@ def apply_config_switch(config: Path, new_text: str) -> Path:
 # ---------------------------------------------------------------- comparison report
 
 
-def scores(tflite_bytes: bytes, crops: cd.CropSet, temperature: float, model=None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def scores(tflite_bytes: bytes, crops: cd.CropSet, temperature: float, normalization: Dict[str, Any],
+           model=None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(accuracy (all classes and faces only) and per-class recall, evaluate_classifier's full metrics)
-    of an int8 model on ``crops``, through LiteRT."""
+    of an int8 model on ``crops`` (pixels normalized as the sidecar's ``normalization``), through LiteRT."""
     from convert import evaluate_classifier as ev
 
     with warnings.catch_warnings():  # a set without faces gives an empty mean: reported as null
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = ev.evaluate_bytes(tflite_bytes, crops, temperature, model=model)
+        m = ev.evaluate_bytes(tflite_bytes, crops, temperature, normalization, model=model)
     cm = np.asarray(m["confusion"])
     n = int(cm.sum())
     k = int(np.trace(cm))
@@ -578,12 +579,14 @@ def run(a: argparse.Namespace, log: Log = print, warn: Optional[Log] = None) -> 
 
     step("scoring old and new int8 models")
     old_temp = float(base_side["output"].get("temperature", 1.0))
+    norm = base_side["input"]["normalization"]  # checked by read_sidecar; the new model keeps it
     sets: Dict[str, Dict[str, Any]] = {}
     held_set = site_set(site, held)
     if len(held_set):
-        sets["site held-out"] = {"old": scores(base_bytes, held_set, old_temp)[0], "new": scores(new_bytes, held_set, temperature)[0]}
-    new_val, new_val_full = scores(new_bytes, va, temperature, model=model)
-    sets["base val"] = {"old": scores(base_bytes, va, old_temp)[0], "new": new_val}
+        sets["site held-out"] = {"old": scores(base_bytes, held_set, old_temp, norm)[0],
+                                  "new": scores(new_bytes, held_set, temperature, norm)[0]}
+    new_val, new_val_full = scores(new_bytes, va, temperature, norm, model=model)
+    sets["base val"] = {"old": scores(base_bytes, va, old_temp, norm)[0], "new": new_val}
     training = {"epochs": a.epochs, "batch": a.batch, "lr": a.lr, "site_weight": a.site_weight, "holdout": a.holdout,
                 "seed": a.seed, "base_limit": a.base_limit, "base_train_counts": base_info.get("train_counts"),
                 "base_val_counts": base_info.get("val_counts"),

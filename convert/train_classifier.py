@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,6 +34,11 @@ BUILD_DIR = REPO_ROOT / "build" / "classifier"
 MODEL_STEM = "mask_classifier"
 # model_float_input = (pixel_0_255 - MEAN) / STD: written to the sidecar, applied by the agent
 NORM_MEAN, NORM_STD = 127.5, 127.5
+
+
+def normalization() -> Dict[str, List[float]]:
+    """The sidecar's ``input.normalization`` for models this trainer makes (what evaluation reads back)."""
+    return {"mean": [NORM_MEAN] * 3, "std": [NORM_STD] * 3}
 
 
 def _tf():
@@ -271,7 +276,7 @@ def make_sidecar(
         "input": {
             "height": int(i["shape"][1]), "width": int(i["shape"][2]), "channels": int(i["shape"][3]),
             "color": "RGB", "dtype": np.dtype(i["dtype"]).name, "quantization": q(i),
-            "normalization": {"mean": [NORM_MEAN] * 3, "std": [NORM_STD] * 3},
+            "normalization": normalization(),
             "resize": "stretch",
         },
         "outputs": {"logits": {"shape": [int(v) for v in o["shape"]], "dtype": np.dtype(o["dtype"]).name, "quantization": q(o)}},
@@ -321,7 +326,7 @@ def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig
     log(f"parity: {json.dumps(report)[:400]}")
     from convert import evaluate_classifier as ev
 
-    metrics = ev.evaluate_bytes(tfl, val_set, temperature, model=model)
+    metrics = ev.evaluate_bytes(tfl, val_set, temperature, normalization(), model=model)
     sidecar = make_sidecar(tfl, cfg, temperature, data_info, ev.sidecar_metrics(metrics), source_model, n_representative)
     paths = quantize.write_model_pair(models_dir, MODEL_STEM, tfl, sidecar)
     parity.write_parity_report(models_dir, MODEL_STEM, report)

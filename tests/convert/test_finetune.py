@@ -222,7 +222,7 @@ def test_keras_rebuild_agrees_with_its_int8_model(tmp_path):
     assert model.output_names == ["logits"] and tuple(model.input_shape) == (None, 64, 64, 3)
     zf = np.asarray(model.predict(tc.normalize(x), batch_size=256, verbose=0))
     zo = np.asarray(original.predict(tc.normalize(x), batch_size=256, verbose=0))
-    zq = ev.Int8Classifier(tfl).logits_uint8(x, 127.5, 127.5)
+    zq = ev.Int8Classifier(tfl).logits_uint8(x, tc.normalization())
     assert (zf.argmax(1) == zq.argmax(1)).mean() >= 0.99
     assert np.abs(zf - zq).mean() <= 1.5 * np.abs(zo - zq).mean()
 
