@@ -150,6 +150,20 @@ def test_write_model_pair_fills_sidecar_and_sums(tmp_path, flat):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_rewriting_identical_bytes_keeps_the_version(tmp_path, flat, model):
+    """The version alerts carry changes with the model bytes, not with each rebuild."""
+    _, sp = write_model_pair(tmp_path, "tiny", flat, sidecar())
+    first = json.loads(sp.read_text())
+    first["version"] = "2020.01.01.000000"  # as if built long ago
+    sp.write_text(json.dumps(first))
+    _, sp = write_model_pair(tmp_path, "tiny", flat, sidecar())
+    assert json.loads(sp.read_text())["version"] == "2020.01.01.000000"
+    other = quantize_int8(model, rep(seed=1))
+    assert other != flat
+    _, sp = write_model_pair(tmp_path, "tiny", other, sidecar())
+    assert json.loads(sp.read_text())["version"] != "2020.01.01.000000"
+
+
 def test_missing_sidecar_field_writes_nothing(tmp_path, flat):
     bad = sidecar()
     del bad["input"]["normalization"]
