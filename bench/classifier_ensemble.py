@@ -55,8 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for m in a.models:
         probs.append(probabilities(m, va.x))
         rows.append(row(label_metrics(probs[-1], va.y)))
-    keys = [*cd.LABELS, "face_accuracy", "mask_called_no_mask"]
     n = {lab: int(np.sum(va.y == i)) for i, lab in enumerate(cd.LABELS)}
+    keys = [*(lab for lab in cd.LABELS if n[lab]), "face_accuracy", "mask_called_no_mask"]  # classes present
     print(f"val crops: {n}")
     print(f"{'model':<48}" + "".join(f"{k[:14]:>15}" for k in keys))
     for m, r in zip(a.models, rows):
@@ -69,6 +69,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ens = row(ens_m)
         print(f"{f'mean of the {len(rows)} probabilities':<48}" + "".join(f"{100 * ens[k]:>14.1f}%" for k in keys))
         inc = ens_m["per_class"]["incorrect_mask"]
+        if not inc["n"]:
+            return 0
         found = ens_m["confusion"][cd.LABELS.index("incorrect_mask")][cd.LABELS.index("incorrect_mask")]
         print(f"ensemble incorrect_mask {found}/{inc['n']} (95 % CI {100 * inc['recall_ci95'][0]:.1f}-"
               f"{100 * inc['recall_ci95'][1]:.1f} %)")

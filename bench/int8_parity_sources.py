@@ -28,6 +28,7 @@ Needs the `convert` extra, the Keras rebuild (`maskwatch-convert blazeface`) and
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -84,7 +85,8 @@ def kept_under_input_change(model: Any, float_outs: Sequence[Any], val_x: Sequen
     return [n, kept]
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)  # no options: --help only
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf
 

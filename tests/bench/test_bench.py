@@ -1,0 +1,87 @@
+"""bench/ scripts print figures, not pass/fail; these tests keep them runnable: every project name
+they import (most lazily, inside main) still exists, each answers --help, and the ensemble bench
+gives the figures it claims on the shipped classifier."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCHES = sorted((REPO / "bench").glob("*.py"))
+PROJECT = ("agent", "convert")
+
+
+def project_imports(path: Path):
+    """(module, name, line) of every ``from agent... / convert... import name`` in ``path``, at any depth."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PROJECT:
+            for alias in node.names:
+                yield node.module, alias.name, node.lineno
+
+
+@pytest.mark.parametrize("path", BENCHES + sorted((REPO / "agent").glob("*.py")) + sorted((REPO / "convert").glob("*.py")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_lazy_project_import_resolves(path):
+    """A function moved or renamed breaks imports inside functions only when that code runs; this
+    finds them all without running it (bench/ and lazily imported code paths are not all tested)."""
+    missing = []
+    for module, name, line in project_imports(path):
+        mod = importlib.import_module(module)
+        submodule = hasattr(mod, "__path__") and importlib.util.find_spec(f"{module}.{name}") is not None
+        if not hasattr(mod, name) and not submodule:
+            missing.append(f"{path.name}:{line}: from {module} import {name}")
+    assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize("path", BENCHES, ids=lambda p: p.name)
+def test_bench_answers_help(path):
+    r = subprocess.run([sys.executable, str(path), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("usage:")
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ensemble_of_one_model_twice_is_that_model(tmp_path, classifier_json, astronaut, astronaut_face, capsys):
+    """Real crops (the astronaut's face at a few framings, and background): a model listed twice has
+    no spread and its ensemble scores what it scores alone."""
+    import cv2
+
+    from convert import classifier_data as cd
+
+    size = int(__import__("json").loads(classifier_json.read_text())["input"]["height"])
+    x1, y1, x2, y2 = (int(v) for v in astronaut_face)
+    crops, labels = [], []
+    for d in (-12, 0, 12):
+        face = astronaut[max(0, y1 + d): y2 + d, max(0, x1 - d): x2 + d]
+        crops.append(cv2.resize(face, (size, size))[..., ::-1])
+        labels.append(cd.LABELS.index("no_mask"))
+    for x, y in ((0, 400), (400, 0), (380, 400)):
+        crops.append(cv2.resize(astronaut[y: y + 100, x: x + 100], (size, size))[..., ::-1])
+        labels.append(cd.LABELS.index("not_face"))
+    n = len(crops)
+    x = np.ascontiguousarray(np.stack(crops))
+    split = cd.CropSet(x, np.asarray(labels), np.asarray(["test"] * n), np.asarray(["astronaut.png"] * n), np.full(n, 100.0))
+    crops_path = tmp_path / "crops.npz"
+    cd.save_crops(crops_path, split, split, {})
+    bench = _load(REPO / "bench" / "classifier_ensemble.py")
+    model = str(classifier_json.with_suffix(".tflite"))
+    assert bench.main([model, model, "--crops", str(crops_path)]) == 0
+    out = capsys.readouterr().out
+    spread = next(line for line in out.splitlines() if line.startswith("spread"))
+    assert set(spread.split()[5:]) == {"0.0"}
+    lines = [line for line in out.splitlines() if line.startswith(model[-48:].strip()) or line.startswith("mean of")]
+    assert len(lines) == 3 and lines[0].split()[1:] == lines[2].split()[5:]
