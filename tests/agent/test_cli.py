@@ -114,6 +114,41 @@ def test_check_config_loads_models(capsys, models_config):
     assert "tracker.window = 15" in capsys.readouterr().out
 
 
+def _set(path, value):
+    """change(meta) that sets a dotted key of a sidecar (None deletes it)."""
+    def change(meta):
+        *parents, last = path.split(".")
+        for key in parents:
+            meta = meta[key]
+        if value is None:
+            del meta[last]
+        else:
+            meta[last] = value
+    return change
+
+
+@pytest.mark.parametrize("kind,key,value,says", [
+    ("classifier", "output.temperature", 0.0, "output.temperature must be > 0"),
+    ("classifier", "output.name", "probs", "output.name 'probs' is not in"),
+    ("classifier", "labels", None, "bad classifier fields"),
+    ("detector", "decoding.type", "yolo", "decoding.type 'yolo' is not supported"),
+    ("detector", "decoding.num_boxes", 100, "but num_boxes is 100"),
+    ("detector", "decoding.anchors", None, "bad `decoding`"),
+])
+def test_a_swapped_model_with_a_bad_sidecar_is_one_clear_error(tmp_path, capsys, copy_model, detector_json,
+                                                               classifier_json, kind, key, value, says):
+    """An engineer who swaps in a model with a wrong sidecar gets exit 2 and a message naming the
+    sidecar, what is wrong and the fix, at check-config time (before the service would start)."""
+    models = {"detector": detector_json, "classifier": classifier_json}
+    models[kind] = copy_model(models[kind], _set(key, value))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"runtime:\n  state_dir: {tmp_path}\ndetector:\n  model: {models['detector']}\n"
+                   f"classifier:\n  model: {models['classifier']}\n")
+    assert main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and str(models[kind]) in err and "fix:" in err and "Traceback" not in err
+
+
 def test_num_threads_also_sets_opencv_threads(tmp_path, models_config):
     """`runtime.num_threads` bounds the image operations too: bench's 1-thread row is one thread."""
     from agent.cli import load_config, load_models
