@@ -72,21 +72,31 @@ class TrainConfig:
     box_weight: float = 1.0
     keypoint_weight: float = 0.5
     iou_weight: float = 0.0  # GIoU loss on positive anchors' boxes (0: smooth-L1 only)
+    iou_score: bool = False  # positives' score target = their box's IoU with the face (IoU-aware score)
     seed: int = 0
     log_every: int = 25
     checkpoint_minutes: float = 5.0
 
 
-def loss_terms(tf: Any, reg: Any, logits: Any, targets: Any, cfg: TrainConfig) -> Tuple[Any, Any, Any]:
+def loss_terms(tf: Any, reg: Any, logits: Any, targets: Any, cfg: TrainConfig,
+               scale: Optional[Sequence[float]] = None) -> Tuple[Any, Any, Any]:
     """(classification, box, keypoint) losses of a batch, each normalized by the positive count.
 
     ``reg`` (B, N, 16) raw regressors, ``logits`` (B, N, 1), ``targets`` (B, N, TARGET_DIM).
+    With ``cfg.iou_score`` (``scale``: the decoding's box scale) a positive anchor's score target
+    is the IoU of its own box with the face instead of 1, so a loosely drawn box scores lower than
+    a tight one: the score ranks what the scorer (IoU >= 0.5) counts, not just "a face is here".
     """
     cls = targets[..., dd.T_CLS]
     pos = tf.cast(cls > 0.5, tf.float32)
     neg = tf.abs(cls) < 0.5
     z = logits[..., 0]
-    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=pos, logits=z)
+    label = pos
+    if cfg.iou_score:
+        if scale is None:
+            raise ValueError("iou_score needs the decoding's box scale")
+        label = pos * tf.stop_gradient(box_iou(tf, reg, targets, scale)[0])
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=z)
     n_pos = tf.reduce_sum(pos, axis=1)  # (B,)
     # hard negatives: the k highest-loss negatives of each image, k = ratio * positives
     k = tf.cast(tf.maximum(cfg.neg_ratio * n_pos, float(cfg.min_negatives)), tf.int32)
@@ -108,16 +118,14 @@ def loss_terms(tf: Any, reg: Any, logits: Any, targets: Any, cfg: TrainConfig) -
     return cls_loss, box_loss, kp_loss
 
 
-def giou_loss(tf: Any, reg: Any, targets: Any, scale: Sequence[float]) -> Any:
-    """Mean (1 - GIoU) between predicted and target boxes of the positive anchors.
+def box_iou(tf: Any, reg: Any, targets: Any, scale: Sequence[float]) -> Tuple[Any, Any]:
+    """(IoU, GIoU) per anchor (B, N) between the predicted and the target box.
 
-    Smooth-L1 weighs each box coordinate alone; the scorer (and the annotators' convention) asks
-    for overlap, which couples width and height. BlazeFace decodes ``x = raw / x_scale * anchor_w
-    + anchor_x`` and ``w = raw / w_scale * anchor_w`` with one anchor size per anchor, so both boxes
-    can be compared in ``raw / scale`` units: the anchor's offset and size cancel out of an IoU.
+    BlazeFace decodes ``x = raw / x_scale * anchor_w + anchor_x`` and ``w = raw / w_scale *
+    anchor_w`` with one anchor size per anchor, so both boxes can be compared in ``raw / scale``
+    units: the anchor's offset and size cancel out of an IoU.
     """
     sx, sy, sw, sh = (float(v) for v in scale)
-    pos = tf.cast(targets[..., dd.T_CLS] > 0.5, tf.float32)
 
     def corners(r: Any) -> Tuple[Any, Any, Any, Any]:
         cx, cy = r[..., 0] / sx, r[..., 1] / sy
@@ -129,7 +137,18 @@ def giou_loss(tf: Any, reg: Any, targets: Any, scale: Sequence[float]) -> Any:
     inter = tf.maximum(tf.minimum(px2, tx2) - tf.maximum(px1, tx1), 0.0) * tf.maximum(tf.minimum(py2, ty2) - tf.maximum(py1, ty1), 0.0)
     union = (px2 - px1) * (py2 - py1) + (tx2 - tx1) * (ty2 - ty1) - inter
     hull = (tf.maximum(px2, tx2) - tf.minimum(px1, tx1)) * (tf.maximum(py2, ty2) - tf.minimum(py1, ty1))
-    giou = inter / union - (hull - union) / hull
+    iou = inter / union
+    return iou, iou - (hull - union) / hull
+
+
+def giou_loss(tf: Any, reg: Any, targets: Any, scale: Sequence[float]) -> Any:
+    """Mean (1 - GIoU) between predicted and target boxes of the positive anchors.
+
+    Smooth-L1 weighs each box coordinate alone; the scorer (and the annotators' convention) asks
+    for overlap, which couples width and height.
+    """
+    pos = tf.cast(targets[..., dd.T_CLS] > 0.5, tf.float32)
+    giou = box_iou(tf, reg, targets, scale)[1]
     return tf.reduce_sum((1.0 - giou) * pos) / tf.maximum(tf.reduce_sum(pos), 1.0)
 
 
@@ -183,7 +202,7 @@ def train(model: Any, batches: Batches, dec: dd.Decoding, cfg: TrainConfig, out:
         x = (tf.cast(x, tf.float32) - 127.5) / 127.5
         with tf.GradientTape() as tape:
             outs = model(x, training=True)
-            c, b, k = loss_terms(tf, outs[i_reg], outs[i_score], t, cfg)
+            c, b, k = loss_terms(tf, outs[i_reg], outs[i_score], t, cfg, dec.scale)
             loss = c + cfg.box_weight * b + cfg.keypoint_weight * k
             if cfg.iou_weight:
                 loss += cfg.iou_weight * giou_loss(tf, outs[i_reg], t, dec.scale)
@@ -411,6 +430,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iou-weight", type=float, default=0.0,
                    help="weight of a GIoU box loss on the positive anchors, beside smooth-L1 (default 0: none)")
+    p.add_argument("--iou-score", action="store_true",
+                   help="IoU-aware score: a positive anchor's score target is its box's IoU with the face, not 1")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of train kept out to choose thresholds")
     p.add_argument("--max-false", type=float, default=0.05, help="false detections / image allowed at the threshold")
@@ -527,7 +548,8 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     log(f"train {len(train_scenes)} images, held-out {len(holdout)}, val {len(val)}; keypoint targets for"
         f" {n_kp}/{n_faces} faces; {n_extra} unlabelled faces ignored")
 
-    cfg = TrainConfig(steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr, seed=a.seed, iou_weight=a.iou_weight)
+    cfg = TrainConfig(steps=a.steps, minutes=a.minutes, batch=a.batch, lr=a.lr, seed=a.seed, iou_weight=a.iou_weight,
+                      iou_score=a.iou_score)
     aug = dd.AugmentConfig(width=dec.width, height=dec.height, p_synthetic_mask=a.synthetic_masks,
                            p_composite=a.composite)
     templates = dd.shrink_templates(load_mask_templates(a.data_root)) if a.synthetic_masks and not a.load else []

@@ -85,6 +85,33 @@ def test_loss_terms():
     assert float(b2) == pytest.approx(float(b3)) and float(b2) > 0
 
 
+@pytest.mark.tf
+def test_iou_aware_score_targets_the_boxs_own_iou():
+    """--iou-score: a positive whose box is 50 % too wide (IoU 2/3) is trained toward a score of 2/3,
+    a tight one toward 1 (the plain loss); negatives are untouched."""
+    tf = pytest.importorskip("tensorflow")
+    scale = (192.0, 144.0, 192.0, 144.0)
+    n = 20
+    t = np.zeros((1, n, dd.TARGET_DIM), np.float32)
+    t[..., dd.T_SIZE] = 1.0
+    t[0, 0, dd.T_CLS] = 1
+    t[0, 0, :4] = [5.0, -3.0, 40.0, 30.0]
+    logits = np.full((1, n, 1), -5.0, np.float32)
+    logits[0, 0] = 2.0
+    wide = t[..., : dd.REG_DIM].copy()
+    wide[0, 0, 2] *= 1.5
+    sce = lambda z, y: max(z, 0) - z * y + np.log1p(np.exp(-abs(z)))  # noqa: E731
+    cfg = td.TrainConfig(neg_ratio=3, min_negatives=4, iou_score=True)
+    args = (tf.constant(logits), tf.constant(t), cfg, scale)
+    c_wide = float(td.loss_terms(tf, tf.constant(wide), *args)[0])
+    assert c_wide == pytest.approx(sce(2.0, 2 / 3) + 4 * sce(-5.0, 0), rel=1e-4)
+    c_tight = float(td.loss_terms(tf, tf.constant(t[..., : dd.REG_DIM]), *args)[0])
+    plain = float(td.loss_terms(tf, tf.constant(wide), tf.constant(logits), tf.constant(t), td.TrainConfig(neg_ratio=3, min_negatives=4))[0])
+    assert c_tight == pytest.approx(plain, rel=1e-5)
+    with pytest.raises(ValueError, match="scale"):
+        td.loss_terms(tf, tf.constant(wide), tf.constant(logits), tf.constant(t), cfg)
+
+
 def test_missing_inputs_are_one_clear_error(tmp_path, capsys):
     rc = td.main(["--data-root", str(tmp_path), "--steps", "1"])
     assert rc == 2
