@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
-from agent.model import pixel_table
+from agent.model import cv2_table, pixel_table
 from convert import classifier_data as cd
 
 START, END = "<!-- classifier:start -->", "<!-- classifier:end -->"
@@ -59,11 +60,11 @@ class Int8Classifier:
         return pixel_table(normalization, self.inp["dtype"], (float(scale), int(zp)))
 
     def logits_uint8(self, x_uint8: np.ndarray, normalization: Mapping[str, Sequence[float]]) -> np.ndarray:
-        """Logits for uint8 RGB crops (N, H, W, 3), quantized through ``pixel_lut`` like the agent."""
-        lut = self.pixel_lut(normalization)
-        if (lut == lut[:, :1]).all():
-            return self._run(lut[:, 0][x_uint8])
-        return self._run(np.stack([lut[x_uint8[..., c], c] for c in range(lut.shape[1])], axis=-1))
+        """Logits for uint8 RGB crops (N, H, W, 3), turned into tensors as the agent's classifier does
+        (``cv2.LUT`` through :func:`agent.model.cv2_table` of ``pixel_lut``)."""
+        n, h, w, c = x_uint8.shape
+        table = cv2_table(self.pixel_lut(normalization))
+        return self._run(cv2.LUT(np.ascontiguousarray(x_uint8).reshape(n * h, w, c), table).reshape(n, h, w, c))
 
     def _run(self, tensors: np.ndarray) -> np.ndarray:
         out = []

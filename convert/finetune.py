@@ -478,9 +478,10 @@ def base_float_model(base_side: Dict[str, Any], base_model: Path, step: Log) -> 
     """The float Keras model to fine-tune: the float master the sidecar names
     (``provenance.float_model``, beside it) when it is there, else ``base_model`` rebuilt as float
     from its int8 flatbuffer (:mod:`convert.tflite_keras`, chain-shaped classifiers only)."""
-    master = base_side.get("provenance", {}).get("float_model")
-    if master:
-        path = base_model.parent / str(master)
+    from convert.evaluate_classifier import float_master
+
+    path = float_master(base_model, base_side)
+    if path is not None:
         if path.is_file():
             from convert.blazeface_keras import load_keras  # registers the custom layers a master may use
 

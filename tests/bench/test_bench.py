@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import importlib.util
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_ensemble_of_one_model_twice_is_that_model(tmp_path, classifier_json, as
 
     from convert import classifier_data as cd
 
-    size = int(__import__("json").loads(classifier_json.read_text())["input"]["height"])
+    size = int(json.loads(classifier_json.read_text())["input"]["height"])
     x1, y1, x2, y2 = (int(v) for v in astronaut_face)
     crops, labels = [], []
     for d in (-12, 0, 12):
