@@ -20,9 +20,11 @@ the face size (an error of 10 % of the face costs the same for every face size).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
+import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -356,6 +358,40 @@ def score_model(name: str, model: Any, holdout: Sequence[dd.Scene], val: Sequenc
             "curve": de.curve(val_low), "results": at_thr}
 
 
+# What decides a score besides the model and the images: the scorer's and the agent detector's code.
+SCORER_SOURCES = ("convert/detector_eval.py", "convert/detector_data.py", "convert/blazeface_keras.py",
+                  "agent/detect.py", "agent/blazeface.py", "agent/model.py", "agent/evaluate.py")
+
+
+def score_key(model_files: Sequence[Path], holdout: Sequence[dd.Scene], val: Sequence[dd.Scene], max_fp: float) -> str:
+    """Content hash naming one scoring: model bytes, scorer code, image lists and the false-detection budget."""
+    h = hashlib.sha256()
+    for path in [*model_files, *(REPO_ROOT / f for f in SCORER_SOURCES)]:
+        h.update(Path(path).read_bytes())
+    h.update(json.dumps([[s.image for s in holdout], [s.image for s in val], max_fp]).encode())
+    return h.hexdigest()[:32]
+
+
+def cached_score(key: str, compute: Callable[[], Dict[str, Any]], cache_dir: Path,
+                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """``compute()``, or its result from an earlier run with the same ``key`` (the original models are
+    rescored identically by every training run: minutes each on the 2-core CPU)."""
+    path = cache_dir / f"{key}.pkl"
+    if path.is_file():
+        try:
+            out = pickle.loads(path.read_bytes())
+            log(f"  (score read from {path})")
+            return out
+        except Exception as exc:  # noqa: BLE001 - a stale or torn cache file is recomputed
+            log(f"  (ignoring unreadable score cache {path}: {exc})")
+    out = compute()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(out))
+    tmp.replace(path)
+    return out
+
+
 def summary_table(scores: Dict[str, Dict[str, Any]]) -> str:
     """Markdown table: recall per label (faces >= 40 px) and false detections / image on val."""
     lines = ["| model | threshold | mask | no_mask | incorrect_mask | all >= 40 px | all sizes | false / image |",
@@ -422,6 +458,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--original-tflite", type=Path, default=ORIGINAL_TFLITE,
                    help="original float MediaPipe model: keypoint targets and unlabelled faces")
     p.add_argument("--labels", type=Path, default=BUILD_DIR / "labels.npz", help="keypoint label cache")
+    p.add_argument("--score-cache", type=Path, default=BUILD_DIR / "scores",
+                   help="the original models' val scores, kept by content hash (delete to rescore)")
     p.add_argument("--out", type=Path, default=BUILD_DIR / f"{STEM}.keras")
     p.add_argument("--steps", type=int, default=0, help="training steps (0: as many as fit in --minutes)")
     p.add_argument("--minutes", type=float, default=35.0)
@@ -603,12 +641,17 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
     draft = ft_sidecar(target, 0.5, train_info, {})
     try:
         src = find_keras_source()
-        scores["original float"] = score_model("original float", de.KerasModel(
-            load_keras(src), base, "original"), holdout, val, load, a.max_false, log)
+        scores["original float"] = cached_score(
+            score_key([src, a.baseline], holdout, val, a.max_false),
+            lambda: score_model("original float", de.KerasModel(load_keras(src), base, "original"),
+                                holdout, val, load, a.max_false, log), a.score_cache, log)
     except FileNotFoundError as exc:
         log(f"original float not scored: {exc}")
-    scores["original int8"] = score_model("original int8", load_model(a.baseline, kind="detector"),
-                                          holdout, val, load, a.max_false, log)
+    baseline_tflite = a.baseline.parent / base["model_file"]
+    scores["original int8"] = cached_score(
+        score_key([baseline_tflite, a.baseline], holdout, val, a.max_false),
+        lambda: score_model("original int8", load_model(a.baseline, kind="detector"), holdout, val, load, a.max_false, log),
+        a.score_cache, log)
     scores["fine-tuned float"] = score_model("fine-tuned float", de.KerasModel(model, draft, "fine-tuned"),
                                              holdout, val, load, a.max_false, log)
     report: Dict[str, Any] = {"train": {k: v for k, v in train_info.items() if k != "history"}}

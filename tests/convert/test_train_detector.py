@@ -149,6 +149,33 @@ def test_missing_augmentation_data_is_one_clear_error(tmp_path, capsys, missing,
     assert missing in err and option in err
 
 
+def test_baseline_scores_are_cached_by_content(tmp_path):
+    """The original models' scores are reused only for the same model bytes, images and budget."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"one")
+    scenes = [dd.Scene(f"{i}.jpg", None, 10, 10, np.zeros((0, 4)), ()) for i in range(6)]
+    key = td.score_key([model], scenes[:2], scenes[2:], 0.05)
+    assert key == td.score_key([model], scenes[:2], scenes[2:], 0.05)
+    assert key != td.score_key([model], scenes[:3], scenes[3:], 0.05)
+    assert key != td.score_key([model], scenes[:2], scenes[2:], 0.1)
+    model.write_bytes(b"two")
+    assert key != td.score_key([model], scenes[:2], scenes[2:], 0.05)
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"threshold": 0.7, "curve": {"recall": np.arange(3.0)}}
+
+    first = td.cached_score(key, compute, tmp_path / "c", log=lambda s: None)
+    again = td.cached_score(key, compute, tmp_path / "c", log=lambda s: None)
+    assert len(calls) == 1 and again["threshold"] == 0.7
+    np.testing.assert_array_equal(again["curve"]["recall"], first["curve"]["recall"])
+    (tmp_path / "c" / f"{key}.pkl").write_bytes(b"torn")  # an unreadable file is recomputed, not fatal
+    assert td.cached_score(key, compute, tmp_path / "c", log=lambda s: None)["threshold"] == 0.7
+    assert len(calls) == 2
+
+
 @pytest.mark.slow
 def test_tiny_training_run(tmp_path):
     """A few real steps on a few real scenes, scored by the one scorer (needs the Keras rebuild)."""
@@ -161,7 +188,8 @@ def test_tiny_training_run(tmp_path):
     out = tmp_path / "ft.keras"
     report = tmp_path / "report.json"
     rc = td.main(["--steps", "4", "--batch", "2", "--limit", "12", "--holdout", "0.25", "--out", str(out),
-                  "--labels", str(tmp_path / "labels.npz"), "--report", str(report)])
+                  "--labels", str(tmp_path / "labels.npz"), "--report", str(report),
+                  "--score-cache", str(tmp_path / "scores")])
     assert rc == 0 and out.is_file()
     rep = json.loads(report.read_text())
     assert rep["train"]["steps"] == 4
