@@ -372,15 +372,17 @@ def write_files_atomically(files: Mapping[Path, bytes]) -> None:
                 tmp.unlink()
 
 
-def _previous_version(side_path: Path, sha256: str) -> Optional[str]:
-    """The version ``side_path`` gives a model with this sha256, or None (no, other or unreadable sidecar)."""
+def _previous_build(side_path: Path, sha256: str) -> Tuple[Optional[str], Optional[str]]:
+    """(version, provenance date) ``side_path`` gives a model with this sha256, or Nones (no, other
+    or unreadable sidecar)."""
     try:
         old = json.loads(side_path.read_text())
     except (OSError, ValueError):
-        return None
-    if isinstance(old, dict) and old.get("model_sha256") == sha256 and isinstance(old.get("version"), str):
-        return old["version"]
-    return None
+        return None, None
+    if not (isinstance(old, dict) and old.get("model_sha256") == sha256 and isinstance(old.get("version"), str)):
+        return None, None
+    date = (old.get("provenance") or {}).get("date") if isinstance(old.get("provenance"), dict) else None
+    return old["version"], date if isinstance(date, str) else None
 
 
 def write_model_pair(models_dir: Path | str, stem: str, tflite_bytes: bytes, sidecar: dict,
@@ -389,8 +391,9 @@ def write_model_pair(models_dir: Path | str, stem: str, tflite_bytes: bytes, sid
 
     The sidecar is completed from the model (``model_file``, ``model_sha256``, input and output
     dtype/quantization, outputs matched by shape, version, provenance date and converter). When
-    ``stem.json`` is already there for the same model bytes, its version is kept: alerts and
-    reports name the model by version, so a rebuild that lands on identical bytes is not a new one.
+    ``stem.json`` is already there for the same model bytes, its version and provenance date are
+    kept: alerts and reports name the model by version, so a rebuild that lands on identical bytes
+    is not a new one.
     ``extra`` (file name -> bytes, e.g. the float Keras master a sidecar's
     ``provenance.float_model`` names) is written in the same atomic step and listed in SHA256SUMS.
     Returns (tflite path, sidecar path).
@@ -400,9 +403,11 @@ def write_model_pair(models_dir: Path | str, stem: str, tflite_bytes: bytes, sid
         raise ConvertError(f"{models_dir}: models folder does not exist")
     model_path, side_path = models_dir / f"{stem}.tflite", models_dir / f"{stem}.json"
     side = fill_sidecar(sidecar, tflite_bytes, model_path.name)
-    previous = _previous_version(side_path, side["model_sha256"])
-    if previous:
-        side["version"] = previous
+    version, date = _previous_build(side_path, side["model_sha256"])
+    if version:
+        side["version"] = version
+        if date and isinstance(side.get("provenance"), dict):
+            side["provenance"]["date"] = date
     side_bytes = (json.dumps(side, indent=2) + "\n").encode()
     files = {model_path: bytes(tflite_bytes), side_path: side_bytes}
     files.update({models_dir / name: bytes(data) for name, data in (extra or {}).items()})

@@ -151,17 +151,20 @@ def test_write_model_pair_fills_sidecar_and_sums(tmp_path, flat):
 
 
 def test_rewriting_identical_bytes_keeps_the_version(tmp_path, flat, model):
-    """The version alerts carry changes with the model bytes, not with each rebuild."""
+    """The version alerts carry (and the build date) change with the model bytes, not with each rebuild."""
     _, sp = write_model_pair(tmp_path, "tiny", flat, sidecar())
     first = json.loads(sp.read_text())
     first["version"] = "2020.01.01.000000"  # as if built long ago
+    first["provenance"]["date"] = "2020-01-01T00:00:00Z"
     sp.write_text(json.dumps(first))
     _, sp = write_model_pair(tmp_path, "tiny", flat, sidecar())
-    assert json.loads(sp.read_text())["version"] == "2020.01.01.000000"
+    again = json.loads(sp.read_text())
+    assert again["version"] == "2020.01.01.000000" and again["provenance"]["date"] == "2020-01-01T00:00:00Z"
     other = quantize_int8(model, rep(seed=1))
     assert other != flat
     _, sp = write_model_pair(tmp_path, "tiny", other, sidecar())
-    assert json.loads(sp.read_text())["version"] != "2020.01.01.000000"
+    new = json.loads(sp.read_text())
+    assert new["version"] != "2020.01.01.000000" and new["provenance"]["date"] != "2020-01-01T00:00:00Z"
 
 
 def test_missing_sidecar_field_writes_nothing(tmp_path, flat):
