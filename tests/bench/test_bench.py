@@ -86,3 +86,23 @@ def test_ensemble_of_one_model_twice_is_that_model(tmp_path, classifier_json, as
     assert set(spread.split()[5:]) == {"0.0"}
     lines = [line for line in out.splitlines() if line.startswith(model[-48:].strip()) or line.startswith("mean of")]
     assert len(lines) == 3 and lines[0].split()[1:] == lines[2].split()[5:]
+
+
+def test_prior_shift_is_chosen_on_one_half_and_scored_on_the_other():
+    """A shift that fixes a class is found from either half and scores on the other; with nothing
+    to fix, the zero shift (listed first) is kept."""
+    bench = _load(REPO / "bench" / "classifier_prior_shift.py")
+    y = np.array([0] * 40 + [1] * 40 + [2] * 40)
+    plain = y.copy()
+    plain[40:60] = 0  # half the incorrect_mask faces called mask without the shift
+    shifted, plain_rows = bench.cross_fit([plain, y.copy()], y, reps=5, seed=0)
+    np.testing.assert_allclose(shifted.mean(0), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(plain_rows.mean(0)[[0, 2]], [1.0, 1.0])
+    assert plain_rows.mean(0)[1] == pytest.approx(0.5, abs=0.15)
+    worse = y.copy()
+    worse[:10] = 2
+    shifted, _ = bench.cross_fit([y.copy(), worse], y, reps=3, seed=0)
+    np.testing.assert_allclose(shifted.mean(0), [1.0, 1.0, 1.0])
+    logp = np.log(np.array([[0.5, 0.4, 0.05, 0.05]]))
+    assert [int(p[0]) for p in bench.shifted_predictions(logp, [(0.0, 0.0), (0.0, 0.5)])] == [0, 1]
+    assert bench.margin(np.array([0.98, np.nan, 0.99])) == pytest.approx(0.01)
