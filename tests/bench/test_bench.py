@@ -106,3 +106,28 @@ def test_prior_shift_is_chosen_on_one_half_and_scored_on_the_other():
     logp = np.log(np.array([[0.5, 0.4, 0.05, 0.05]]))
     assert [int(p[0]) for p in bench.shifted_predictions(logp, [(0.0, 0.0), (0.0, 0.5)])] == [0, 1]
     assert bench.margin(np.array([0.98, np.nan, 0.99])) == pytest.approx(0.01)
+
+
+def test_masked_photo_variants_paste_masks_where_the_placement_says(astronaut, astronaut_face):
+    """The masked-photos bench on the astronaut: keypoints from the shipped original detector, each
+    placement changes the lower face, a lowered mask leaves the nose tip as it was, and the photo
+    itself is the first variant, untouched."""
+    from convert import classifier_data as cd
+
+    root = cd.DEFAULT_DATA_ROOT
+    if not (root / "mask-templates" / "masks.cfg").is_file():
+        pytest.skip("../shared/datasets/mask-templates not here")
+    bench = _load(REPO / "bench" / "masked_photos.py")
+    (kps,) = bench.face_keypoints(astronaut, [astronaut_face], [REPO / "models" / "face_detector.json"])
+    assert kps is not None and kps.shape == (6, 2)
+    templates = cd.load_mask_templates(root, names=("surgical",))
+    out = bench.variants(astronaut, [kps], templates, seed=0)
+    assert [(p, t) for p, t, _ in out] == [("none", "-"), ("correct", "surgical"), ("under_nose", "surgical"), ("chin", "surgical")]
+    assert out[0][2] is astronaut
+    nose = tuple(int(v) for v in kps[2])
+    mouth = tuple(int(v) for v in kps[3])
+    changed = {p: np.abs(img.astype(int) - astronaut.astype(int)).sum(axis=2) > 30 for p, _, img in out[1:]}
+    assert changed["correct"][nose[1], nose[0]] and changed["correct"][mouth[1], mouth[0]]
+    assert not changed["under_nose"][nose[1] - 3, nose[0]]
+    assert not changed["chin"][nose[1], nose[0]]
+    assert all(m.sum() > 500 for m in changed.values())
