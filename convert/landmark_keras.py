@@ -379,6 +379,8 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=13, help="all-weights epochs after the head-only ones")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--mixup", type=float, default=0.0, help="mix each crop with another of the batch, Beta(A, A) (0: off)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="soft targets (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--subsample", type=int, default=None, help="train on a random N of the train crops (exploration)")
@@ -425,7 +427,8 @@ def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=p
     set_trunk_trainable(model, body, True)
     if a.epochs:
         model, history["all"] = tc.train(tr, va, a.epochs, a.batch, a.lr, 1.0, a.seed, log=log,
-                                         init_model=model, checkpoint=out_dir / "last_epoch.keras")
+                                         init_model=model, checkpoint=out_dir / "last_epoch.keras",
+                                         mixup=a.mixup, label_smoothing=a.label_smoothing)
     return model, history
 
 
@@ -438,7 +441,8 @@ def recipe(a: argparse.Namespace, crop_size: int, agent_detector: Optional[str] 
         + (f" --agent-detector models/{agent_detector}" if agent_detector else "")
         + ("  # then --synthetic N --synthetic-only" if a.synthetic else ""),
         f"python -m convert.landmark_keras --crops {a.crops} --stride {a.stride} --prelu {a.prelu}{model_opts} \\",
-        f"    --freeze-epochs {a.freeze_epochs} --epochs {a.epochs} --lr {a.lr:g} --seed {a.seed} --threads {a.threads} \\",
+        f"    --freeze-epochs {a.freeze_epochs} --epochs {a.epochs} --lr {a.lr:g} --seed {a.seed} --threads {a.threads}"
+        + (f" --mixup {a.mixup:g}" if a.mixup else "") + (f" --label-smoothing {a.label_smoothing:g}" if a.label_smoothing else "") + " \\",
         f"    --representative {a.representative} --export --models-dir build/cand_models/NAME"
         + (" --synthetic" if a.synthetic else ""),
     ]

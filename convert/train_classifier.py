@@ -124,6 +124,29 @@ def _augment_fn(size: int, seed: int):
     return aug
 
 
+def _mixup_fn(num_classes: int, alpha: float, seed: int):
+    """Batch map: one-hot labels, each crop mixed with another of the batch (weight lam ~ Beta(alpha,
+    alpha), kept >= 0.5 so the crop's own label leads); sample weights mix the same way."""
+    tf = _tf()
+
+    def mix(x, label, weight):
+        y = tf.one_hot(label, num_classes)
+        if alpha <= 0:
+            return x, y, weight
+        n = tf.shape(x)[0]
+        g1 = tf.random.gamma([n], alpha, seed=seed)
+        g2 = tf.random.gamma([n], alpha, seed=seed + 1)
+        lam = g1 / (g1 + g2)
+        lam = tf.maximum(lam, 1.0 - lam)
+        j = tf.random.shuffle(tf.range(n), seed=seed)
+        lx = lam[:, None, None, None]
+        ly = lam[:, None]
+        return (lx * x + (1 - lx) * tf.gather(x, j), ly * y + (1 - ly) * tf.gather(y, j),
+                lam * weight + (1 - lam) * tf.gather(weight, j))
+
+    return mix
+
+
 def class_weights(y: np.ndarray, num_classes: int = 4, cap: float = 3.0) -> np.ndarray:
     """Balanced class weights n / (k * count_c), capped, so rare incorrect_mask is not ignored."""
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
@@ -158,11 +181,15 @@ def train(
     init_model=None,
     sample_weight: Optional[np.ndarray] = None,
     checkpoint: Optional[Path] = BUILD_DIR / "last_epoch.keras",
+    mixup: float = 0.0,
+    label_smoothing: float = 0.0,
 ):
     """Train from scratch (or go on from ``init_model``); returns the Keras model (final epoch) and history.
 
     ``sample_weight`` (one per train crop) multiplies the class weights, e.g. to weight site crops
     above base crops when fine-tuning; ``checkpoint`` is where each epoch's model is saved (None: nowhere).
+    ``mixup`` (Beta alpha, 0: off) and ``label_smoothing`` regularize the few hundred real faces a
+    rare class has, which the trunk otherwise memorizes (train accuracy 98 % against 92 % on val).
     """
     tf = _tf()
     keras = tf.keras
@@ -180,19 +207,23 @@ def train(
     sched = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, total - warm), alpha=0.02, warmup_target=lr, warmup_steps=warm
     )
+    soft = mixup > 0 or label_smoothing > 0
     model.compile(
         optimizer=keras.optimizers.AdamW(sched, weight_decay=5e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=(keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing) if soft
+              else keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
         weighted_metrics=[],
-        metrics=["accuracy"],
+        metrics=["categorical_accuracy" if soft else "accuracy"],
     )
     ds = (
         tf.data.Dataset.from_tensor_slices((train_set.x, train_set.y.astype(np.int32), sw))
         .shuffle(len(train_set), seed=seed, reshuffle_each_iteration=True)
         .map(_augment_fn(size, seed), num_parallel_calls=2, deterministic=True)
         .batch(batch, drop_remainder=True)
-        .prefetch(2)
     )
+    if soft:
+        ds = ds.map(_mixup_fn(int(model.output_shape[-1]), mixup, seed))
+    ds = ds.prefetch(2)
     xv = normalize(val_set.x)
 
     class Progress(keras.callbacks.Callback):
@@ -204,7 +235,7 @@ def train(
             rec = {lab: float((pred[val_set.y == i] == i).mean()) if (val_set.y == i).any() else float("nan") for i, lab in enumerate(cd.LABELS)}
             faces = val_set.y < 3
             log(
-                f"epoch {epoch + 1}/{epochs} {time.time() - self.t0:.0f}s loss {logs['loss']:.4f} acc {logs['accuracy']:.3f} | "
+                f"epoch {epoch + 1}/{epochs} {time.time() - self.t0:.0f}s loss {logs['loss']:.4f} acc {logs.get('accuracy', logs.get('categorical_accuracy', 0.0)):.3f} | "
                 f"val faces acc {float((pred[faces] == val_set.y[faces]).mean()):.3f} recall "
                 + " ".join(f"{k} {v:.3f}" for k, v in rec.items()),
             )

@@ -101,6 +101,27 @@ def test_model_size_and_logits():
     assert bn and all(layer.momentum == pytest.approx(0.9) for layer in bn)
 
 
+@pytest.mark.tf
+def test_mixup_keeps_each_crops_own_label_leading():
+    """Mixed batches: one-hot targets summing to 1 with the crop's own class >= 0.5, pixels and
+    sample weights mixed by the same amount; alpha 0 gives plain one-hot targets."""
+    pytest.importorskip("tensorflow")
+    n = 32
+    x = np.stack([np.full((4, 4, 3), float(i), np.float32) for i in range(n)])
+    y = np.arange(n, dtype=np.int32) % 4
+    w = np.arange(1, n + 1, dtype=np.float32)
+    mx, my, mw = (v.numpy() for v in tc._mixup_fn(4, 0.4, seed=0)(x, y, w))
+    np.testing.assert_allclose(my.sum(axis=1), 1.0, rtol=1e-6)
+    own = my[np.arange(n), y]
+    assert (own >= 0.5 - 1e-6).all() and (own < 1.0 - 1e-3).any()  # mixed, own label leading
+    assert np.allclose(mx, mx[:, :1, :1, :1])  # one factor per crop
+    # crop i is all i and weighs i + 1: mixed by the same factor, its weight stays its pixel + 1
+    np.testing.assert_allclose(mw, mx[:, 0, 0, 0] + 1.0, rtol=1e-5)
+    _, plain, same_w = (np.asarray(v) for v in tc._mixup_fn(4, 0.0, seed=0)(x, y, w))
+    np.testing.assert_array_equal(plain, np.eye(4, dtype=np.float32)[y])
+    np.testing.assert_array_equal(same_w, w)
+
+
 @pytest.mark.slow  # ~30 s of CPU, but 90 s of wall time on the shared 2-core build machine
 @pytest.mark.tf
 @needs_data
