@@ -14,7 +14,7 @@ masks, so read the figures apart from real ones. For each placement it prints fa
 (IoU >= 0.5 with the hand-drawn box), the labels given, and what raises an alert
 (config.yaml alert.labels: no_mask, incorrect_mask).
 
-    python bench/masked_photos.py [--config config.yaml] [--gallery models/figures/classifier_probes.png]
+    python bench/masked_photos.py [--config config.yaml] [--gallery models/figures/classifier_probes.jpg]
 
 The gallery shows the astronaut (public domain) only: the face as the pipeline found it, with the
 label it gave, green when right and red when wrong.
@@ -97,7 +97,7 @@ def matched_labels(result: dict, boxes: np.ndarray) -> List[Optional[dict]]:
     return out
 
 
-def tile(image: np.ndarray, box: Sequence[float], face: Optional[dict], expected: str, caption: str, size: int = 128) -> np.ndarray:
+def tile(image: np.ndarray, box: Sequence[float], face: Optional[dict], expected: str, caption: str, size: int = 112) -> np.ndarray:
     """The face region with the label the pipeline gave: green border when ``expected``, red otherwise."""
     x1, y1, x2, y2 = box
     cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 1.35
@@ -119,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="detector sidecar(s) whose keypoints place the masks, first match wins (default: the original"
                         " BlazeFace, then the fine-tuned face_detector_door for faces it misses)")
     p.add_argument("--data-root", type=Path, default=cd.DEFAULT_DATA_ROOT)
-    p.add_argument("--gallery", type=Path, default=None, help="write the astronaut's tiles here (PNG)")
+    p.add_argument("--gallery", type=Path, default=None, help="write the astronaut's tiles here (.jpg or .png)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     a.keypoints_from = a.keypoints_from or [REPO / "models" / "face_detector.json", REPO / "models" / "face_detector_door.json"]
@@ -176,7 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             row += [np.full_like(row[0], 255)] * (width - len(row))
             grid_rows.append(np.hstack(row))
         a.gallery.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(a.gallery), np.vstack(grid_rows))
+        cv2.imwrite(str(a.gallery), np.vstack(grid_rows), [cv2.IMWRITE_JPEG_QUALITY, 88])
         print(f"wrote {a.gallery}")
     return 0
 
