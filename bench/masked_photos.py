@@ -38,7 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.real_photos import FACES, fetch  # noqa: E402
+from bench.real_photos import FACES, config_with, fetch  # noqa: E402
 from convert import classifier_data as cd  # noqa: E402
 from convert.detector_eval import make_detector, match  # noqa: E402
 
@@ -115,6 +115,7 @@ def tile(image: np.ndarray, box: Sequence[float], face: Optional[dict], expected
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    p.add_argument("--classifier", type=Path, default=None, help="another classifier sidecar (default: the config's)")
     p.add_argument("--keypoints-from", type=Path, action="append", default=None,
                    help="detector sidecar(s) whose keypoints place the masks, first match wins (default: the original"
                         " BlazeFace, then the fine-tuned face_detector_door for faces it misses)")
@@ -127,10 +128,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     templates = cd.load_mask_templates(a.data_root)
     photos = {"t1.jpg": cv2.imread(str(fetch())), "astronaut.png": astronaut_bgr()}
-    config = a.config.resolve()
     rows: Dict[Tuple[str, float], Counter] = {}
     tiles: List[Tuple[str, np.ndarray]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        config = a.config.resolve() if a.classifier is None else config_with(a.config, Path(tmp) / "config.yaml", classifier=a.classifier)
+        alert = set((yaml.safe_load(config.read_text()) or {}).get("alert", {}).get("labels", ["no_mask", "incorrect_mask"]))
         jobs = []  # (path, photo name, placement, template, scale, image)
         for name, image in photos.items():
             kps = face_keypoints(image, FACES[name], a.keypoints_from)
@@ -154,7 +156,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             c["missed" if face is None else face["label"]] += 1
             if name == "astronaut.png" and scale == 1.0:
                 tiles.append((placement, tile(im, boxes[i], face, PLACEMENTS[placement], f"{placement} {tname}")))
-    alert = set((yaml.safe_load(config.read_text()) or {}).get("alert", {}).get("labels", ["no_mask", "incorrect_mask"]))
     print("| placement (expected label) | photo scale | faces | found | mask | incorrect_mask | no_mask | raises an alert |")
     print("|---|---|---|---|---|---|---|---|")
     for (placement, scale), c in rows.items():
@@ -166,7 +167,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f" {pct(c['incorrect_mask'])} | {pct(c['no_mask'])} | {pct(alerts)} |")
     print(f"photos: insightface 0.7.3 t1.jpg (6 faces) and scikit-image's astronaut (1 face), hand-drawn boxes;"
           f" masks: {len(templates)} MaskTheFace templates ({', '.join(t.name for t in templates)}) pasted from"
-          f" the keypoints of {' then '.join(k.name for k in a.keypoints_from)}; config {a.config}")
+          f" the keypoints of {' then '.join(k.name for k in a.keypoints_from)}; config {a.config}"
+          + (f", classifier {a.classifier}" if a.classifier else ""))
     if a.gallery and tiles:
         order = ["none", "correct", "under_nose", "chin"]
         grid_rows = []

@@ -20,7 +20,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -64,6 +64,20 @@ def fetch(dest: Path = CACHE) -> Path:
     return out
 
 
+def config_with(config: Path, out: Path, detector: Optional[Path] = None, classifier: Optional[Path] = None) -> Path:
+    """``config`` with another detector and/or classifier sidecar, written to ``out``; every model
+    path made absolute (the copy lives elsewhere)."""
+    data = yaml.safe_load(config.read_text()) or {}
+    for key, path in (("detector", detector), ("classifier", classifier)):
+        section = data.setdefault(key, {})
+        if path is not None:
+            section["model"] = str(Path(path).resolve())
+        elif "model" in section:
+            section["model"] = str((config.parent / section["model"]).resolve())
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
 def score(config: Path, images: Dict[str, Path]) -> Dict[str, object]:
     """Run `maskwatch detect --json` once over the photos and match its faces to FACES."""
     cmd = [sys.executable, "-m", "agent.cli", "detect", "--json", "--config", str(config), *map(str, images.values())]
@@ -97,14 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = {"t1.jpg": fetch(), "astronaut.png": astro}
         rows = []
         for det in a.detector or [None]:
-            cfg = a.config
-            if det is not None:  # the same config with this detector; model paths made absolute
-                cfg = Path(tmp) / f"config-{len(rows)}.yaml"
-                data = yaml.safe_load(a.config.read_text()) or {}
-                data.setdefault("detector", {})["model"] = str(Path(det).resolve())
-                if "model" in data.get("classifier", {}):
-                    data["classifier"]["model"] = str((a.config.parent / data["classifier"]["model"]).resolve())
-                cfg.write_text(yaml.safe_dump(data))
+            cfg = a.config if det is None else config_with(a.config, Path(tmp) / f"config-{len(rows)}.yaml", detector=det)
             r = score(cfg, images)
             rows.append((det or "config", r))
     print("| detector | unmasked faces | found (IoU >= 0.5) | called no_mask | other detections |")
@@ -113,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {det} | {r['faces']} | {r['found']} ({100 * r['found'] / r['faces']:.0f} %) |"
               f" {r['called_no_mask']} ({100 * r['called_no_mask'] / r['faces']:.0f} %) | {r['other_detections']} |")
     print("photos: insightface 0.7.3 t1.jpg (6 faces), scikit-image astronaut (1 face); boxes drawn by hand;"
-          " no masked real photo outside ../shared is reachable offline")
+          " no masked real photo outside ../shared is reachable offline (bench/masked_photos.py pastes masks on these)")
     return 0
 
 
