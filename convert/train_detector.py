@@ -364,11 +364,13 @@ SCORER_SOURCES = ("convert/detector_eval.py", "convert/detector_data.py", "conve
 
 
 def score_key(model_files: Sequence[Path], holdout: Sequence[dd.Scene], val: Sequence[dd.Scene], max_fp: float) -> str:
-    """Content hash naming one scoring: model bytes, scorer code, image lists and the false-detection budget."""
+    """Content hash naming one scoring: model bytes, scorer code, the images and their annotations,
+    and the false-detection budget."""
     h = hashlib.sha256()
     for path in [*model_files, *(REPO_ROOT / f for f in SCORER_SOURCES)]:
         h.update(Path(path).read_bytes())
-    h.update(json.dumps([[s.image for s in holdout], [s.image for s in val], max_fp]).encode())
+    scenes = [[[s.image, np.asarray(s.boxes).tolist(), list(s.labels)] for s in part] for part in (holdout, val)]
+    h.update(json.dumps([scenes, max_fp]).encode())
     return h.hexdigest()[:32]
 
 

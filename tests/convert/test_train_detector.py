@@ -158,6 +158,9 @@ def test_baseline_scores_are_cached_by_content(tmp_path):
     assert key == td.score_key([model], scenes[:2], scenes[2:], 0.05)
     assert key != td.score_key([model], scenes[:3], scenes[3:], 0.05)
     assert key != td.score_key([model], scenes[:2], scenes[2:], 0.1)
+    moved = [dd.Scene(s.image, None, 10, 10, np.array([[1.0, 1.0, 5.0, 5.0]]), ("mask",)) if i == 4 else s
+             for i, s in enumerate(scenes)]
+    assert key != td.score_key([model], moved[:2], moved[2:], 0.05)  # an annotation changed
     model.write_bytes(b"two")
     assert key != td.score_key([model], scenes[:2], scenes[2:], 0.05)
 
