@@ -21,8 +21,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from bench.classifier_ensemble import probabilities  # noqa: E402
+from classifier_ensemble import probabilities  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
 from convert import classifier_data as cd  # noqa: E402
 
 TARGETS = np.array([0.97, 0.85, 0.97])  # recall of mask, incorrect_mask, no_mask (issue #5)

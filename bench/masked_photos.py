@@ -37,8 +37,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from bench.real_photos import FACES, config_with, fetch  # noqa: E402
+from real_photos import FACES, config_with, fetch  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
 from convert import classifier_data as cd  # noqa: E402
 from convert.detector_eval import make_detector, match  # noqa: E402
 
