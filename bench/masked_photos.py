@@ -23,8 +23,6 @@ label it gave, green when right and red when wrong.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -39,9 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from real_photos import FACES, config_with, fetch  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
+from real_photos import FACES, config_with, detect_json, fetch  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
 from convert import classifier_data as cd  # noqa: E402
-from convert.detector_eval import make_detector, match  # noqa: E402
+from agent.evaluate import match_greedy  # noqa: E402
+from convert.detector_eval import make_detector  # noqa: E402
 
 PLACEMENTS = {"none": "no_mask", "correct": "mask", "under_nose": "incorrect_mask", "chin": "incorrect_mask"}
 SCALES = (1.0, 0.5)
@@ -54,11 +53,8 @@ def face_keypoints(image: np.ndarray, boxes: Sequence[Tuple[float, ...]], sideca
     out: List[Optional[np.ndarray]] = [None] * len(boxes)
     for sidecar in sidecars:
         faces = make_detector(load_model(sidecar, kind="detector"), 0.3).detect(image)
-        det = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
-        order, matched = match(det, np.array([f.face_score for f in faces]), np.array(boxes, np.float64))
-        for i, j in zip(order, matched):
-            if j >= 0 and out[j] is None:
-                out[j] = np.asarray(faces[i].keypoints, np.float64)
+        hits = match_greedy([(tuple(f.box), f.face_score) for f in faces], [tuple(b) for b in boxes])
+        out = [k if k is not None or i is None else np.asarray(faces[i].keypoints, np.float64) for k, i in zip(out, hits)]
     return out
 
 
@@ -77,25 +73,11 @@ def variants(image: np.ndarray, kps: Sequence[Optional[np.ndarray]], templates: 
     return out
 
 
-def detect(config: Path, paths: Sequence[Path]) -> Dict[str, dict]:
-    """`maskwatch detect --json` over ``paths``: its JSON per image path."""
-    cmd = [sys.executable, "-m", "agent.cli", "detect", "--json", "--config", str(config), *map(str, paths)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    if res.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd[:6])} ... exited {res.returncode}: {res.stderr.strip()[-400:]}")
-    return {json.loads(line)["image"]: json.loads(line) for line in res.stdout.splitlines() if line.strip()}
-
-
 def matched_labels(result: dict, boxes: np.ndarray) -> List[Optional[dict]]:
     """The pipeline's face for each hand-drawn box (None: missed)."""
     faces = result["faces"]
-    det = np.array([f["box"] for f in faces], np.float64).reshape(-1, 4)
-    order, matched = match(det, np.array([f["face_score"] for f in faces]), boxes)
-    out: List[Optional[dict]] = [None] * len(boxes)
-    for i, j in zip(order, matched):
-        if j >= 0:
-            out[j] = faces[i]
-    return out
+    hits = match_greedy([(tuple(f["box"]), f["face_score"]) for f in faces], [tuple(b) for b in boxes])
+    return [None if i is None else faces[i] for i in hits]
 
 
 def tile(image: np.ndarray, box: Sequence[float], face: Optional[dict], expected: str, caption: str, size: int = 112) -> np.ndarray:
@@ -146,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     path = Path(tmp) / f"{Path(name).stem}_{placement}_{tname}_{scale:g}.png"
                     cv2.imwrite(str(path), im)
                     jobs.append((path, name, placement, tname, scale, im, missing))
-        results = detect(config, [j[0] for j in jobs])
+        results = detect_json(config, [j[0] for j in jobs])
     for path, name, placement, tname, scale, im, missing in jobs:
         boxes = np.array(FACES[name], np.float64) * scale
         for i, face in enumerate(matched_labels(results[str(path)], boxes)):

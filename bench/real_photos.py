@@ -78,13 +78,18 @@ def config_with(config: Path, out: Path, detector: Optional[Path] = None, classi
     return out
 
 
-def score(config: Path, images: Dict[str, Path]) -> Dict[str, object]:
-    """Run `maskwatch detect --json` once over the photos and match its faces to FACES."""
-    cmd = [sys.executable, "-m", "agent.cli", "detect", "--json", "--config", str(config), *map(str, images.values())]
+def detect_json(config: Path, paths: Sequence[Path]) -> Dict[str, dict]:
+    """`maskwatch detect --json` once over ``paths``: its JSON object per image path."""
+    cmd = [sys.executable, "-m", "agent.cli", "detect", "--json", "--config", str(config), *map(str, paths)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if res.returncode != 0:
-        raise SystemExit(f"error: {' '.join(cmd)} exited {res.returncode}: {res.stderr.strip()[-400:]}")
-    by_path = {json.loads(line)["image"]: json.loads(line) for line in res.stdout.splitlines() if line.strip()}
+        raise SystemExit(f"error: {' '.join(cmd[:6])} ... exited {res.returncode}: {res.stderr.strip()[-400:]}")
+    return {json.loads(line)["image"]: json.loads(line) for line in res.stdout.splitlines() if line.strip()}
+
+
+def score(config: Path, images: Dict[str, Path]) -> Dict[str, object]:
+    """Run `maskwatch detect --json` once over the photos and match its faces to FACES."""
+    by_path = detect_json(config, list(images.values()))
     found = alerted = extra = 0
     for name, path in images.items():
         faces = by_path[str(path)]["faces"]
