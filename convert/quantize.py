@@ -381,7 +381,8 @@ def _previous_build(side_path: Path, sha256: str) -> Tuple[Optional[str], Option
         return None, None
     if not (isinstance(old, dict) and old.get("model_sha256") == sha256 and isinstance(old.get("version"), str)):
         return None, None
-    date = (old.get("provenance") or {}).get("date") if isinstance(old.get("provenance"), dict) else None
+    prov = old.get("provenance")
+    date = prov.get("date") if isinstance(prov, dict) else None
     return old["version"], date if isinstance(date, str) else None
 
 

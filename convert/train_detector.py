@@ -386,11 +386,11 @@ def cached_score(key: str, compute: Callable[[], Dict[str, Any]], cache_dir: Pat
             return out
         except Exception as exc:  # noqa: BLE001 - a stale or torn cache file is recomputed
             log(f"  (ignoring unreadable score cache {path}: {exc})")
+    from convert.quantize import write_files_atomically  # noqa: PLC0415
+
     out = compute()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(out))
-    tmp.replace(path)
+    write_files_atomically({path: pickle.dumps(out)})  # per-process temp name: parallel runs share the cache
     return out
 
 
