@@ -7,6 +7,11 @@ could reach; it is not a shippable model, it costs one invoke per member).
     python bench/classifier_ensemble.py models/mask_classifier.tflite build/cand_models/s1/mask_classifier.tflite \
         --crops build/classifier_48/crops.npz
 
+Models of different input sizes (e.g. the 48 px shipped model and an older 96 px one) each need
+crops cut at their size: give ``--crops`` once per model, in the models' order; the caches must
+hold the same val faces in the same order (``classifier_data`` with the same data and seed), which
+is checked.
+
 Inputs go through the agent's own pixel table (convert.evaluate_classifier.Int8Classifier), with
 each model's normalization and temperature read from its sidecar.
 """
@@ -47,13 +52,21 @@ def probabilities(model: Path, x: np.ndarray) -> np.ndarray:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", type=Path, nargs="+", help="int8 .tflite classifiers, each with its .json sidecar")
-    p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS)
+    p.add_argument("--crops", type=Path, action="append",
+                   help=f"crop cache (default {cd.DEFAULT_CROPS}); once for all models or once per model, in order")
     a = p.parse_args(argv)
-    _, va, _ = cd.load_crops(a.crops)
+    paths = a.crops or [cd.DEFAULT_CROPS]
+    if len(paths) not in (1, len(a.models)):
+        p.error(f"--crops given {len(paths)} times for {len(a.models)} models: give it once, or once per model")
+    by_path = {c: cd.load_crops(c)[1] for c in dict.fromkeys(paths)}  # each cache read once
+    va = by_path[paths[0]]
+    for c, v in by_path.items():
+        if not (np.array_equal(v.y, va.y) and np.array_equal(v.image, va.image)):
+            p.error(f"{c}: its val crops are not the same faces as {paths[0]}'s (rebuild both with the same data and seed)")
     rows: List[Dict[str, float]] = []
     probs = []
-    for m in a.models:
-        probs.append(probabilities(m, va.x))
+    for i, m in enumerate(a.models):
+        probs.append(probabilities(m, by_path[paths[min(i, len(paths) - 1)]].x))
         rows.append(row(label_metrics(probs[-1], va.y)))
     n = {lab: int(np.sum(va.y == i)) for i, lab in enumerate(cd.LABELS)}
     keys = [*(lab for lab in cd.LABELS if n[lab]), "face_accuracy", "mask_called_no_mask"]  # classes present

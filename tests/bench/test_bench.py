@@ -86,6 +86,18 @@ def test_ensemble_of_one_model_twice_is_that_model(tmp_path, classifier_json, as
     assert set(spread.split()[5:]) == {"0.0"}
     lines = [line for line in out.splitlines() if line.startswith(model[-48:].strip()) or line.startswith("mean of")]
     assert len(lines) == 3 and lines[0].split()[1:] == lines[2].split()[5:]
+    # One cache per model (models of other input sizes): the same faces pass, other faces are refused.
+    other = tmp_path / "other.npz"
+    cd.save_crops(other, split, split, {})
+    assert bench.main([model, model, "--crops", str(crops_path), "--crops", str(other)]) == 0
+    assert capsys.readouterr().out == out
+    shuffled = cd.CropSet(x[::-1].copy(), split.y[::-1].copy(), split.source, split.image, split.box_h)
+    cd.save_crops(other, shuffled, shuffled, {})
+    with pytest.raises(SystemExit) as stop:
+        bench.main([model, model, "--crops", str(crops_path), "--crops", str(other)])
+    assert stop.value.code == 2 and "not the same faces" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main([model, model, model, "--crops", str(crops_path), "--crops", str(other)])
 
 
 def test_prior_shift_is_chosen_on_one_half_and_scored_on_the_other():
