@@ -42,6 +42,15 @@ def row(m: Dict[str, object]) -> Dict[str, float]:
     return out
 
 
+def same_faces(a: "cd.CropSet", b: "cd.CropSet") -> bool:
+    """Whether two crop caches' val splits list the same faces in the same order: labels, images
+    and (where both caches have them) face-box heights, so two same-label faces of one image
+    listed the other way round are told apart."""
+    if not (np.array_equal(a.y, b.y) and np.array_equal(a.image, b.image)):
+        return False
+    return a.box_h is None or b.box_h is None or np.array_equal(a.box_h, b.box_h)
+
+
 def probabilities(model: Path, x: np.ndarray) -> np.ndarray:
     """Calibrated probabilities of one int8 model (its sidecar's temperature) for uint8 crops."""
     side = json.loads(model.with_suffix(".json").read_text())
@@ -61,7 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     by_path = {c: cd.load_crops(c)[1] for c in dict.fromkeys(paths)}  # each cache read once
     va = by_path[paths[0]]
     for c, v in by_path.items():
-        if not (np.array_equal(v.y, va.y) and np.array_equal(v.image, va.image)):
+        if not same_faces(v, va):
             p.error(f"{c}: its val crops are not the same faces as {paths[0]}'s (rebuild both with the same data and seed)")
     rows: List[Dict[str, float]] = []
     probs = []

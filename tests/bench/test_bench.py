@@ -98,6 +98,17 @@ def test_ensemble_of_one_model_twice_is_that_model(tmp_path, classifier_json, as
     assert stop.value.code == 2 and "not the same faces" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main([model, model, model, "--crops", str(crops_path), "--crops", str(other)])
+    # Same labels and image names, two faces swapped: only the box heights tell them apart.
+    heights = np.arange(n, dtype=np.float32) + 50
+    swapped = heights.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    mine = cd.CropSet(x, split.y, split.source, split.image, heights)
+    cd.save_crops(crops_path, mine, mine, {})
+    theirs = cd.CropSet(x, split.y, split.source, split.image, swapped)
+    cd.save_crops(other, theirs, theirs, {})
+    with pytest.raises(SystemExit) as stop:
+        bench.main([model, model, "--crops", str(crops_path), "--crops", str(other)])
+    assert stop.value.code == 2 and "not the same faces" in capsys.readouterr().err
 
 
 def test_prior_shift_is_chosen_on_one_half_and_scored_on_the_other():
