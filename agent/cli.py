@@ -38,8 +38,8 @@ from agent.preview import PreviewError, PreviewServer
 from agent.sdnotify import Notifier
 from agent.publish import Publisher, StdoutPublisher
 from agent.sources import (
-    VIDEO_EXTS, FrameSource, SourceConfig, SourceCounters, SourceError, VideoFileSource, list_images,
-    normalize_image, open_source, read_image, redact_uri,
+    VIDEO_EXTS, FrameSource, SourceConfig, SourceCounters, SourceError, VideoFileSource, classify_uri,
+    import_picamera2, list_images, normalize_image, open_source, read_image, redact_uri,
 )
 from agent.track import Tracker
 from agent.types import Face, Frame
@@ -225,13 +225,23 @@ class Reloader:
         return source
 
 
+def quiet_opencv() -> None:
+    """Keep OpenCV's own warnings (one at every reopen attempt of a missing camera) off stderr:
+    the agent logs the failure once. opencv 5 has ``cv2.utils.logging``; opencv 4 (what Raspberry
+    Pi OS bookworm's numpy 1 allows) only ``cv2.setLogLevel``, same levels (2 = error)."""
+    levels = getattr(cv2.utils, "logging", None)
+    if levels is not None:
+        levels.setLogLevel(levels.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT or the end of a file; SIGHUP reloads the config (kept if invalid)."""
     cfg = run_config(args)
     logs.set_level(cfg.runtime.log_level)
     if cfg.runtime.log_level != "debug":
-        # OpenCV warns on stderr at every reopen attempt of a missing camera; we log it once.
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        quiet_opencv()
     pipeline, source = start(cfg)
     stop, reload = threading.Event(), threading.Event()
 
@@ -413,6 +423,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     path = find_config(args.file or args.config)
     cfg = load_config(str(path) if path else None)
     run = Detector(cfg)  # loads and checks both models against their sidecars
+    if classify_uri(cfg.source.uri)[0] == "picamera2":
+        import_picamera2()  # cameras are not opened here, but the module must load (a venv's numpy can break it)
     where = path or "<defaults>"
     print(f"{where}: ok")
     print(f"  camera {cfg.runtime.camera!r}, source {redact_uri(cfg.source.uri)!r}, {cfg.runtime.num_threads} thread(s)")

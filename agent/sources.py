@@ -18,7 +18,6 @@ images are converted; empty, oddly shaped and oversized ones are skipped and cou
 from __future__ import annotations
 
 import glob as globlib
-import importlib.util
 import logging
 import os
 import re
@@ -84,6 +83,35 @@ PICAMERA2_MISSING = (
     "\n  fix: on a Pi: sudo apt install python3-picamera2 (and create the venv with --system-site-packages);"
     " elsewhere set source.uri to a camera index, /dev/videoN, a URL or a file"
 )
+
+
+def import_picamera2() -> Any:
+    """The ``Picamera2`` class, or a :class:`SourceError` saying how to mend the install.
+
+    Absent (off a Pi, or the venv made without ``--system-site-packages``) and present but
+    unloadable are told apart: Raspberry Pi OS bookworm's picamera2 (and its simplejpeg) is built
+    for the OS's numpy 1, and a numpy 2 that pip put into the venv breaks its import with
+    "numpy.dtype size changed" (raspberrypi/picamera2#1088)."""
+    try:
+        from picamera2 import Picamera2  # type: ignore[import-not-found]
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] == "picamera2":
+            raise SourceError(PICAMERA2_MISSING) from None
+        raise SourceError(_picamera2_broken(e)) from None
+    except (ImportError, ValueError, AttributeError) as e:
+        raise SourceError(_picamera2_broken(e)) from None
+    return Picamera2
+
+
+def _picamera2_broken(e: BaseException) -> str:
+    """The message for a picamera2 that is installed but does not import."""
+    why = f"source.uri is picamera2 but picamera2 does not import: {type(e).__name__}: {e}"
+    if "numpy" in str(e).lower():
+        return (f"{why} (numpy {np.__version__} here)\n  fix: the OS's picamera2 is built for the OS's numpy;"
+                " on Raspberry Pi OS bookworm run the venv's pip install again with 'numpy<2'"
+                " 'opencv-python-headless<4.12' added (README, Run as a service)")
+    return (f"{why}\n  fix: reinstall the OS packages (sudo apt install --reinstall python3-picamera2"
+            " python3-libcamera); python3 -c 'import picamera2' shows the whole error")
 
 
 _URL_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)@", re.S)
@@ -341,11 +369,7 @@ class Picamera2Capture(Capture):
     """The Raspberry Pi camera through picamera2 (imported only when this source is used)."""
 
     def __init__(self, camera: int, width: int, height: int, fps: float) -> None:
-        try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
-        except ImportError:
-            raise SourceError(PICAMERA2_MISSING) from None
-        self._cam = Picamera2(camera)
+        self._cam = import_picamera2()(camera)
         config = self._cam.create_video_configuration(
             main={"size": (width, height), "format": "RGB888"},  # RGB888 in libcamera = BGR bytes
             controls={"FrameRate": fps},
@@ -535,9 +559,7 @@ def open_source(cfg: SourceConfig) -> FrameSource:
     kind, target = classify_uri(cfg.uri)
     live = cfg.live if cfg.live is not None else kind in ("picamera2", "v4l2", "stream")
     if kind == "picamera2":
-        # Fail at start-up, not in the grabber thread, when picamera2 is absent.
-        if importlib.util.find_spec("picamera2") is None:
-            raise SourceError(PICAMERA2_MISSING)
+        import_picamera2()  # fail at start-up, not in the grabber thread, when picamera2 cannot load
         opener: Callable[[], Capture] = lambda: Picamera2Capture(target, cfg.width, cfg.height, cfg.fps)  # noqa: E731
         return LiveSource(cfg.uri, opener, cfg.reopen_min_s, cfg.reopen_max_s, cfg.max_pixels, stall_s=cfg.stall_s)
     if kind == "images":

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -207,3 +210,62 @@ def test_stuck_camera_call_marks_the_source_unhealthy():
     finally:
         server.close()
         src.close()
+
+
+def _fake_picamera2(tmp_path, monkeypatch, body: str) -> None:
+    """A ``picamera2`` package whose import fails as ``body`` says: the ways a real one breaks on a
+    Pi (its simplejpeg built for another numpy, libcamera missing), which this machine cannot load."""
+    pkg = tmp_path / "fake" / "picamera2"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+
+
+def test_picamera2_built_for_another_numpy_says_how_to_mend_it(tmp_path, monkeypatch):
+    # What Raspberry Pi OS bookworm prints when pip put numpy 2 into a --system-site-packages venv.
+    _fake_picamera2(tmp_path, monkeypatch, 'raise ValueError("numpy.dtype size changed, may indicate binary'
+                    ' incompatibility. Expected 96 from C header, got 88 from PyObject")\n')
+    with pytest.raises(SourceError) as err:
+        open_source(SourceConfig(uri="picamera2"))
+    msg = str(err.value)
+    assert "does not import" in msg and f"numpy {np.__version__}" in msg
+    assert "\n  fix:" in msg and "'numpy<2'" in msg and "'opencv-python-headless<4.12'" in msg
+
+
+def test_picamera2_missing_a_dependency_is_not_called_absent(tmp_path, monkeypatch):
+    _fake_picamera2(tmp_path, monkeypatch, "import libcamera_not_here_xyz\n")
+    with pytest.raises(SourceError) as err:
+        open_source(SourceConfig(uri="picamera2"))
+    msg = str(err.value)
+    assert "does not import" in msg and "libcamera_not_here_xyz" in msg and "apt install --reinstall" in msg
+    assert "numpy<2" not in msg
+
+
+def test_broken_picamera2_stops_the_agent_without_a_traceback(tmp_path):
+    fake = tmp_path / "fake" / "picamera2"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")\n')
+    cfg = tmp_path / "config.yaml"
+    repo = Path(__file__).resolve().parents[2]
+    cfg.write_text(f"source:\n  uri: picamera2\nmqtt:\n  enabled: false\n"
+                   f"detector:\n  model: {repo / 'models' / 'face_detector_door.json'}\n"
+                   f"classifier:\n  model: {repo / 'models' / 'mask_classifier.json'}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(repo)])}
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=120, cwd=repo, env=env)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "picamera2 does not import" in r.stderr and "fix:" in r.stderr
+
+
+def test_check_config_finds_a_picamera2_that_does_not_import(tmp_path, monkeypatch, capsys):
+    from agent.cli import main
+
+    _fake_picamera2(tmp_path, monkeypatch, 'raise ValueError("numpy.dtype size changed")\n')
+    repo = Path(__file__).resolve().parents[2]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"source:\n  uri: picamera2\ndetector:\n  model: {repo / 'models' / 'face_detector_door.json'}\n"
+                   f"classifier:\n  model: {repo / 'models' / 'mask_classifier.json'}\n")
+    assert main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "picamera2 does not import" in err and "'numpy<2'" in err
