@@ -328,11 +328,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for out in (args.json, args.confusion_png):
             if out and os.path.exists(out) and not args.force:
                 raise EvaluateError(f"{out}: already exists (use --force to overwrite)")
-        if args.confusion_png and importlib.util.find_spec("matplotlib") is None:
-            raise EvaluateError("--confusion-png needs matplotlib (pip install matplotlib)")
+        # Options that conflict first: installing matplotlib would not mend them.
         if args.confusion_png and getattr(args, "classifiers", None):
             raise EvaluateError("--confusion-png draws one model: leave it out with --classifier (the confusion"
                                 " matrices are printed and saved in --json)")
+        if args.confusion_png and importlib.util.find_spec("matplotlib") is None:
+            raise EvaluateError("--confusion-png needs matplotlib (pip install matplotlib)")
         boxes = load_boxes(args.boxes)
         if args.split:
             keep = set(load_split(args.split_csv or str(Path(args.boxes).parent / "images.csv"), args.split))
