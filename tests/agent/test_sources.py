@@ -212,14 +212,28 @@ def test_stuck_camera_call_marks_the_source_unhealthy():
         src.close()
 
 
-def _fake_picamera2(tmp_path, monkeypatch, body: str) -> None:
-    """A ``picamera2`` package whose import fails as ``body`` says: the ways a real one breaks on a
-    Pi (its simplejpeg built for another numpy, libcamera missing), which this machine cannot load."""
+def _fake_picamera2_dir(tmp_path, body: str) -> Path:
+    """A folder holding a ``picamera2`` package whose import fails as ``body`` says: the ways a real
+    one breaks on a Pi (its simplejpeg built for another numpy, libcamera missing), which this
+    machine cannot load."""
     pkg = tmp_path / "fake" / "picamera2"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(body)
-    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    return pkg.parent
+
+
+def _fake_picamera2(tmp_path, monkeypatch, body: str) -> None:
+    """That package first on this process's import path."""
+    monkeypatch.syspath_prepend(str(_fake_picamera2_dir(tmp_path, body)))
     monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+
+
+def _picamera2_config(tmp_path, detector_json, classifier_json) -> Path:
+    """A config with the shipped models and the Pi camera as its source, alerts on stdout."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"source:\n  uri: picamera2\nmqtt:\n  enabled: false\n"
+                   f"detector:\n  model: {detector_json}\nclassifier:\n  model: {classifier_json}\n")
+    return cfg
 
 
 def test_picamera2_built_for_another_numpy_says_how_to_mend_it(tmp_path, monkeypatch):
@@ -242,30 +256,24 @@ def test_picamera2_missing_a_dependency_is_not_called_absent(tmp_path, monkeypat
     assert "numpy<2" not in msg
 
 
-def test_broken_picamera2_stops_the_agent_without_a_traceback(tmp_path):
-    fake = tmp_path / "fake" / "picamera2"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text('raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")\n')
-    cfg = tmp_path / "config.yaml"
+def test_broken_picamera2_stops_the_agent_without_a_traceback(tmp_path, detector_json, classifier_json):
+    fake = _fake_picamera2_dir(tmp_path, 'raise ValueError("numpy.dtype size changed, may indicate binary'
+                               ' incompatibility")\n')
+    cfg = _picamera2_config(tmp_path, detector_json, classifier_json)
     repo = Path(__file__).resolve().parents[2]
-    cfg.write_text(f"source:\n  uri: picamera2\nmqtt:\n  enabled: false\n"
-                   f"detector:\n  model: {repo / 'models' / 'face_detector_door.json'}\n"
-                   f"classifier:\n  model: {repo / 'models' / 'mask_classifier.json'}\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(repo)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(repo)])}
     r = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)], capture_output=True,
                        text=True, timeout=120, cwd=repo, env=env)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert "picamera2 does not import" in r.stderr and "fix:" in r.stderr
 
 
-def test_check_config_finds_a_picamera2_that_does_not_import(tmp_path, monkeypatch, capsys):
+def test_check_config_finds_a_picamera2_that_does_not_import(tmp_path, monkeypatch, capsys, detector_json,
+                                                            classifier_json):
     from agent.cli import main
 
     _fake_picamera2(tmp_path, monkeypatch, 'raise ValueError("numpy.dtype size changed")\n')
-    repo = Path(__file__).resolve().parents[2]
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"source:\n  uri: picamera2\ndetector:\n  model: {repo / 'models' / 'face_detector_door.json'}\n"
-                   f"classifier:\n  model: {repo / 'models' / 'mask_classifier.json'}\n")
+    cfg = _picamera2_config(tmp_path, detector_json, classifier_json)
     assert main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "picamera2 does not import" in err and "'numpy<2'" in err
