@@ -50,7 +50,7 @@ def roll_angle(keypoints: Optional[np.ndarray]) -> float:
     """Roll of the face in radians from keypoints 0 (subject's right eye) and 1 (left eye).
 
     Returns 0 when keypoints are missing or implausible (eyes on top of each other, or a roll
-    beyond 45 degrees, which a BlazeFace keypoint error is likelier to cause than a real tilt).
+    beyond 45 degrees, which a keypoint error is likelier to cause than a real tilt).
     """
     if keypoints is None or len(keypoints) < 2:
         return 0.0

@@ -1,8 +1,8 @@
 """Face detection: letterbox a frame to the detector input, run it, decode faces in frame pixels.
 
-Anchors, box decoding and weighted NMS come from :mod:`agent.blazeface`, driven by the detector
-sidecar's ``decoding``; this module only moves between frame pixels and the model's input, applies
-the sidecar's ``box_adjust`` (model box -> human annotators' box) and the config's filters.
+The model's family (the sidecar's ``decoding.type``: ``yunet``, ``blazeface``) picks its decoder
+in :mod:`agent.detectors`; this module only moves between frame pixels and the model's input,
+applies the sidecar's ``box_adjust`` (model box -> human annotators' box) and the config's filters.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent import blazeface
+from agent.detectors import decoder_for
 from agent.model import Model, ModelError, cv2_table, load_model
 from agent.types import Face
 
@@ -27,7 +27,7 @@ class DetectorConfig:
     """``detector:`` section -- the face detector model and which faces are kept."""
 
     model: str = field(
-        default="models/face_detector_door.json",
+        default="models/face_detector_yunet.json",
         metadata={"help": "detector sidecar (.json next to its .tflite)", "path": True},
     )
     min_score: Optional[float] = field(
@@ -90,32 +90,31 @@ class Letterbox:
 
 
 class FaceDetector:
-    """BlazeFace-style detector driven entirely by its sidecar."""
+    """A face detector of any registered family, driven entirely by its sidecar."""
 
     def __init__(self, cfg: DetectorConfig, num_threads: int = 1, model: Optional[Model] = None) -> None:
         self.cfg = cfg
         self.model = model or load_model(cfg.model, kind="detector", num_threads=num_threads)
         meta = self.model.meta
+        self.width, self.height = self.model.input_size
         try:
             self.decoding = dict(meta["decoding"])
-            if self.decoding.get("type", "blazeface") != "blazeface":
-                raise ValueError(f"decoding.type {self.decoding.get('type')!r} is not supported")
-            self.anchors = blazeface.generate_anchors(self.decoding["anchors"])
+            self.decoder = decoder_for(self.decoding, (self.width, self.height))
+            missing = sorted(set(self.decoder.outputs) - set(meta["outputs"]))
+            if missing:
+                raise ValueError(f"`outputs` lacks {', '.join(missing)} (the {self.decoding.get('type')} family's)")
             adj = self.decoding.get("box_adjust") or {}
             self.box_adjust = (float(adj.get("dx", 0.0)), float(adj.get("dy", 0.0)),
                                float(adj.get("sw", 1.0)), float(adj.get("sh", 1.0)))
-            nms = self.decoding.get("nms") or {}
-            self.iou_threshold = cfg.iou_threshold or float(nms.get("iou_threshold", 0.3))
-            self.min_score = cfg.min_score or float(self.decoding.get("default_min_score", 0.5))
-            self._score_floor = blazeface.score_floor(self.min_score, self.decoding)
-            self.keypoint_names = list(self.decoding.get("keypoint_names", []))
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            raise ModelError(f"{self.model.sidecar_path}: `decoding` lacks {exc}\n  fix: rebuild the model;"
+                             " see docs/model-contract.md") from None
+        except (TypeError, ValueError) as exc:
             raise ModelError(f"{self.model.sidecar_path}: bad `decoding` ({exc})\n  fix: rebuild the model;"
                              " see docs/model-contract.md") from None
-        if len(self.anchors) != int(self.decoding.get("num_boxes", len(self.anchors))):
-            raise ModelError(f"{self.model.sidecar_path}: {len(self.anchors)} anchors from `decoding.anchors`"
-                             f" but num_boxes is {self.decoding.get('num_boxes')}\n  fix: rebuild the model")
-        self.width, self.height = self.model.input_size
+        self.iou_threshold = cfg.iou_threshold or self.decoder.default_iou
+        self.min_score = cfg.min_score or self.decoder.default_min_score
+        self.keypoint_names = list(self.decoder.keypoint_names)
         self.letterbox = str(meta["input"].get("resize", "letterbox")) == "letterbox"
         self._rgb = str(meta["input"].get("color", "RGB")).upper() == "RGB"
         self._lut = cv2_table(self.model.pixel_lut())
@@ -149,24 +148,16 @@ class FaceDetector:
         """Faces of a BGR frame, in frame pixels, filtered by score, size and region of interest."""
         tensor, lb = self.prepare(image)
         raw = self.model.run_raw(tensor)
-        logits = self.model.dequantize("scores", raw["scores"]).reshape(-1)
-        keep = np.flatnonzero(logits >= self._score_floor)
-        if keep.size == 0:
-            return []
-        # Dequantize and decode only the anchors that can survive: a handful instead of thousands.
-        regressors = self.model.dequantize("regressors", raw["regressors"].reshape(len(self.anchors), -1)[keep])
-        boxes, scores, keypoints = blazeface.decode(regressors, logits[keep], self.anchors[keep], self.decoding)
-        boxes, scores, keypoints = blazeface.weighted_nms(boxes, scores, keypoints, self.iou_threshold, self.min_score)
-        return self._to_faces(np.asarray(boxes), np.asarray(scores), np.asarray(keypoints), lb, image.shape)
+        boxes, scores, keypoints = self.decoder.decode(self.model.dequantize, raw, self.min_score, self.iou_threshold)
+        return self._to_faces(boxes, scores, keypoints, lb, image.shape)
 
     def _to_faces(self, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, lb: Letterbox,
                   shape: Tuple[int, ...]) -> List[Face]:
         if len(boxes) == 0:
             return []
-        size = np.array([self.width, self.height], np.float64)
-        # decode() gives coordinates normalized to the model input; to input pixels, then frame pixels.
-        corners = lb.to_frame(boxes.reshape(-1, 2, 2) * size)
-        points = lb.to_frame(kps.reshape(len(kps), -1, 2) * size)
+        # The decoder gives input pixels; the letterbox maps them back to frame pixels.
+        corners = lb.to_frame(boxes.reshape(-1, 2, 2))
+        points = lb.to_frame(kps.reshape(len(kps), -1, 2))
         dx, dy, sw, sh = self.box_adjust
         fh, fw = shape[:2]
         faces: List[Face] = []

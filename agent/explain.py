@@ -13,7 +13,7 @@ batches). Two maps of the crop's shape come out:
 Two regions summarise a map (``--json`` fields ``nose_mouth`` and ``framing``): the share of the
 total sensitivity (the positive part of **drop**) that falls
 
-* inside the **nose-and-mouth box**: the box spanning the detector's nose-tip and mouth-centre
+* inside the **nose-and-mouth box**: the box spanning the detector's nose-tip and mouth keypoints (mouth centre or corners)
   keypoints (mapped into the crop with ``agent.crop.crop_matrix``), widened by 15 % of the crop side
   to the left and right (mouth corners, cheeks) and by 12.5 % above the nose tip and below the mouth
   centre (nose bridge, chin): where a mask is, or is not;
@@ -53,7 +53,17 @@ DEFAULT_PATCH = 0.25
 DEFAULT_STRIDE = 0.0625
 NOSE_MOUTH_PAD_X = 0.15  # of the crop side, left and right of the nose / mouth keypoints
 NOSE_MOUTH_PAD_Y = 0.125  # above the nose tip, below the mouth centre
-NOSE_MOUTH_KEYPOINTS = ("nose_tip", "mouth_center")
+# Keypoints that mark the nose and the mouth, by the names detector families give them (YuNet:
+# nose tip and both mouth corners; BlazeFace: nose tip and mouth centre), with their tags.
+NOSE_MOUTH_KEYPOINTS = {"nose_tip": "N", "mouth_center": "M", "right_mouth_corner": "M", "left_mouth_corner": "M"}
+
+
+def nose_mouth_indices(names: Sequence[str], count: int) -> List[Tuple[int, str]]:
+    """(index, tag) of the nose and mouth keypoints among ``count`` points named ``names``; empty
+    unless both the nose and at least one mouth point are there."""
+    found = [(i, NOSE_MOUTH_KEYPOINTS[n]) for i, n in enumerate(names) if n in NOSE_MOUTH_KEYPOINTS and i < count]
+    tags = {t for _, t in found}
+    return found if tags == {"N", "M"} else []
 PANEL = 256  # px, side of each upscaled crop in the PNG
 NOT_FACE_COLOR = (160, 160, 160)
 FAINT = 0.05  # a map whose largest drop in probability is below this is mostly noise
@@ -129,10 +139,8 @@ def nose_mouth_box(points: Optional[np.ndarray], names: Sequence[str], width: in
                    height: int) -> Optional[Tuple[int, int, int, int]]:
     """(x1, y1, x2, y2) in crop pixels, end exclusive, of the nose-and-mouth box (module docstring);
     None when the detector does not name nose and mouth keypoints."""
-    if points is None or not all(n in names for n in NOSE_MOUTH_KEYPOINTS):
-        return None
-    idx = [list(names).index(n) for n in NOSE_MOUTH_KEYPOINTS]
-    if len(points) <= max(idx):
+    idx = [i for i, _ in nose_mouth_indices(names, 0 if points is None else len(points))]
+    if not idx:
         return None
     pts = np.asarray(points, np.float64)[idx]
     if not np.isfinite(pts).all():
@@ -190,10 +198,8 @@ def _mark_keypoints(img: np.ndarray, points: Optional[np.ndarray], names: Sequen
     """Nose and mouth keypoints as ringed dots (white on black: visible on skin, mask and heat)."""
     if points is None:
         return
-    for name, tag in zip(NOSE_MOUTH_KEYPOINTS, ("N", "M")):
-        if name not in names or list(names).index(name) >= len(points):
-            continue
-        x, y = points[list(names).index(name)] * zoom
+    for i, tag in nose_mouth_indices(names, len(points)):
+        x, y = points[i] * zoom
         c = (int(round(x)), int(round(y)))
         cv2.circle(img, c, 6, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.circle(img, c, 6, (255, 255, 255), 1, cv2.LINE_AA)

@@ -29,7 +29,8 @@ class Face:
     """A detected face, optionally classified.
 
     ``keypoints`` is (K, 2) in pixels, in the order of the detector sidecar's
-    ``keypoint_names`` (BlazeFace: right eye, left eye, nose, mouth, right ear, left ear).
+    ``keypoint_names`` (YuNet: right eye, left eye, nose tip, right and left mouth corners; the person's right eye is
+    on the image's left).
     """
 
     box: Box

@@ -4,6 +4,7 @@ Subcommands:
   blazeface      rebuild MediaPipe's BlazeFace .tflite files as Keras models (build/keras/)
   face-detector  BlazeFace (Keras) -> int8 models/face_detector*.tflite + sidecar + parity report
   quantize       any Keras/SavedModel + sidecar template + representative images -> int8 model pair
+  yunet          YuNet (ONNX) -> Keras -> int8 models/face_detector_yunet.tflite + sidecar + reports
   ...            training subcommands of other convert modules (train-classifier, ...) when present
 
 User errors print one line naming the file/key and the fix, and exit 2.
@@ -36,6 +37,8 @@ EXTERNAL: Dict[str, str] = {
     "classifier-data": "convert.classifier_data",
     "train-detector": "convert.train_detector",
     "finetune": "convert.finetune",
+    "yunet": "convert.yunet_detector",
+    "train-yunet": "convert.train_yunet",
 }
 
 

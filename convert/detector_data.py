@@ -21,7 +21,7 @@ and the classifier expect them.
 Anchor targets (:func:`match_anchors`): an anchor is positive when its centre lies in the central
 half of a face box, and the anchor nearest each face centre is always positive; other anchors
 inside any face box are ignored; the rest are negatives. Regression targets use the sidecar's
-decoding in reverse (:func:`encode`), so ``agent.blazeface.decode`` inverts them exactly.
+decoding in reverse (:func:`encode`), so ``agent.detectors.blazeface.decode`` inverts them exactly.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent import blazeface
+from agent.detectors import blazeface
 from agent.detect import Letterbox
 from agent.crop import warp_shrinking
 from convert.classifier_data import MaskTemplate, is_frontal, paste_mask
@@ -170,7 +170,7 @@ class Decoding:
 def encode(boxes_px: np.ndarray, keypoints_px: np.ndarray, anchors: np.ndarray, dec: Decoding) -> np.ndarray:
     """Raw regressor values (M, 16) that decode to the given boxes/keypoints at the given anchors.
 
-    The inverse of :func:`agent.blazeface.decode`: ``x = raw / x_scale * anchor_w + anchor_x``
+    The inverse of :func:`agent.detectors.blazeface.decode`: ``x = raw / x_scale * anchor_w + anchor_x``
     (centre and keypoints), ``w = raw / w_scale * anchor_w``. Inputs in input pixels; ``anchors`` (M, 4).
     """
     nx, ny = float(dec.width), float(dec.height)

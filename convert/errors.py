@@ -5,6 +5,26 @@ The CLI turns it into one clear message and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
 
 class ConvertError(Exception):
     """A user-caused conversion error; the message names the file, the key and the fix."""
+
+
+def run_command(prog: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace], int], argv: Optional[Sequence[str]] = None) -> int:
+    """A ``maskwatch-convert`` subcommand's ``main``: parse, run, and turn a user's error (a
+    :class:`ConvertError` or a missing file) into one line on stderr and exit code 2."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(p)
+    a = p.parse_args(argv)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    try:
+        return int(run(a) or 0)
+    except (ConvertError, FileNotFoundError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2

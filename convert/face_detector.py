@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Seq
 import cv2
 import numpy as np
 
-from agent import blazeface
+from agent.detectors import blazeface
 from convert.errors import ConvertError
 
 # MediaPipe's face_detection_{short,full}_range graphs (mediapipe 0.10.21,
@@ -206,9 +206,17 @@ def fit_box_adjust(
             gts.append(g[j])
         if (k + 1) % 200 == 0:
             print(f"  box_adjust: {k + 1}/{len(items)} images, {len(dets)} pairs", flush=True)
-    if len(dets) < 20:
-        raise ConvertError(f"box_adjust: only {len(dets)} matched faces; need a larger training split")
-    d, g = np.asarray(dets, np.float64), np.asarray(gts, np.float64)
+    return box_adjust_from_pairs(np.asarray(dets, np.float64), np.asarray(gts, np.float64))
+
+
+def box_adjust_from_pairs(d: np.ndarray, g: np.ndarray) -> Dict[str, Any]:
+    """Median (dx, dy, sw, sh) mapping detected boxes ``d`` (N, 4) to their annotated boxes ``g``;
+    medians are robust to the few wrong matches. Reports the IoU before/after on the same pairs."""
+    from convert.parity import iou_matrix  # noqa: PLC0415
+
+    if len(d) < 20:
+        raise ConvertError(f"box_adjust: only {len(d)} matched faces; need a larger training split")
+    d, g = np.asarray(d, np.float64).reshape(-1, 4), np.asarray(g, np.float64).reshape(-1, 4)
     dw, dh = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
     gw, gh = g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
     dx = float(np.median(((g[:, 0] + g[:, 2]) - (d[:, 0] + d[:, 2])) / 2 / dw))
@@ -416,4 +424,4 @@ def build_face_detector(
     return report
 
 
-__all__ = ("sidecar_template", "build_face_detector", "fit_box_adjust", "letterbox", "preprocess", "read_split", "ANCHORS")
+__all__ = ("sidecar_template", "build_face_detector", "fit_box_adjust", "box_adjust_from_pairs", "letterbox", "preprocess", "read_split", "ANCHORS")

@@ -34,7 +34,12 @@ REQUIRED_FIELDS: Tuple[str, ...] = (
     "outputs",
     "provenance.source_model",
 )
-DETECTOR_FIELDS: Tuple[str, ...] = ("decoding.type", "decoding.anchors", "decoding.num_boxes")
+# Per detector family (the sidecar's decoding.type); the agent's decoder reads these.
+DETECTOR_FIELDS: Dict[str, Tuple[str, ...]] = {
+    "blazeface": ("decoding.anchors", "decoding.num_boxes"),
+    "yunet": ("decoding.strides", "decoding.num_keypoints", "decoding.keypoint_names", "decoding.nms.iou_threshold",
+              "decoding.default_min_score"),
+}
 CLASSIFIER_FIELDS: Tuple[str, ...] = ("labels", "output.name", "output.activation", "crop")
 
 
@@ -280,7 +285,10 @@ def check_sidecar_fields(sidecar: Mapping[str, Any], source: str = "sidecar") ->
     fields = list(REQUIRED_FIELDS)
     kind = sidecar.get("kind")
     if kind == "detector":
-        fields += DETECTOR_FIELDS
+        family = sidecar.get("decoding", {}).get("type") if isinstance(sidecar.get("decoding"), Mapping) else None
+        if family not in DETECTOR_FIELDS:
+            raise ConvertError(f"{source}: 'decoding.type' must be one of {', '.join(DETECTOR_FIELDS)}, not {family!r}")
+        fields += DETECTOR_FIELDS[family]
     elif kind == "classifier":
         fields += CLASSIFIER_FIELDS
     elif kind is not None:

@@ -360,7 +360,7 @@ def score_model(name: str, model: Any, holdout: Sequence[dd.Scene], val: Sequenc
 
 # What decides a score besides the model and the images: the scorer's and the agent detector's code.
 SCORER_SOURCES = ("convert/detector_eval.py", "convert/detector_data.py", "convert/blazeface_keras.py",
-                  "agent/detect.py", "agent/blazeface.py", "agent/model.py", "agent/evaluate.py")
+                  "agent/detect.py", "agent/detectors/blazeface.py", "agent/model.py", "agent/evaluate.py")
 
 
 def score_key(model_files: Sequence[Path], holdout: Sequence[dd.Scene], val: Sequence[dd.Scene], max_fp: float) -> str:
@@ -493,15 +493,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, default=BUILD_DIR / "report.json")
 
 
-def _wh(text: str) -> Tuple[int, int]:
-    """``WxH`` -> (width, height), multiples of 16 (the graphs' largest stride)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 192x144") from None
-    if w <= 0 or h <= 0 or w % 16 or h % 16:
-        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive multiples of 16")
-    return w, h
+def input_size_type(multiple: int, example: str) -> Callable[[str], Tuple[int, int]]:
+    """argparse type: ``WxH`` -> (width, height), positive multiples of ``multiple`` (a graph's
+    largest stride: 16 for BlazeFace, 32 for YuNet)."""
+
+    def parse(text: str) -> Tuple[int, int]:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. {example}") from None
+        if w <= 0 or h <= 0 or w % multiple or h % multiple:
+            raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive multiples of {multiple}"
+                                             f" (e.g. {example})")
+        return w, h
+
+    return parse
+
+
+_wh = input_size_type(16, "192x144")
 
 
 def default_input(variant: str) -> Tuple[int, int]:

@@ -131,15 +131,22 @@ def _set(path, value):
     ("classifier", "output.temperature", 0.0, "output.temperature must be > 0"),
     ("classifier", "output.name", "probs", "output.name 'probs' is not in"),
     ("classifier", "labels", None, "bad classifier fields"),
-    ("detector", "decoding.type", "yolo", "decoding.type 'yolo' is not supported"),
-    ("detector", "decoding.num_boxes", 100, "but num_boxes is 100"),
-    ("detector", "decoding.anchors", None, "bad `decoding`"),
+    ("face_detector_yunet", "decoding.type", "yolo", "`decoding.type` 'yolo' is not a known detector family"),
+    ("face_detector_yunet", "decoding.nms", None, "`decoding` lacks 'nms'"),
+    ("face_detector_yunet", "decoding.strides", [8, 16, 0], "must be positive integers"),
+    ("face_detector_door", "decoding.num_boxes", 100, "`decoding.num_boxes` is 100"),
+    ("face_detector_door", "decoding.anchors", None, "`decoding` lacks 'anchors'"),
 ])
-def test_a_swapped_model_with_a_bad_sidecar_is_one_clear_error(tmp_path, capsys, copy_model, detector_json,
+def test_a_swapped_model_with_a_bad_sidecar_is_one_clear_error(tmp_path, capsys, copy_model, repo_root,
                                                                classifier_json, kind, key, value, says):
     """An engineer who swaps in a model with a wrong sidecar gets exit 2 and a message naming the
-    sidecar, what is wrong and the fix, at check-config time (before the service would start)."""
-    models = {"detector": detector_json, "classifier": classifier_json}
+    sidecar, what is wrong and the fix, at check-config time (before the service would start); both
+    detector families."""
+    detector = repo_root / "models" / f"{'face_detector_yunet' if kind == 'classifier' else kind}.json"
+    if not detector.is_file():
+        pytest.skip(f"{detector} not built")
+    kind = "classifier" if kind == "classifier" else "detector"
+    models = {"detector": detector, "classifier": classifier_json}
     models[kind] = copy_model(models[kind], _set(key, value))
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"runtime:\n  state_dir: {tmp_path}\ndetector:\n  model: {models['detector']}\n"

@@ -28,8 +28,21 @@ def test_repo_config_loads_with_doorway_defaults(repo_root):
     assert cfg.mqtt.enabled is False
     assert cfg.alerts.labels == ["no_mask", "incorrect_mask"]
     # Model paths resolve against the config file's folder.
-    assert cfg.detector.model == str(repo_root / "models" / "face_detector_door.json")
+    assert cfg.detector.model == str(repo_root / "models" / "face_detector_yunet.json")
     assert cfg.classifier.model == str(repo_root / "models" / "mask_classifier.json")
+
+
+def test_repo_config_comments_tell_the_shipped_detectors_input(repo_root):
+    """The comments that name the detector's input size say what its sidecar says (they went stale once)."""
+    import json
+    import re
+
+    cfg = load(repo_root / "config.yaml")
+    meta = json.loads(Path(cfg.detector.model).read_text())
+    size = f"{meta['input']['width']}x{meta['input']['height']}"
+    text = (repo_root / "config.yaml").read_text()
+    named = re.findall(r"detector sees (\d+x\d+)|(\d+x\d+) input", text)
+    assert named and all(size in pair for pair in named), (size, named)
 
 
 def test_repo_config_names_and_comments_every_key(repo_root):
@@ -53,7 +66,7 @@ def test_repo_config_names_and_comments_every_key(repo_root):
 def test_empty_file_gives_defaults(tmp_path):
     cfg = load(write(tmp_path, ""))
     assert cfg.tracker.window == 15
-    assert cfg.detector.model == str(tmp_path / "models" / "face_detector_door.json")
+    assert cfg.detector.model == str(tmp_path / "models" / "face_detector_yunet.json")
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path):

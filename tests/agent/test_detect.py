@@ -114,11 +114,14 @@ def test_roi_zoom_looks_at_the_roi_and_a_margin(detector_json):
     det = FaceDetector(DetectorConfig(model=str(detector_json), roi=[0.25, 0.5, 0.75, 1.0]))
     assert det.view((480, 640, 3)) == (128, 216, 512, 480)  # 10 % of the roi's size each way, within the frame
     tensor, lb = det.prepare(np.zeros((480, 640, 3), np.uint8))
-    assert tensor.shape[1:3] == (det.height, det.width) == (144, 192)
-    # the 384x264 view fills the input's width at scale 0.5 (6 px of padding above and below), and
-    # input pixels map back to frame pixels
-    assert (lb.scale_x, lb.scale_y) == (0.5, 0.5)
-    assert np.allclose(lb.to_frame(np.array([[0.0, 6.0], [192.0, 138.0]])), [[128.0, 216.0], [512.0, 480.0]])
+    assert tensor.shape[1:3] == (det.height, det.width)
+    # the 384x264 view fills the input's width (padding above and below), and input pixels map
+    # back to frame pixels
+    scale = det.width / 384
+    pad = (det.height - 264 * scale) / 2
+    assert pad > 0  # the view is wider than the input
+    assert (lb.scale_x, lb.scale_y) == pytest.approx((scale, scale))
+    assert np.allclose(lb.to_frame(np.array([[0.0, pad], [det.width, det.height - pad]])), [[128.0, 216.0], [512.0, 480.0]])
     whole = FaceDetector(DetectorConfig(model=str(detector_json), roi=[0.25, 0.5, 0.75, 1.0], roi_zoom=False))
     assert whole.view((480, 640, 3)) == (0, 0, 640, 480)
 

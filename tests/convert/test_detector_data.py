@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent import blazeface
+from agent.detectors import blazeface
 from convert import detector_data as dd
 from convert.parity import iou_matrix
 

@@ -121,7 +121,7 @@ def test_switched_config_edits_only_the_model_line():
     assert len(old_lines) == len(new_lines) and len(changed) == 1
     assert changed[0][1] == "  model: models/mask_classifier_site.json   # sidecar of the int8 mask classifier"
     # the detector's model line is another section's: untouched
-    assert "  model: models/face_detector_door.json" in new
+    assert "  model: models/face_detector_yunet.json" in new
 
 
 @pytest.mark.parametrize("text, expected", [

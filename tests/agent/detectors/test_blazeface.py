@@ -1,11 +1,11 @@
-"""agent.blazeface: MediaPipe SSD anchors, box/keypoint decoding and weighted NMS."""
+"""agent.detectors.blazeface: MediaPipe SSD anchors, box/keypoint decoding and weighted NMS."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from agent import blazeface
+from agent.detectors import blazeface
 
 FULL = {
     "num_layers": 1, "min_scale": 0.1484375, "max_scale": 0.75,

@@ -1,4 +1,4 @@
-"""BlazeFace post-processing in numpy: SSD anchors, box/keypoint decoding, weighted NMS.
+"""BlazeFace detector family: SSD anchors, box/keypoint decoding, weighted NMS in numpy.
 
 Follows MediaPipe's SsdAnchorsCalculator, TensorsToDetectionsCalculator (reverse_output_order,
 i.e. x before y) and NonMaxSuppressionCalculator (WEIGHTED). Every parameter comes from the
@@ -9,9 +9,11 @@ Coordinates are normalized to the model input (0..1); the caller undoes the lett
 from __future__ import annotations
 
 import math
-from typing import Any, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
+
+from agent.detectors.base import Decoded, OutputReader
 
 # Logit margin of score_floor: far above float32 rounding, far below any score that matters.
 _FLOOR_MARGIN = 1e-3
@@ -181,4 +183,37 @@ def weighted_nms(
     return np.asarray(out_b, np.float32), np.asarray(out_s, np.float32), np.asarray(out_k, np.float32).reshape(-1, k, 2)
 
 
-__all__ = ("generate_anchors", "decode", "weighted_nms", "score_floor", "sigmoid_scores")
+class Decoder:
+    """The ``blazeface`` family: outputs ``regressors`` (1, N, 4 + 2K) and ``scores`` (1, N, 1)
+    against SSD anchors; weighted NMS. Raises KeyError / ValueError on a bad ``decoding``."""
+
+    outputs = ("regressors", "scores")
+
+    def __init__(self, decoding: Mapping[str, Any], input_wh: Tuple[int, int]) -> None:
+        self.decoding: Dict[str, Any] = dict(decoding)
+        self.anchors = generate_anchors(self.decoding["anchors"])
+        if len(self.anchors) != int(self.decoding.get("num_boxes", len(self.anchors))):
+            raise ValueError(f"{len(self.anchors)} anchors from `decoding.anchors` but `decoding.num_boxes` is"
+                             f" {self.decoding.get('num_boxes')}")
+        self.keypoint_names: List[str] = list(self.decoding.get("keypoint_names", []))
+        self.default_min_score = float(self.decoding.get("default_min_score", 0.5))
+        self.default_iou = float((self.decoding.get("nms") or {}).get("iou_threshold", 0.3))
+        self._size = np.array(input_wh, np.float64)
+
+    def decode(self, read: OutputReader, raw: Mapping[str, np.ndarray], min_score: float, iou: float) -> Decoded:
+        """Faces of one input: boxes (N, 4) x1y1x2y2, scores (N,), keypoints (N, K, 2), input pixels."""
+        logits = read("scores", raw["scores"]).reshape(-1)
+        keep = np.flatnonzero(logits >= score_floor(min_score, self.decoding))
+        k = len(self.keypoint_names) or int(self.decoding.get("num_keypoints", 0))
+        if keep.size == 0:
+            return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, k, 2))
+        # Dequantize and decode only the anchors that can survive: a handful instead of thousands.
+        reg = read("regressors", raw["regressors"].reshape(len(self.anchors), -1)[keep])
+        boxes, scores, kps = decode(reg, logits[keep], self.anchors[keep], self.decoding)
+        boxes, scores, kps = weighted_nms(boxes, scores, kps, iou, min_score)
+        size = self._size
+        return (np.asarray(boxes, np.float64) * np.tile(size, 2), np.asarray(scores, np.float64),
+                np.asarray(kps, np.float64) * size)
+
+
+__all__ = ("Decoder", "generate_anchors", "decode", "weighted_nms", "score_floor", "sigmoid_scores")
