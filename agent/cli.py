@@ -31,6 +31,7 @@ from agent.alert import AlertPolicy
 from agent.classify import MaskClassifier
 from agent.config import Config, ConfigError, load, parse
 from agent.detect import FaceDetector, clip_box
+from agent.draw import draw_overlay
 from agent.model import ModelError
 from agent import evaluate, logs, service
 from agent.pipeline import STAGES, Pipeline, ReconfigureError, anon_mb, cpu_summary, rss_mb, set_image_threads
@@ -52,7 +53,6 @@ SITE_COMMANDS = (
     ("label", "agent.label", "label collected crops in a local web page (keys 1-4, u: undo)"),
     ("explain", "agent.explain", "per face, an occlusion map of what changes the label most (PNG)"),
 )
-LABEL_COLORS = {"mask": (80, 200, 60), "incorrect_mask": (0, 170, 255), "no_mask": (40, 40, 230)}
 
 log = logging.getLogger("maskwatch")
 
@@ -304,24 +304,6 @@ def face_json(face: Face, width: int, height: int) -> Dict[str, Any]:
     }
 
 
-def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-    """A copy of the frame with each face's box and label drawn."""
-    out = image.copy()
-    h, w = out.shape[:2]
-    thick = max(1, round(max(h, w) / 400))
-    for f in faces:
-        x1, y1, x2, y2 = (int(round(v)) for v in clip_box(f.box, w, h))
-        color = LABEL_COLORS.get(f.label or "", (200, 200, 200))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        text = f"{f.label} {f.score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, thick)
-        ty = y1 - 4 if y1 - th - 6 >= 0 else y2 + th + 4
-        cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty + 2), color, -1)
-        cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 255, 255), thick,
-                    cv2.LINE_AA)
-    return out
-
-
 class Detector:
     """detect + classify of single images, timed, for the ``detect`` and ``bench`` commands."""
 
@@ -370,7 +352,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         emit(obj)
         if args.annotate:
             stem = Path(path).stem + (f"_{frame:06d}" if frame is not None else "")
-            cv2.imwrite(str(Path(args.annotate) / f"{stem}.jpg"), annotate(image, faces))
+            cv2.imwrite(str(Path(args.annotate) / f"{stem}.jpg"), draw_overlay(image, faces))
 
     for path, kind in _inputs(args.paths):
         if kind in ("missing", "empty-folder"):

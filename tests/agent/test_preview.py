@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.preview import LABEL_COLORS, ROI_COLOR, PreviewConfig, PreviewError, PreviewServer, draw_overlay
+from agent.draw import LABEL_COLORS, ROI_COLOR
+from agent.preview import PreviewConfig, PreviewError, PreviewServer
 from agent.types import Face
 
 NO_MASK = LABEL_COLORS["no_mask"]
@@ -196,13 +197,3 @@ def test_port_in_use_is_a_clear_error_and_stop_frees_the_port():
         again.stop()
         conn.close()
 
-
-def test_overlay_draws_unclassified_faces_and_handles_boxes_outside_the_frame():
-    faces = [Face(box=(-50.0, -40.0, 30.0, 50.0), face_score=0.7),  # partly outside
-             Face(box=(300.0, 200.0, 1900.0, 900.0), face_score=0.6, label="mask", score=0.99)]
-    frame = _frame()
-    out = draw_overlay(frame, faces, roi=None)
-    assert out.shape == (720, 1280, 3) and out.dtype == np.uint8
-    assert _near(out[1, 10], (200, 200, 200), 10)  # unclassified: grey box, clipped to the frame
-    assert _near(out[650, 301], LABEL_COLORS["mask"], 10)
-    assert np.array_equal(frame, _frame())  # input untouched
