@@ -90,9 +90,12 @@ def draw_overlay(image: np.ndarray, faces: Sequence[Face], roi: Optional[Sequenc
         cv2.rectangle(out, box[:2], box[2:], color, thick)
         if f.keypoints is not None:
             # Generic on purpose: as many points as the detector's sidecar names, whatever they are.
+            # White dots ringed in the label's colour: seen on skin, on a mask and on the background.
             for x, y in np.asarray(f.keypoints, float).reshape(-1, 2):
                 if math.isfinite(x) and math.isfinite(y):
-                    cv2.circle(out, (int(round(x)), int(round(y))), thick + 1, color, -1, cv2.LINE_AA)
+                    c = (int(round(x)), int(round(y)))
+                    cv2.circle(out, c, thick + 2, color, -1, cv2.LINE_AA)
+                    cv2.circle(out, c, max(1, thick - 1), (255, 255, 255), -1, cv2.LINE_AA)
         text = f"{f.label} {f.score:.2f}" if f.label else f"face {f.face_score:.2f}"
         tid = track_ids.get(id(f)) if track_ids else None
         _tag(out, text if tid is None else f"#{tid} {text}", box, color, scale, thick)

@@ -31,12 +31,14 @@ def test_overlay_draws_unclassified_faces_and_handles_boxes_outside_the_frame():
 
 @pytest.mark.parametrize("count", [0, 5, 6, 7])
 def test_keypoints_are_drawn_whatever_their_number(count):
-    """Every keypoint the face carries gets a dot in the label's colour (detectors differ in how many)."""
+    """Every keypoint the face carries gets a white dot ringed in the label's colour (detectors
+    differ in how many they give)."""
     points = np.array([(400.0 + 40 * i, 400.0) for i in range(count)]).reshape(-1, 2)
     face = Face(box=(350.0, 300.0, 750.0, 600.0), face_score=0.9, keypoints=points, label="no_mask", score=0.9)
     out = draw_overlay(_frame(), [face])
     for x, y in points.astype(int):
-        assert _near(out[y, x], LABEL_COLORS["no_mask"]), (x, y)
+        assert _near(out[y, x], (255, 255, 255)), (x, y)
+        assert _near(out[y, x + 4], LABEL_COLORS["no_mask"]), (x, y)  # the ring (3 px lines at 1280 px)
     assert _near(out[450, 400], (128, 128, 128), 0)  # nothing drawn away from box and points
 
 
