@@ -608,7 +608,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             preview.stop()
     wrote = [record["clip"], record["contact_sheet"] or "no contact sheet (no alert)", RECORD_NAME]
     say(("demo: stopped early\n" if stop.is_set() else "") + "demo summary:\n"
-        + summary_table(record, models[1].face_labels) + f"\n  in {args.out}/: {', '.join(wrote)}")
+        + summary_table(record, models[1].face_labels) + f"\n  in {Path(args.out)}/: {', '.join(wrote)}")
     return EXIT_OK
 
 
