@@ -581,6 +581,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if preview is not None:
+            preview.start()  # first: a busy port fails before anything is written
         with tempfile.TemporaryDirectory(prefix="maskwatch-demo-") as tmp:
             clip = make_clip(Path(tmp) / "doorway.avi", DEFAULT_PEOPLE)
             pipeline = build_pipeline(cfg, StdoutPublisher(), models)
@@ -589,7 +591,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 say(f"demo: {len(clip.people)} people walk past a doorway ({unmasked} without a mask), "
                     f"{clip.frames} frames; alerts follow as JSON lines")
                 if preview is not None:
-                    preview.start()
                     say(f"demo: watch it at {preview.url} (it starts when a viewer connects, or in"
                         f" {args.wait:g} s; Ctrl-C stops)")
                     wait_for_viewer(preview, stop, args.wait)

@@ -212,7 +212,7 @@ class Recorder:
         self._shown: List[Tuple[int, AlertEvent]] = []  # (last frame on the banner, event)
         self._first: Dict[int, Tuple[int, np.ndarray]] = {}  # live track id -> (its first frame, tile)
         self._tiles: Dict[int, Tuple[np.ndarray, str, Tuple[int, int, int]]] = {}  # alerted track -> tile
-        self._started = time.monotonic()
+        self._started: Optional[float] = None  # when the first frame was shown: the pace's origin
 
     def __call__(self, result: FrameResult) -> None:
         t0 = time.perf_counter()
@@ -235,6 +235,8 @@ class Recorder:
         if self.preview is not None:
             self.preview.update(image)
             # Play at the clip's own pace so the preview can be watched; the pipeline runs ahead.
+            if self._started is None:
+                self._started = time.monotonic()
             rest = self._started + self.frames / self.fps - time.monotonic()
             if rest > 0:
                 time.sleep(rest)

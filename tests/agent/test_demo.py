@@ -188,3 +188,45 @@ def test_preview_plays_the_annotated_clip_until_ctrl_c(tmp_path, detector_json, 
     assert "demo: stopped early" in "".join(err)
     record = json.loads((out / RECORD_NAME).read_text())
     assert 0 < record["frames"] == len(_decode(out / CLIP_NAME))
+
+
+def test_preview_on_a_busy_port_exits_2_before_writing(capsys, tmp_path, detector_json, classifier_json):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(f"detector:\n  model: {detector_json}\nclassifier:\n  model: {classifier_json}\n"
+                       f"preview:\n  port: {port}\n")
+        out = tmp_path / "out"
+        assert main(["demo", "--config", str(cfg), "--out", str(out), "--preview"]) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port}" in err and "preview.port" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_preview_pace_starts_at_the_first_frame_not_at_setup(tmp_path):
+    """A viewer who connects late still sees the clip at its own rate from its first frame."""
+    from agent.demo import Recorder
+    from agent.pipeline import FrameResult
+    from agent.types import Frame
+
+    class Viewer:  # the preview's side: what update() was handed
+        def __init__(self) -> None:
+            self.frames: List[np.ndarray] = []
+
+        def update(self, image: np.ndarray) -> None:
+            self.frames.append(image)
+
+    viewer = Viewer()
+    fps, count = 100.0, 10
+    with Recorder(tmp_path, fps, (64, 48), preview=viewer) as rec:  # type: ignore[arg-type]
+        time.sleep(0.3)  # waiting for a viewer
+        t0 = time.monotonic()
+        for i in range(count):
+            rec(FrameResult(Frame(np.zeros((48, 64, 3), np.uint8), 0.0, i), [], [], [], {}))
+        elapsed = time.monotonic() - t0
+    assert len(viewer.frames) == count
+    assert elapsed >= (count - 1) / fps  # paced, not rushed to catch up with the wait
