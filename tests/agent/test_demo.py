@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ from agent.cli import main
 from agent.demo import CLIP_NAME, RECORD_NAME, SHEET_NAME, TILE_SCALE
 from agent.draw import label_color
 from agent.preview import BOUNDARY
+from tests.mjpeg import read_parts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,6 +133,7 @@ def test_out_that_cannot_be_a_folder_exits_2_with_the_fix(capsys, models_config,
 
 
 def _first_jpeg(url: str, timeout: float = 60.0) -> bytes:
+    """The first frame of the preview's stream at ``url`` (connecting starts the demo's clip)."""
     m = re.match(r"http://([\d.]+):(\d+)/", url)
     assert m, url
     conn = http.client.HTTPConnection(m.group(1), int(m.group(2)), timeout=timeout)
@@ -139,17 +141,9 @@ def _first_jpeg(url: str, timeout: float = 60.0) -> bytes:
         conn.request("GET", "/stream.mjpg")
         resp = conn.getresponse()
         assert resp.status == 200
-        while True:
-            line = resp.readline()
-            assert line, "stream ended before a frame"
-            if line.strip() == f"--{BOUNDARY}".encode():
-                break
-        headers: Dict[str, Any] = {}
-        while (h := resp.readline().strip()):
-            k, _, v = h.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
-        assert headers["content-type"] == "image/jpeg"
-        return resp.read(int(headers["content-length"]))
+        parts = read_parts(resp, BOUNDARY.encode(), 1)
+        assert parts and parts[0][0]["content-type"] == "image/jpeg", "stream ended before a frame"
+        return parts[0][1]
     finally:
         conn.close()
 

@@ -16,6 +16,7 @@ import pytest
 from agent.draw import LABEL_COLORS, ROI_COLOR
 from agent.preview import PreviewConfig, PreviewError, PreviewServer
 from agent.types import Face
+from tests.mjpeg import read_parts
 
 NO_MASK = LABEL_COLORS["no_mask"]
 
@@ -75,26 +76,6 @@ def test_page_embeds_the_stream_and_unknown_paths_are_404(preview):
     assert err.value.code == 404
 
 
-def _read_parts(resp: http.client.HTTPResponse, boundary: bytes, count: int):
-    """Parse ``count`` parts of a multipart/x-mixed-replace body: [(headers, body)]."""
-    parts = []
-    while len(parts) < count:
-        line = resp.readline()
-        if not line:
-            break
-        if line.strip() != b"--" + boundary:
-            continue
-        headers = {}
-        while True:
-            h = resp.readline().strip()
-            if not h:
-                break
-            k, _, v = h.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
-        parts.append((headers, resp.read(int(headers["content-length"]))))
-    return parts
-
-
 def test_stream_delivers_successive_multipart_jpegs(preview):
     stop = threading.Event()
 
@@ -114,7 +95,7 @@ def test_stream_delivers_successive_multipart_jpegs(preview):
         ctype = resp.getheader("Content-Type")
         assert resp.status == 200 and ctype.startswith("multipart/x-mixed-replace")
         boundary = ctype.split("boundary=")[1].encode()
-        parts = _read_parts(resp, boundary, 3)
+        parts = read_parts(resp, boundary, 3)
     finally:
         conn.close()
         stop.set()
@@ -139,7 +120,7 @@ def test_a_viewer_connected_before_the_first_frame_gets_it_when_it_comes(preview
         boundary = resp.getheader("Content-Type").split("boundary=")[1].encode()
         assert _wait_for(lambda: preview.clients == 1)
         preview.update(_frame(), [_face()])
-        parts = _read_parts(resp, boundary, 1)
+        parts = read_parts(resp, boundary, 1)
     finally:
         conn.close()
     assert len(parts) == 1 and parts[0][1][:2] == b"\xff\xd8"
