@@ -6,5 +6,5 @@
 # `maskwatch demo` (--quiet: the JSON lines only; --preview: watch it live in a browser; --out DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh demo
+scripts/setup.sh demo >&2   # stdout is for the JSON alert lines only
 exec .venv/bin/maskwatch demo "$@"
