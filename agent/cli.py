@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 some input could not be read (``detect``); 2 usage, con
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -31,6 +32,7 @@ from agent.alert import AlertPolicy
 from agent.classify import MaskClassifier
 from agent.config import Config, ConfigError, load, parse
 from agent.detect import FaceDetector, clip_box
+from agent.draw import draw_overlay
 from agent.model import ModelError
 from agent import evaluate, logs, service
 from agent.pipeline import STAGES, Pipeline, ReconfigureError, anon_mb, cpu_summary, rss_mb, set_image_threads
@@ -52,7 +54,6 @@ SITE_COMMANDS = (
     ("label", "agent.label", "label collected crops in a local web page (keys 1-4, u: undo)"),
     ("explain", "agent.explain", "per face, an occlusion map of what changes the label most (PNG)"),
 )
-LABEL_COLORS = {"mask": (80, 200, 60), "incorrect_mask": (0, 170, 255), "no_mask": (40, 40, 230)}
 
 log = logging.getLogger("maskwatch")
 
@@ -304,24 +305,6 @@ def face_json(face: Face, width: int, height: int) -> Dict[str, Any]:
     }
 
 
-def annotate(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-    """A copy of the frame with each face's box and label drawn."""
-    out = image.copy()
-    h, w = out.shape[:2]
-    thick = max(1, round(max(h, w) / 400))
-    for f in faces:
-        x1, y1, x2, y2 = (int(round(v)) for v in clip_box(f.box, w, h))
-        color = LABEL_COLORS.get(f.label or "", (200, 200, 200))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        text = f"{f.label} {f.score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, thick)
-        ty = y1 - 4 if y1 - th - 6 >= 0 else y2 + th + 4
-        cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty + 2), color, -1)
-        cv2.putText(out, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, (255, 255, 255), thick,
-                    cv2.LINE_AA)
-    return out
-
-
 class Detector:
     """detect + classify of single images, timed, for the ``detect`` and ``bench`` commands."""
 
@@ -370,7 +353,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         emit(obj)
         if args.annotate:
             stem = Path(path).stem + (f"_{frame:06d}" if frame is not None else "")
-            cv2.imwrite(str(Path(args.annotate) / f"{stem}.jpg"), annotate(image, faces))
+            cv2.imwrite(str(Path(args.annotate) / f"{stem}.jpg"), draw_overlay(image, faces))
 
     for path, kind in _inputs(args.paths):
         if kind in ("missing", "empty-folder"):
@@ -554,22 +537,79 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # --- demo ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what C/C++ code writes to fd 2 meanwhile to /dev/null: the TFLite runtime's "INFO: Created
+    TensorFlow Lite XNNPACK delegate" line, which no Python setting reaches (``demo --quiet``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def wait_for_viewer(preview: PreviewServer, stop: threading.Event, timeout_s: float) -> None:
+    """Until someone watches the preview (so they see the clip from its start), at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while preview.clients == 0 and not stop.is_set() and time.monotonic() < deadline:
+        stop.wait(0.1)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import DEFAULT_PEOPLE, make_clip
+    """The agent on a generated doorway clip: alerts as JSON lines on stdout; the annotated clip, the
+    contact sheet and a summary table (stderr) show its work; ``--preview`` plays it live."""
+    from agent.demo import DEFAULT_PEOPLE, RECORD_NAME, DemoError, Recorder, make_clip, summary_table
 
     cfg = load_config(args.config)
     cfg.mqtt = dataclasses.replace(cfg.mqtt, enabled=False)
-    cfg.preview = dataclasses.replace(cfg.preview, enabled=False)
     cfg.runtime = dataclasses.replace(cfg.runtime, stats_interval_s=0.0)
-    with tempfile.TemporaryDirectory(prefix="maskwatch-demo-") as tmp:
-        clip = make_clip(Path(tmp) / "doorway.avi", DEFAULT_PEOPLE)
-        unmasked = sum(not p.masked for p in clip.people)
-        print(f"demo: {len(clip.people)} people walk past a doorway ({unmasked} without a mask), "
-              f"{clip.frames} frames; alerts follow as JSON lines", file=sys.stderr)
-        pipeline = build_pipeline(cfg, StdoutPublisher())
-        source = VideoFileSource(str(clip.path), cfg.source.max_pixels)
-        final = pipeline.run(source, stats_interval_s=0.0)
-    print(f"demo: {final['alerts']} alert(s); people by label: {final['people']}", file=sys.stderr)
+    say: Callable[[str], None] = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    if args.quiet:
+        logs.set_level("warning")
+        with native_stderr_silenced():
+            models = load_models(cfg)
+    else:
+        models = load_models(cfg)
+    # The pipeline's own preview hook would draw faces without tracks or banners: the recorder
+    # hands the preview its drawn frames instead.
+    preview = PreviewServer(dataclasses.replace(cfg.preview, enabled=True), cfg.runtime.camera) if args.preview else None
+    cfg.preview = dataclasses.replace(cfg.preview, enabled=False)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if preview is not None:
+            preview.start()  # first: a busy port fails before anything is written
+        with tempfile.TemporaryDirectory(prefix="maskwatch-demo-") as tmp:
+            clip = make_clip(Path(tmp) / "doorway.avi", DEFAULT_PEOPLE)
+            pipeline = build_pipeline(cfg, StdoutPublisher(), models)
+            with Recorder(Path(args.out), clip.fps, clip.size, cfg.detector.roi, preview) as recorder:
+                unmasked = sum(not p.masked for p in clip.people)
+                say(f"demo: {len(clip.people)} people walk past a doorway ({unmasked} without a mask), "
+                    f"{clip.frames} frames; alerts follow as JSON lines")
+                if preview is not None:
+                    say(f"demo: watch it at {preview.url} (it starts when a viewer connects, or in"
+                        f" {args.wait:g} s; Ctrl-C stops)")
+                    wait_for_viewer(preview, stop, args.wait)
+                source = VideoFileSource(str(clip.path), cfg.source.max_pixels)
+                try:
+                    final = pipeline.run(source, stop, stats_interval_s=0.0, on_frame=recorder)
+                finally:
+                    source.close()
+            record = recorder.save(final)
+    except DemoError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if preview is not None:
+            preview.stop()
+    wrote = [record["clip"], record["contact_sheet"] or "no contact sheet (no alert)", RECORD_NAME]
+    say(("demo: stopped early\n" if stop.is_set() else "") + "demo summary:\n"
+        + summary_table(record, models[1].face_labels) + f"\n  in {Path(args.out)}/: {', '.join(wrote)}")
     return EXIT_OK
 
 
@@ -619,7 +659,14 @@ def parser() -> argparse.ArgumentParser:
         sp = with_config(sub.add_parser(name, help=text))
         mod.add_arguments(sp)
         sp.set_defaults(func=getattr(mod, "cmd_" + name))
-    m = with_config(sub.add_parser("demo", help="run the agent on a generated doorway clip"))
+    m = with_config(sub.add_parser("demo", help="run the agent on a generated doorway clip and show its work"))
+    m.add_argument("--out", default="demo-out", metavar="DIR",
+                   help="folder for annotated.mp4, contact-sheet.png and annotated.json (default: demo-out)")
+    m.add_argument("--preview", action="store_true",
+                   help="also play the annotated clip live on the local preview (preview.host/port of the config)")
+    m.add_argument("--wait", type=float, default=30.0, metavar="S",
+                   help="with --preview: seconds to wait for a viewer before the clip starts (default 30)")
+    m.add_argument("--quiet", "-q", action="store_true", help="print only the JSON alert lines")
     m.set_defaults(func=cmd_demo)
     i = sub.add_parser("install-service", help="install the systemd unit, a default config and the models")
     service.add_arguments(i)

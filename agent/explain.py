@@ -40,9 +40,10 @@ import cv2
 import numpy as np
 
 from agent.classify import MaskClassifier, pick_label
-from agent.cli import EXIT_OK, EXIT_SOME_FAILED, LABEL_COLORS, UsageError, _inputs, load_config, load_models
+from agent.cli import EXIT_OK, EXIT_SOME_FAILED, UsageError, _inputs, load_config, load_models
 from agent.crop import CropSpec, crop_face, crop_matrix
 from agent.detect import clip_box
+from agent.draw import LABEL_COLORS, label_color, put_text
 from agent.sources import SourceCounters, normalize_image, read_image
 from agent.types import Face
 
@@ -65,7 +66,6 @@ def nose_mouth_indices(names: Sequence[str], count: int) -> List[Tuple[int, str]
     tags = {t for _, t in found}
     return found if tags == {"N", "M"} else []
 PANEL = 256  # px, side of each upscaled crop in the PNG
-NOT_FACE_COLOR = (160, 160, 160)
 FAINT = 0.05  # a map whose largest drop in probability is below this is mostly noise
 
 
@@ -189,11 +189,6 @@ def shares(drop: np.ndarray, regions: Dict[str, np.ndarray]) -> Dict[str, Dict[s
 # --- the PNG ----------------------------------------------------------------------------------
 
 
-def _text(img: np.ndarray, text: str, org: Tuple[int, int], scale: float = 0.45,
-          color: Tuple[int, int, int] = (235, 235, 235), thick: int = 1) -> None:
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
-
-
 def _mark_keypoints(img: np.ndarray, points: Optional[np.ndarray], names: Sequence[str], zoom: float) -> None:
     """Nose and mouth keypoints as ringed dots (white on black: visible on skin, mask and heat)."""
     if points is None:
@@ -204,8 +199,8 @@ def _mark_keypoints(img: np.ndarray, points: Optional[np.ndarray], names: Sequen
         cv2.circle(img, c, 6, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.circle(img, c, 6, (255, 255, 255), 1, cv2.LINE_AA)
         cv2.circle(img, c, 2, (255, 255, 255), -1, cv2.LINE_AA)
-        _text(img, tag, (c[0] + 9, c[1] + 5), 0.45, (0, 0, 0), 3)
-        _text(img, tag, (c[0] + 9, c[1] + 5), 0.45, (255, 255, 255), 1)
+        put_text(img, tag, (c[0] + 9, c[1] + 5), 0.45, (0, 0, 0), 3)
+        put_text(img, tag, (c[0] + 9, c[1] + 5), 0.45, (255, 255, 255), 1)
 
 
 def _dashed_rect(img: np.ndarray, p1: Tuple[int, int], p2: Tuple[int, int], color: Tuple[int, int, int],
@@ -218,10 +213,6 @@ def _dashed_rect(img: np.ndarray, p1: Tuple[int, int], p2: Tuple[int, int], colo
             q0 = (int(a[0] + (b[0] - a[0]) * t0), int(a[1] + (b[1] - a[1]) * t0))
             q1 = (int(a[0] + (b[0] - a[0]) * t1), int(a[1] + (b[1] - a[1]) * t1))
             cv2.line(img, q0, q1, color, 1, cv2.LINE_AA)
-
-
-def label_color(label: str) -> Tuple[int, int, int]:
-    return LABEL_COLORS.get(label, NOT_FACE_COLOR)
 
 
 @dataclass
@@ -267,9 +258,9 @@ def render(ex: Explanation) -> np.ndarray:
     title = f"face {ex.index}: {ex.label} {ex.score:.2f}" + ("  (not a face: dropped by the agent)"
                                                              if ex.label not in LABEL_COLORS else "")
     cv2.rectangle(canvas, (pad, 8), (pad + 10, 30), color, -1)
-    _text(canvas, title, (pad + 18, 27), 0.65, (255, 255, 255), 2)
+    put_text(canvas, title, (pad + 18, 27), 0.65, (255, 255, 255), 2)
     others = "  ".join(f"{k} {v:.2f}" for k, v in ex.scores.items() if k != ex.label)
-    _text(canvas, f"{Path(ex.image).name}  box {[round(v) for v in ex.box]}  {others}", (pad, 48), 0.42,
+    put_text(canvas, f"{Path(ex.image).name}  box {[round(v) for v in ex.box]}  {others}", (pad, 48), 0.42,
           (200, 200, 200))
     # Left: the crop as the classifier sees it; right: with the heat map.
     plain = cv2.resize(ex.crop, (pw, ph), interpolation=cv2.INTER_CUBIC)
@@ -298,40 +289,40 @@ def render(ex: Explanation) -> np.ndarray:
     canvas[head : head + ph, 2 * pad + pw : 2 * pad + 2 * pw] = overlay
     x_right = 2 * pad + pw
     y = head + ph + 18
-    _text(canvas, f"what the classifier sees ({w}x{h} px)", (pad, y), 0.42)
-    _text(canvas, f"{'grey' if ex.fill == 'grey' else 'mean-colour'} {ex.patch}px squares hidden, every"
+    put_text(canvas, f"what the classifier sees ({w}x{h} px)", (pad, y), 0.42)
+    put_text(canvas, f"{'grey' if ex.fill == 'grey' else 'mean-colour'} {ex.patch}px squares hidden, every"
           f" {ex.stride}px", (x_right, y), 0.42)
     # Left: the two figures an installer checks; right: what a colour means.
     nm, fr = ex.regions.get("nose_mouth"), ex.regions["framing"]
     nm_text = f"nose+mouth box: {nm['share']:.0%} of the map" if nm else "nose+mouth: no keypoints"
-    _text(canvas, nm_text, (pad, y + 24), 0.5, (255, 255, 255), 1)
+    put_text(canvas, nm_text, (pad, y + 24), 0.5, (255, 255, 255), 1)
     if nm:
-        _text(canvas, f"(white box, {nm['area']:.0%} of the crop)", (pad, y + 42), 0.4, (200, 200, 200))
-    _text(canvas, f"framing border: {fr['share']:.0%} of the map", (pad, y + 64), 0.5, (255, 255, 255), 1)
-    _text(canvas, f"(dashed band, {fr['area']:.0%} of the crop)", (pad, y + 82), 0.4, (200, 200, 200))
+        put_text(canvas, f"(white box, {nm['area']:.0%} of the crop)", (pad, y + 42), 0.4, (200, 200, 200))
+    put_text(canvas, f"framing border: {fr['share']:.0%} of the map", (pad, y + 64), 0.5, (255, 255, 255), 1)
+    put_text(canvas, f"(dashed band, {fr['area']:.0%} of the crop)", (pad, y + 82), 0.4, (200, 200, 200))
     bar = cv2.applyColorMap(np.tile(np.linspace(0, 255, pw).astype(np.uint8), (12, 1)), cv2.COLORMAP_TURBO)
     canvas[y + 12 : y + 24, x_right : x_right + pw] = bar
-    _text(canvas, "0", (x_right, y + 40), 0.42)
+    put_text(canvas, "0", (x_right, y + 40), 0.42)
     right = f"{scale:.2f}"
     (tw, _), _ = cv2.getTextSize(right, cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)
-    _text(canvas, right, (x_right + pw - tw, y + 40), 0.42)
+    put_text(canvas, right, (x_right + pw - tw, y + 40), 0.42)
     middle = f"drop in p({ex.label})"
     (tw, _), _ = cv2.getTextSize(middle, cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)
-    _text(canvas, middle, (x_right + (pw - tw) // 2, y + 40), 0.42)
-    _text(canvas, "N, M: nose tip, mouth centre", (x_right, y + 64), 0.4, (200, 200, 200))
-    _text(canvas, "(detector keypoints)", (x_right, y + 82), 0.4, (200, 200, 200))
+    put_text(canvas, middle, (x_right + (pw - tw) // 2, y + 40), 0.42)
+    put_text(canvas, "N, M: nose tip, mouth centre", (x_right, y + 64), 0.4, (200, 200, 200))
+    put_text(canvas, "(detector keypoints)", (x_right, y + 82), 0.4, (200, 200, 200))
     # Flips: which label hiding a region leads to, each name in its outline's colour.
     y += 108
     if flipped:
         x = pad
         for part, col in [("outlined: hiding there makes it ", (235, 235, 235))] + [
                 (("" if i == 0 else ", ") + ex.labels[k], label_color(ex.labels[k])) for i, k in enumerate(flipped)]:
-            _text(canvas, part, (x, y), 0.45, col, 1)
+            put_text(canvas, part, (x, y), 0.45, col, 1)
             x += cv2.getTextSize(part, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0]
     else:
-        _text(canvas, f"hiding any one {ex.patch}px square leaves the label {ex.label}", (pad, y), 0.45)
+        put_text(canvas, f"hiding any one {ex.patch}px square leaves the label {ex.label}", (pad, y), 0.45)
     if faint:  # a near-certain label no small square can move: say so rather than let noise speak
-        _text(canvas, f"faint map: no square moves p({ex.label}) by {FAINT:.2f}; try a larger --patch (0.375)",
+        put_text(canvas, f"faint map: no square moves p({ex.label}) by {FAINT:.2f}; try a larger --patch (0.375)",
               (pad, y + 18), 0.45, (0, 200, 255))
     return canvas
 

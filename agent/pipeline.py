@@ -315,6 +315,7 @@ class Pipeline:
         reload: Optional[threading.Event] = None,
         reloader: Optional[Callable[[FrameSource], FrameSource]] = None,
         ready_anyway_s: float = READY_ANYWAY_S,
+        on_frame: Optional[Callable[[FrameResult], None]] = None,
     ) -> Dict[str, Any]:
         """Process frames until the source ends or ``stop`` is set; returns the final stats.
 
@@ -322,7 +323,8 @@ class Pipeline:
         source to go on with (the same one unless the ``source`` section changed); the caller
         closes the source it ends with (``self.source``). READY=1 goes out after the first frame
         went through every stage, or after ``ready_anyway_s`` with a live camera that is down (it
-        keeps being retried; STATUS= follows the camera).
+        keeps being retried; STATUS= follows the camera). ``on_frame`` gets each frame's result
+        (the demo draws and records it).
         """
         stop = stop or threading.Event()
         notifier = notifier or Notifier()
@@ -359,7 +361,9 @@ class Pipeline:
                 if source.healthy:  # a grabber stuck in a driver call stops the pings: systemd restarts us
                     notifier.watchdog()
                 if frame is not None:
-                    self.process(frame)
+                    result = self.process(frame)
+                    if on_frame is not None:
+                        on_frame(result)
                     if not ready:  # READY=1 once a frame went through every stage
                         notifier.ready(f"processing {source.name}")
                         ready = True

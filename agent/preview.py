@@ -27,15 +27,12 @@ from typing import Any, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from agent.draw import draw_overlay
 from agent.types import Face
 
 log = logging.getLogger("maskwatch.preview")
 
 BOUNDARY = "maskwatchframe"
-# BGR colours per label; unclassified faces are grey.
-LABEL_COLORS = {"mask": (80, 200, 60), "incorrect_mask": (0, 170, 255), "no_mask": (40, 40, 230)}
-UNLABELLED_COLOR = (200, 200, 200)
-ROI_COLOR = (0, 220, 255)
 
 
 @dataclass
@@ -74,43 +71,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def draw_overlay(image: np.ndarray, faces: Sequence[Face], roi: Optional[Sequence[float]] = None) -> np.ndarray:
-    """A copy of a BGR frame with the ROI, each face's box, label and score drawn.
-
-    ``roi`` is ``[x1, y1, x2, y2]`` as fractions of the frame (``detector.roi``); outside it the
-    frame is dimmed, since faces there are ignored.
-    """
-    out = image.copy()
-    h, w = out.shape[:2]
-    thick = max(1, round(max(h, w) / 400))
-    scale = 0.4 * thick
-    if roi is not None:
-        x1, y1, x2, y2 = (int(round(v * s)) for v, s in zip(roi, (w, h, w, h)))
-        inside = out[y1:y2, x1:x2].copy()
-        out //= 2  # dim everything, then put the region back
-        out[y1:y2, x1:x2] = inside
-        cv2.rectangle(out, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), ROI_COLOR, thick)
-        cv2.putText(out, "ROI", (x1 + 3, y1 + int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    ROI_COLOR, thick, cv2.LINE_AA)
-    for f in faces:
-        bx1, by1, bx2, by2 = (int(round(v)) for v in _clip(f.box, w, h))
-        color = LABEL_COLORS.get(f.label or "", UNLABELLED_COLOR)
-        cv2.rectangle(out, (bx1, by1), (bx2, by2), color, thick)
-        text = f"{f.label} {f.score:.2f}" if f.label else f"face {f.face_score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ty = by1 - 4 if by1 - th - 6 >= 0 else min(by2 + th + 4, h - 3)
-        cv2.rectangle(out, (bx1, ty - th - 2), (bx1 + tw + 2, ty + 2), color, -1)
-        ink = (0, 0, 0) if color == UNLABELLED_COLOR else (255, 255, 255)  # readable on the light grey
-        cv2.putText(out, text, (bx1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thick, cv2.LINE_AA)
-    return out
-
-
-def _clip(box: Tuple[float, float, float, float], w: int, h: int) -> Tuple[float, float, float, float]:
-    x1, y1, x2, y2 = box
-    return (min(max(x1, 0.0), w - 1.0), min(max(y1, 0.0), h - 1.0), min(max(x2, 0.0), w - 1.0),
-            min(max(y2, 0.0), h - 1.0))
 
 
 class PreviewServer:
@@ -210,7 +170,8 @@ class PreviewServer:
         """Offer the newest frame (BGR uint8) and its faces; returns at once, never encodes.
 
         Only a reference is kept: the caller must not modify ``image`` afterwards (sources hand
-        out a new array per frame).
+        out a new array per frame). A caller that draws its own frames (the demo: track ids, alert
+        banners) passes them with no faces and no ROI, and they are served as they are.
         """
         with self._cond:
             self._frame = (image, tuple(faces), tuple(roi) if roi is not None else None)
@@ -270,4 +231,4 @@ class PreviewServer:
         log.info("preview: a viewer left (%d watching)", self._clients)
 
 
-__all__ = ["PreviewConfig", "PreviewError", "PreviewServer", "draw_overlay", "is_loopback"]
+__all__ = ["PreviewConfig", "PreviewError", "PreviewServer", "is_loopback"]

@@ -226,10 +226,10 @@ def test_run_on_a_clip_prints_one_alert_per_person(capsys, models_config, clip):
     assert [a["label"] for a in got] == ["no_mask"] * len(clip.people)
 
 
-def test_demo_alerts_on_the_unmasked(capsys, models_config):
+def test_demo_alerts_on_the_unmasked(capsys, models_config, tmp_path):
     from agent.demo import DEFAULT_PEOPLE
 
-    assert main(["demo", "--config", str(models_config)]) == 0
+    assert main(["demo", "--config", str(models_config), "--out", str(tmp_path)]) == 0
     cap = capsys.readouterr()
     lines = [json.loads(ln) for ln in cap.out.splitlines()]
     assert {ln["type"] for ln in lines} == {"alert"}

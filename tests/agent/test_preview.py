@@ -13,8 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.preview import LABEL_COLORS, ROI_COLOR, PreviewConfig, PreviewError, PreviewServer, draw_overlay
+from agent.draw import LABEL_COLORS, ROI_COLOR
+from agent.preview import PreviewConfig, PreviewError, PreviewServer
 from agent.types import Face
+from tests.mjpeg import read_parts
 
 NO_MASK = LABEL_COLORS["no_mask"]
 
@@ -74,26 +76,6 @@ def test_page_embeds_the_stream_and_unknown_paths_are_404(preview):
     assert err.value.code == 404
 
 
-def _read_parts(resp: http.client.HTTPResponse, boundary: bytes, count: int):
-    """Parse ``count`` parts of a multipart/x-mixed-replace body: [(headers, body)]."""
-    parts = []
-    while len(parts) < count:
-        line = resp.readline()
-        if not line:
-            break
-        if line.strip() != b"--" + boundary:
-            continue
-        headers = {}
-        while True:
-            h = resp.readline().strip()
-            if not h:
-                break
-            k, _, v = h.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
-        parts.append((headers, resp.read(int(headers["content-length"]))))
-    return parts
-
-
 def test_stream_delivers_successive_multipart_jpegs(preview):
     stop = threading.Event()
 
@@ -113,7 +95,7 @@ def test_stream_delivers_successive_multipart_jpegs(preview):
         ctype = resp.getheader("Content-Type")
         assert resp.status == 200 and ctype.startswith("multipart/x-mixed-replace")
         boundary = ctype.split("boundary=")[1].encode()
-        parts = _read_parts(resp, boundary, 3)
+        parts = read_parts(resp, boundary, 3)
     finally:
         conn.close()
         stop.set()
@@ -138,7 +120,7 @@ def test_a_viewer_connected_before_the_first_frame_gets_it_when_it_comes(preview
         boundary = resp.getheader("Content-Type").split("boundary=")[1].encode()
         assert _wait_for(lambda: preview.clients == 1)
         preview.update(_frame(), [_face()])
-        parts = _read_parts(resp, boundary, 1)
+        parts = read_parts(resp, boundary, 1)
     finally:
         conn.close()
     assert len(parts) == 1 and parts[0][1][:2] == b"\xff\xd8"
@@ -196,13 +178,3 @@ def test_port_in_use_is_a_clear_error_and_stop_frees_the_port():
         again.stop()
         conn.close()
 
-
-def test_overlay_draws_unclassified_faces_and_handles_boxes_outside_the_frame():
-    faces = [Face(box=(-50.0, -40.0, 30.0, 50.0), face_score=0.7),  # partly outside
-             Face(box=(300.0, 200.0, 1900.0, 900.0), face_score=0.6, label="mask", score=0.99)]
-    frame = _frame()
-    out = draw_overlay(frame, faces, roi=None)
-    assert out.shape == (720, 1280, 3) and out.dtype == np.uint8
-    assert _near(out[1, 10], (200, 200, 200), 10)  # unclassified: grey box, clipped to the frame
-    assert _near(out[650, 301], LABEL_COLORS["mask"], 10)
-    assert np.array_equal(frame, _frame())  # input untouched
