@@ -119,7 +119,7 @@ def main() -> int:
     det = cfg.detector.model
     times = invoke_ms([det, a.against])
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"detector invoke, 1 thread, median of 3 interleaved rounds x 200 (zero input):")
+    print("detector invoke, 1 thread, median of 3 interleaved rounds x 200 (zero input):")
     for k, v in times.items():
         print(f"  {Path(k).stem:<24}{med[k]:.3f} ms  (rounds {', '.join(f'{x:.3f}' for x in v)})")
     print(f"  {Path(det).stem} / {Path(a.against).stem}: {med[det] / med[a.against]:.2f}")
