@@ -346,7 +346,7 @@ class MqttPublisher:
         from agent.spool import Spool, SpoolError
 
         try:  # last: nothing to close when an earlier check fails
-            self._spool = Spool(cfg.spool.path, cfg.spool.max_messages)
+            self._spool = Spool(cfg.spool.path, cfg.spool.max_messages, logger=self.log)
         except SpoolError as exc:
             raise PublisherError(f"mqtt.spool.path: {exc}") from None
 

@@ -21,6 +21,18 @@ def schema(name: str):
     return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
 
 
+def write_config(folder: Path, source: Path, detector_json: Path, classifier_json: Path, port: int,
+                 stats_interval_s: float = 0) -> Path:
+    """A config for camera ``demo-door`` on ``source`` with the shipped models, alerting to the broker."""
+    cfg = folder / "config.yaml"
+    cfg.write_text(
+        f"runtime:\n  camera: demo-door\n  stats_interval_s: {stats_interval_s}\n"
+        f"source:\n  uri: {source}\n"
+        f"detector:\n  model: {detector_json}\nclassifier:\n  model: {classifier_json}\n"
+        f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {port}\n")
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def demo_clip(tmp_path_factory):
     pytest.importorskip("skimage")
@@ -32,13 +44,8 @@ def test_demo_clip_over_mqtt(tmp_path, detector_json, classifier_json, demo_clip
     unmasked = sum(not p.masked for p in demo_clip.people)
     assert 0 < unmasked < len(demo_clip.people)  # the clip has both kinds
     sub = collector(["maskwatch/#"])
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(
-        "runtime:\n  camera: demo-door\n  stats_interval_s: 1\n"
-        f"source:\n  uri: {demo_clip.path}\n"
-        f"detector:\n  model: {detector_json}\nclassifier:\n  model: {classifier_json}\n"
-        f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {broker.port}\n")
-    agent = agent_process(cfg)
+    agent = agent_process(write_config(tmp_path, demo_clip.path, detector_json, classifier_json, broker.port,
+                                       stats_interval_s=1))
     assert agent.proc.wait(timeout=120) == 0, agent.stderr
     agent.close()
     assert agent.stdout == []  # alerts went to the broker, not stdout
@@ -64,3 +71,36 @@ def test_demo_clip_over_mqtt(tmp_path, detector_json, classifier_json, demo_clip
     for a in availability:
         jsonschema.validate(a, schema("availability"))
     assert availability[0] == "online" and availability[-1] == "stopped" and "offline" not in availability
+
+
+def test_run_with_a_damaged_spool_recovers_its_alerts_and_runs(tmp_path, detector_json, classifier_json, astronaut,
+                                                              broker, collector, agent_process):
+    """A half-truncated spool (alerts of an earlier run still in it) neither stops `maskwatch run`
+    nor loses the rows that can still be read: they reach the broker, and one warning names the
+    spool, the file it was moved to and the count."""
+    import cv2
+
+    from agent.spool import Spool
+
+    spool = tmp_path / "mqtt-spool.sqlite3"  # the state dir is tmp_path (agent_process)
+    old = Spool(str(spool), max_messages=100000)
+    for i in range(2000):
+        old.put(f"earlier-{i}", "maskwatch/demo-door/alert", json.dumps({"id": f"earlier-{i}", "pad": "x" * 300}).encode())
+    old.close()
+    data = spool.read_bytes()
+    spool.write_bytes(data[: len(data) // 2])
+    image = tmp_path / "door.jpg"
+    cv2.imwrite(str(image), astronaut)
+    sub = collector(["maskwatch/demo-door/alert"])
+    agent = agent_process(write_config(tmp_path, image, detector_json, classifier_json, broker.port))
+    assert agent.proc.wait(timeout=120) == 0, agent.stderr
+    agent.close()
+    warnings = [line for line in agent.stderr if "was damaged" in line]
+    assert len(warnings) == 1, agent.stderr
+    (aside,) = tmp_path.glob("mqtt-spool.sqlite3.corrupt-*")
+    recovered = int(warnings[0].split("recovered ")[1].split(" ")[0])
+    assert str(spool) in warnings[0] and str(aside) in warnings[0] and recovered >= 500
+    assert "Traceback" not in "\n".join(agent.stderr)
+    assert sub.wait_for(lambda c: len({json.loads(p)["id"] for p in c.payloads("maskwatch/demo-door/alert")
+                                       if json.loads(p)["id"].startswith("earlier-")}) == recovered, 20)
+    assert Spool(str(spool)).depth() == 0  # every recovered alert was acknowledged
