@@ -165,8 +165,14 @@ class MqttConfig:
     keepalive: int = field(default=30, metadata={"help": "MQTT keepalive in seconds"})
     prefix: str = field(default="", metadata={"help": "topic prefix; empty: maskwatch/<camera name>/"})
     qos: int = field(default=1, metadata={"help": "QoS of alerts: 1 (at least once) or 2; the spool needs an ack"})
-    reconnect_min_s: float = field(default=1.0, metadata={"help": "first reconnect delay"})
-    reconnect_max_s: float = field(default=30.0, metadata={"help": "largest reconnect delay (backoff)"})
+    # A short cap: alerts that waited through an outage go out within ~3 s of the broker's return
+    # (issue #28); one connection attempt every 3 s is nothing to a broker, even from a fleet.
+    reconnect_min_s: float = field(default=0.5, metadata={"help": "first reconnect delay (seconds)"})
+    reconnect_max_s: float = field(
+        default=3.0,
+        metadata={"help": "largest reconnect delay (backoff doubles up to it): also the longest wait for the"
+                          " broker once it is back"},
+    )
     compliance_window_s: float = field(
         default=3600.0,
         metadata={"help": "window of the people counts and compliance ratio in stats messages (seconds)"},
@@ -325,8 +331,8 @@ class MqttPublisher:
         self._client = _client_class()(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=True,
                                        protocol=paho_client.MQTTv311)
         self._client.max_inflight_messages_set(self._window)
-        self._client.reconnect_delay_set(max(1, int(round(cfg.reconnect_min_s))),
-                                         max(1, int(round(cfg.reconnect_max_s))))
+        # paho takes fractions of a second here (its wait is a float deadline), so no rounding up.
+        self._client.reconnect_delay_set(float(cfg.reconnect_min_s), float(cfg.reconnect_max_s))
         self._client.will_set(cfg.topic("availability"), "offline", qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail

@@ -333,6 +333,64 @@ def test_sigkill_with_alerts_spooled_and_broker_down_all_arrive_after_both_resta
         b.stop()
 
 
+def default_section(port: int) -> dict:
+    """The ``mqtt:`` mapping of a user who sets only the broker: the shipped reconnect backoff."""
+    return {"enabled": True, "host": "127.0.0.1", "port": port}
+
+
+def feed(child, first: int, last: int) -> None:
+    """Alerts ``first`` .. ``last`` into a publisher child; returns once it has spooled them."""
+    child.stdin.write("".join(f"{i}\n" for i in range(first, last + 1)))
+    child.stdin.flush()
+    mq.read_until(child, f"queued {last}")
+
+
+@needs_broker
+def test_alerts_of_an_outage_arrive_within_5s_of_the_broker_return_with_default_backoff(tmp_path, children):
+    """The black-box case with the shipped settings: broker down for 20 s (the backoff reaches its
+    cap), the agent SIGKILLed and restarted meanwhile; every alert made during the outage reaches
+    a subscriber at most 5 s after the broker listens again, each id exactly once."""
+    b = mq.Broker(tmp_path / "broker")
+    b.start()
+    col = collector(b.port, ["maskwatch/door/alert"])  # persistent session: it outlives the restart
+    cfg = {"camera": "door", "state_dir": str(tmp_path / "state"), "mqtt": default_section(b.port)}
+    first = mq.spawn_child(cfg)
+    children.append(first)
+    feed(first, 0, 2)
+    assert col.wait_for(lambda c: len(distinct_alerts(c, "maskwatch/door/alert")) == 3, 10)
+    b.stop()
+    down_at = time.monotonic()
+    feed(first, 3, 9)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = mq.spawn_child(cfg)  # the restarted agent: its own backoff starts during the outage
+    children.append(second)
+    mq.read_until(second, "started")
+    feed(second, 10, 19)
+    time.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
+    b.start()
+    back_at = time.monotonic()
+    try:
+        arrived = col.wait_for(lambda c: len(distinct_alerts(c, "maskwatch/door/alert")) == 20, 5.0)
+        waited = time.monotonic() - back_at
+        assert arrived, f"{len(distinct_alerts(col, 'maskwatch/door/alert'))} of 20 alerts after {waited:.1f} s"
+        time.sleep(0.5)  # a duplicate, if any, would come now
+        assert sorted(mq.alert_ids(col, "maskwatch/door/alert")) == sorted(f"door-{i}" for i in range(20))  # once each
+        second.stdin.close()
+        mq.read_until(second, "closed")
+        col.close()
+    finally:
+        b.stop()
+
+
+def test_reconnect_backoff_defaults_are_short_and_configurable():
+    cfg = MqttConfig()
+    assert cfg.reconnect_min_s <= 1.0 and cfg.reconnect_max_s <= 4.0  # <= 5 s after the broker's return
+    assert MqttConfig(reconnect_min_s=2, reconnect_max_s=60).reconnect_max_s == 60
+    with pytest.raises(ValueError, match="reconnect_min_s"):
+        MqttConfig(reconnect_min_s=5, reconnect_max_s=1)
+
+
 # -- availability -------------------------------------------------------------------------------
 
 @needs_broker
