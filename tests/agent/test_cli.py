@@ -130,10 +130,11 @@ def _set(path, value):
 @pytest.mark.parametrize("kind,key,value,says", [
     ("classifier", "output.temperature", 0.0, "output.temperature must be > 0"),
     ("classifier", "output.name", "probs", "output.name 'probs' is not in"),
-    ("classifier", "labels", None, "bad classifier fields"),
+    ("classifier", "labels", None, "missing key `labels`"),
     ("detector", "decoding.type", "yolo", "decoding.type 'yolo' is not supported"),
     ("detector", "decoding.num_boxes", 100, "but num_boxes is 100"),
-    ("detector", "decoding.anchors", None, "bad `decoding`"),
+    ("detector", "decoding.anchors", None, "missing key `decoding.anchors`"),
+    ("classifier", "output", None, "missing key `output`"),
 ])
 def test_a_swapped_model_with_a_bad_sidecar_is_one_clear_error(tmp_path, capsys, copy_model, detector_json,
                                                                classifier_json, kind, key, value, says):
