@@ -262,6 +262,45 @@ def test_full_spool_drops_oldest_counts_them_and_sends_the_rest(tmp_path):
         b.stop()
 
 
+@needs_broker
+def test_a_flood_against_a_full_spool_logs_one_line_with_the_count(tmp_path, caplog, monkeypatch):
+    """1000 alerts while the broker is down and the spool holds 5: the first drop is said at once,
+    the rest summed up (one line a minute, plus what is left at close), the counts adding up."""
+    import re
+
+    import agent.mqtt as mqtt_module
+
+    b = mq.Broker(tmp_path / "broker")
+    b.start()
+    col = collector(b.port, ["maskwatch/door/alert"])
+    b.stop()
+    caplog.set_level(logging.INFO)
+    pub = make_publisher(b.port, tmp_path / "state", spool={"max_messages": 5})
+    pub.start()
+    for i in range(1000):
+        pub.alert(mq.make_event("door", i))
+    lines = [r.getMessage() for r in caplog.records if "spool full" in r.getMessage()]
+    assert len(lines) == 1 and "dropped the 1 oldest" in lines[0]
+    monkeypatch.setattr(mqtt_module, "SPOOL_FULL_LOG_S", 0.0)  # the minute has passed
+    pub.alert(mq.make_event("door", 1000))
+    monkeypatch.setattr(mqtt_module, "SPOOL_FULL_LOG_S", 60.0)
+    for i in range(1001, 1004):  # dropped within the minute: said at close
+        pub.alert(mq.make_event("door", i))
+    b.start()
+    try:
+        assert col.wait_for(lambda c: len(distinct_alerts(c, "maskwatch/door/alert")) == 5, 20)
+        assert pub.stats_payload({})["spool"]["dropped"] == 999
+        pub.close()
+        lines = [r.getMessage() for r in caplog.records if "spool full" in r.getMessage()]
+        counts = [int(re.search(r"dropped the (\d+) oldest", line).group(1)) for line in lines]
+        assert counts == [1, 995, 3], lines
+        assert "999 since the spool file was made" in lines[-1]
+        col.close()
+        assert sorted(distinct_alerts(col, "maskwatch/door/alert")) == sorted(f"door-{i}" for i in range(999, 1004))
+    finally:
+        b.stop()
+
+
 @pytest.mark.parametrize("name", ["alert", "stats", "availability"])
 def test_schemas_are_valid_json_schema(name):
     jsonschema.Draft202012Validator.check_schema(schema(name))
