@@ -6,7 +6,12 @@ arrives, so an alert survives broker outages and agent restarts (it is re-sent w
 ``max_messages``; drops are counted in the file, so they survive restarts and show up in stats.
 
 One connection, shared by the capture thread (``put``) and paho's network thread (``remove``),
-guarded by a lock; WAL journal so a write is one fsync-light append.
+guarded by a lock. WAL journal with ``synchronous=FULL``: ``put`` returns only after its commit is
+fsynced to the WAL, so an alert that counts as spooled survives a power cut too ("NORMAL" survives
+a process crash but may lose the last commits on power loss, the common failure of a Pi at a
+door). A checkpoint copies the WAL into the file with its own fsyncs (SQLite's default, every
+1000 pages); alerts are a few per minute, so one fsync each costs nothing that matters, even on
+an SD card.
 
 A damaged file (half-truncated, overwritten, not a database) does not stop the agent: it is moved
 aside as ``<path>.corrupt-<UTC time>``, every row that can still be read is copied into a new
@@ -87,8 +92,8 @@ class Spool:
         db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: durable against a process crash (the case we guard), cheap on SD cards.
-            db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: each commit is fsynced before put() returns (see the module doc: power loss).
+            db.execute("PRAGMA synchronous=FULL")
             # Reads every page once: a damage found now is recovered at start, not met at the
             # first alert. The spool is small (acknowledged rows leave it).
             (check,) = db.execute("PRAGMA quick_check(1)").fetchone()
@@ -137,7 +142,7 @@ class Spool:
 
     def put(self, event_id: str, topic: str, payload: bytes) -> int:
         """Append a message (a repeated ``event_id`` is ignored); returns how many of the oldest
-        rows were dropped to stay within ``max_messages``."""
+        rows were dropped to stay within ``max_messages``. On disk (fsynced) when it returns."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
