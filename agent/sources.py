@@ -345,7 +345,8 @@ class VideoFileSource(FrameSource):
                 continue
             self.counters.frames += 1
             # Timestamps follow the video's clock so tracking and cooldowns see real time spacing.
-            return Frame(image=image, timestamp=self._t0 + index / self.fps, index=index, source=self.name)
+            return Frame(image=image, timestamp=self._t0 + index / self.fps, index=index, source=self.name,
+                         position_s=index / self.fps)
         return None
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ online -> stopped (retained).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,11 @@ def test_demo_clip_over_mqtt(tmp_path, detector_json, classifier_json, demo_clip
     unmasked = sum(not p.masked for p in demo_clip.people)
     assert 0 < unmasked < len(demo_clip.people)  # the clip has both kinds
     sub = collector(["maskwatch/#"])
+    started = time.time()
     agent = agent_process(write_config(tmp_path, demo_clip.path, detector_json, classifier_json, broker.port,
                                        stats_interval_s=1))
     assert agent.proc.wait(timeout=120) == 0, agent.stderr
+    ended = time.time()
     agent.close()
     assert agent.stdout == []  # alerts went to the broker, not stdout
     topic = "maskwatch/demo-door/"
@@ -58,6 +61,11 @@ def test_demo_clip_over_mqtt(tmp_path, detector_json, classifier_json, demo_clip
     assert len(alerts) == unmasked, [(a["track"], a["label"], a["score"]) for a in alerts]
     assert len({a["id"] for a in alerts}) == unmasked  # no repeat: one alert per person
     assert all(a["camera"] == "demo-door" and a["label"] in ("no_mask", "incorrect_mask") for a in alerts)
+    # The clip plays faster than real time: `time` is still the wall clock (never in the future),
+    # and where in the video each alert was decided comes apart, in `position_s`.
+    assert all(started <= a["epoch"] <= ended for a in alerts), ([a["epoch"] for a in alerts], started, ended)
+    assert all(0 <= a["position_s"] <= demo_clip.frames / demo_clip.fps for a in alerts)
+    assert [a["position_s"] for a in alerts] == sorted(a["position_s"] for a in alerts)
 
     stats = [json.loads(p) for p in sub.payloads(topic + "stats")]
     assert stats, "no stats message"
