@@ -7,7 +7,6 @@ again only if the same track is still unmasked after ``cooldown_s`` (someone lin
 from __future__ import annotations
 
 import time
-
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
