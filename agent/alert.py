@@ -6,6 +6,7 @@ again only if the same track is still unmasked after ``cooldown_s`` (someone lin
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -56,8 +57,10 @@ class AlertPolicy:
         self._last_alert: Dict[int, float] = {}  # track id -> time of its last alert
         self._count: Dict[int, int] = {}  # track id -> alerts raised (part of the event id)
 
-    def update(self, tracks: Sequence[Track], timestamp: float, image: Optional[np.ndarray] = None) -> List[AlertEvent]:
-        """Events for tracks that qualify now; ``image`` is the current frame (for thumbnails)."""
+    def update(self, tracks: Sequence[Track], timestamp: float, image: Optional[np.ndarray] = None,
+               position_s: Optional[float] = None) -> List[AlertEvent]:
+        """Events for tracks that qualify now; ``image`` is the current frame (for thumbnails),
+        ``position_s`` its place in a played-back file (``Frame.position_s``)."""
         events: List[AlertEvent] = []
         live = set()
         for t in tracks:
@@ -72,14 +75,15 @@ class AlertPolicy:
             self._last_alert[t.track_id] = timestamp
             n = self._count.get(t.track_id, 0) + 1
             self._count[t.track_id] = n
-            events.append(self._event(t, timestamp, n, image))
+            events.append(self._event(t, timestamp, n, image, position_s))
         # Forget tracks that ended, so memory stays bounded over days.
         for gone in set(self._last_alert) - live:
             del self._last_alert[gone]
             self._count.pop(gone, None)
         return events
 
-    def _event(self, t: Track, timestamp: float, n: int, image: Optional[np.ndarray]) -> AlertEvent:
+    def _event(self, t: Track, timestamp: float, n: int, image: Optional[np.ndarray],
+               position_s: Optional[float] = None) -> AlertEvent:
         h, w = (image.shape[:2] if image is not None else (0, 0))
         # Stable and unique: camera, the track's first sighting (ms) and id, the alert's number.
         event_id = f"{self.camera}-{int(t.first_seen * 1000)}-{t.track_id}-{n}"
@@ -91,7 +95,11 @@ class AlertPolicy:
         return AlertEvent(
             event_id=event_id,
             camera=self.camera,
-            epoch=timestamp,
+            # A played-back file runs on the video's clock (faster than real time, alerts would be
+            # stamped in the future): its alert carries the wall clock of the decision, and the
+            # video position separately. A camera's frame time is the wall clock already.
+            epoch=timestamp if position_s is None else time.time(),
+            position_s=position_s,
             label=str(t.label),
             score=round(float(t.score), 4),
             track_id=t.track_id,

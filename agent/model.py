@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent import schema_check
+
 SCHEMA = "maskwatch-model/1"
 
 # (module to import, attribute path to the Interpreter class, pip package that provides it)
@@ -66,7 +68,8 @@ def sha256_of(path: Path) -> str:
 
 
 def read_sidecar(path: os.PathLike | str, kind: Optional[str] = None) -> Dict[str, Any]:
-    """Read and check a sidecar's common fields; raises ModelError naming the file."""
+    """Read a sidecar and check it against agent/schemas/model.schema.json; raises ModelError
+    naming the file, the first wrong key (``missing key `decoding.nms```) and the fix."""
     p = Path(path)
     try:
         meta = json.loads(p.read_text(encoding="utf-8"))
@@ -83,9 +86,12 @@ def read_sidecar(path: os.PathLike | str, kind: Optional[str] = None) -> Dict[st
     if kind and meta.get("kind") != kind:
         raise ModelError(f"{p}: is a {meta.get('kind')!r} model, expected a {kind!r}\n  fix: swap the"
                          " detector and classifier model paths in the config")
-    for key in ("model_file", "input", "outputs"):
-        if key not in meta:
-            raise ModelError(f"{p}: missing `{key}`\n  fix: rebuild the model; see docs/model-contract.md")
+    # Every field the agent reads, against the one schema file (a missing field would otherwise
+    # fall back to a code default and silently change scores, e.g. the classifier's temperature).
+    problem = schema_check.first_problem(meta, schema_check.load("model"))
+    if problem is not None:
+        raise ModelError(f"{p}: {problem}\n  fix: rebuild the model (maskwatch-convert) or restore this sidecar"
+                         " from the release; its fields: docs/model-contract.md, agent/schemas/model.schema.json")
     return meta
 
 

@@ -254,7 +254,7 @@ class Pipeline:
         before = {tr.track_id: tr for tr in self.tracker.tracks}
         tracks = self.tracker.update(faces, frame.timestamp)
         lap("track")
-        events = self.policy.update(tracks, frame.timestamp, frame.image)
+        events = self.policy.update(tracks, frame.timestamp, frame.image, frame.position_s)
         lap("alert")
         for event in events:
             self.publisher.alert(event)

@@ -57,6 +57,8 @@ def alert_payload(event: AlertEvent, include_crop: bool = True) -> Dict[str, Any
         "frame": {"width": int(event.frame_width), "height": int(event.frame_height)},
         "models": {str(k): str(v) for k, v in event.models.items()},
     }
+    if event.position_s is not None:  # a played-back file: where in it (``time`` stays the wall clock)
+        out["position_s"] = round(float(event.position_s), 3)
     if include_crop and event.crop_jpeg is not None:
         out["crop_jpeg"] = base64.b64encode(event.crop_jpeg).decode("ascii")
     return out

@@ -28,14 +28,15 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from agent.model import sha256_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MODEL_EXTRAS = ("NOTICE", "SHA256SUMS", "MODEL_CARD.md")
-# ProtectHome=yes in the unit hides these from the service.
-HIDDEN_FROM_SERVICE = ("/home", "/root", "/run/user")
+# Folders the unit hides from the service, and the setting that hides them.
+HIDDEN_FROM_SERVICE = {"/home": "ProtectHome=yes", "/root": "ProtectHome=yes", "/run/user": "ProtectHome=yes",
+                       "/tmp": "PrivateTmp=yes", "/var/tmp": "PrivateTmp=yes"}
 
 
 class InstallError(Exception):
@@ -131,9 +132,17 @@ def hidden_from_service(path: Path) -> Optional[str]:
     except (OSError, IndexError):
         pass
     for t in targets:
-        for top in HIDDEN_FROM_SERVICE:
-            if str(t) == top or str(t).startswith(top + "/"):
-                return f"{t} is under {top}, which the unit hides (ProtectHome=yes)"
+        hidden = hidden_folder(str(t))
+        if hidden:
+            return f"{t} is under {hidden[0]}, which the unit hides ({hidden[1]})"
+    return None
+
+
+def hidden_folder(path: str) -> Optional[Tuple[str, str]]:
+    """(folder, unit setting) when the service cannot see ``path`` (an absolute path), else None."""
+    for top, setting in HIDDEN_FROM_SERVICE.items():
+        if path == top or path.startswith(top + "/"):
+            return top, setting
     return None
 
 
@@ -244,8 +253,18 @@ def install_service(
         hidden = hidden_from_service(exe)
         if hidden:
             report.warnings.append(f"the service cannot start: {hidden}\n  fix: install maskwatch into a venv"
-                                   " under /opt (e.g. /opt/maskwatch/venv, with a Python outside /root and /home)"
-                                   " and run its bin/maskwatch install-service")
+                                   " under /opt (e.g. /opt/maskwatch/venv, with a Python outside /root, /home and"
+                                   " /tmp) and run its bin/maskwatch install-service")
+    hidden_config = hidden_folder(config_path)
+    if hidden_config:
+        report.warnings.append(f"the service cannot read its config: {config_path} is under {hidden_config[0]},"
+                               f" which the unit hides ({hidden_config[1]})\n  fix: keep the default --config-dir"
+                               " /etc/maskwatch")
+    staged = hidden_folder(str(root)) if root is not None else None
+    if staged:
+        report.warnings.append(f"staged under {root}: the unit names the final paths ({unit_path}, {config_path});"
+                               f" left under {staged[0]} the files are invisible to the service ({staged[1]})\n"
+                               "  fix: copy the staged tree to / on the target (or install without --prefix)")
 
     unit_dst = _under(root, unit_path)
     config_dst = _under(root, config_path)
@@ -358,7 +377,7 @@ def cmd_install_service(args: argparse.Namespace, out=None, err=None) -> int:
 
 
 __all__ = ["InstallError", "InstallReport", "add_arguments", "cmd_install_service", "enable_now", "find_exec",
-           "hidden_from_service", "install_service", "model_files", "render_unit", "systemd_quote", "verify_unit"]
+           "hidden_folder", "hidden_from_service", "install_service", "model_files", "render_unit", "systemd_quote", "verify_unit"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

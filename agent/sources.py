@@ -256,14 +256,27 @@ def read_image(path: str) -> Optional[np.ndarray]:
     return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
 
-class ImageSource(FrameSource):
-    """Image files one after another; unreadable files are counted and skipped."""
+def no_frame_error(what: str, skipped: Dict[str, int], fix: str) -> SourceError:
+    """The error of a finite source that ended without one usable frame: a run that printed
+    "0 frames" and exited 0 looked like a quiet doorway, not like a wrong file."""
+    why = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skipped.items()))
+    return SourceError(f"{what}: no frame could be read{f' ({why})' if why else ''}\n  fix: {fix}")
 
-    def __init__(self, paths: List[str], max_pixels: int = 40_000_000, name: str = "") -> None:
+
+class ImageSource(FrameSource):
+    """Image files one after another; unreadable files are counted and skipped.
+
+    ``fail_if_empty``: when the last file is passed and none gave a frame, ``read`` raises
+    :class:`SourceError` naming the (first) file instead of ending quietly (``open_source`` sets it).
+    """
+
+    def __init__(self, paths: List[str], max_pixels: int = 40_000_000, name: str = "",
+                 fail_if_empty: bool = False) -> None:
         super().__init__()
         self.paths = list(paths)
         self.max_pixels = max_pixels
         self.name = name or (paths[0] if len(paths) == 1 else f"{len(paths)} images")
+        self.fail_if_empty = fail_if_empty
         self._next = 0
 
     @property
@@ -283,16 +296,25 @@ class ImageSource(FrameSource):
                 continue
             self.counters.frames += 1
             return Frame(image=image, timestamp=time.time(), index=self._next - 1, source=path)
+        if self.fail_if_empty and self.counters.frames == 0:
+            self.fail_if_empty = False  # said once
+            what = self.paths[0]
+            if len(self.paths) > 1:
+                what = f"{self.name} (none of its {len(self.paths)} images; the first is {self.paths[0]})"
+            raise no_frame_error(what, self.counters.skipped, "give an image file OpenCV can decode (jpg, png, bmp,"
+                                 " webp, tiff ...), a folder or glob of them, a video file or a camera")
         return None
 
 
 class VideoFileSource(FrameSource):
-    """Every frame of a video file in order; ends cleanly at the end of the file."""
+    """Every frame of a video file in order; ends cleanly at the end of the file (``fail_if_empty``:
+    raises :class:`SourceError` there when not one frame was usable, as :class:`ImageSource`)."""
 
-    def __init__(self, path: str, max_pixels: int = 40_000_000) -> None:
+    def __init__(self, path: str, max_pixels: int = 40_000_000, fail_if_empty: bool = False) -> None:
         super().__init__()
         self.name = path
         self.max_pixels = max_pixels
+        self.fail_if_empty = fail_if_empty
         self._cap = cv2.VideoCapture(path)
         if not self._cap.isOpened():
             raise SourceError(f"{path}: cannot open as a video\n  fix: check the path and that the format is"
@@ -312,6 +334,9 @@ class VideoFileSource(FrameSource):
             if not ok:
                 self._done = True
                 self._cap.release()
+                if self.fail_if_empty and self.counters.frames == 0:
+                    raise no_frame_error(self.name, self.counters.skipped, "check that the file is a whole video"
+                                         " OpenCV/FFmpeg reads (mp4, avi, mkv ...); `ffprobe FILE` shows what it holds")
                 return None
             index = self._index
             self._index += 1
@@ -320,7 +345,8 @@ class VideoFileSource(FrameSource):
                 continue
             self.counters.frames += 1
             # Timestamps follow the video's clock so tracking and cooldowns see real time spacing.
-            return Frame(image=image, timestamp=self._t0 + index / self.fps, index=index, source=self.name)
+            return Frame(image=image, timestamp=self._t0 + index / self.fps, index=index, source=self.name,
+                         position_s=index / self.fps)
         return None
 
     def close(self) -> None:
@@ -555,7 +581,8 @@ def classify_uri(uri: str) -> Tuple[str, Any]:
 
 
 def open_source(cfg: SourceConfig) -> FrameSource:
-    """Open the source a config names; raises SourceError when it cannot work at all."""
+    """Open the source a config names; raises SourceError when it cannot work at all, and a file
+    source raises it from ``read`` when it ends without one usable frame."""
     kind, target = classify_uri(cfg.uri)
     live = cfg.live if cfg.live is not None else kind in ("picamera2", "v4l2", "stream")
     if kind == "picamera2":
@@ -567,12 +594,12 @@ def open_source(cfg: SourceConfig) -> FrameSource:
         if not paths or (len(paths) == 1 and not os.path.exists(paths[0])):
             raise SourceError(f"source.uri {cfg.uri!r}: no image found\n  fix: give an existing image, folder"
                               " or glob")
-        return ImageSource(paths, cfg.max_pixels, name=cfg.uri)
+        return ImageSource(paths, cfg.max_pixels, name=cfg.uri, fail_if_empty=True)
     if kind == "video" and not live and not os.path.exists(target):
         raise SourceError(f"source.uri {cfg.uri!r}: no such file\n  fix: give an existing video file, a camera"
                           " index (0), /dev/videoN, an rtsp:// URL or picamera2")
     if not live:
-        return VideoFileSource(target, cfg.max_pixels)
+        return VideoFileSource(target, cfg.max_pixels, fail_if_empty=True)
     opener = lambda: OpenCVCapture(target, cfg.width, cfg.height, cfg.fps)  # noqa: E731
     return LiveSource(cfg.uri, opener, cfg.reopen_min_s, cfg.reopen_max_s, cfg.max_pixels, stall_s=cfg.stall_s)
 

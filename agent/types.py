@@ -22,6 +22,9 @@ class Frame:
     timestamp: float  # seconds since the epoch
     index: int = 0  # frame number within the source
     source: str = ""  # what produced it (path, URL, device) for logs and JSON output
+    # Seconds into a played-back video file (whose ``timestamp`` then follows the video's clock,
+    # not the wall clock); None for cameras, streams and images.
+    position_s: Optional[float] = None
 
 
 @dataclass
@@ -80,3 +83,4 @@ class AlertEvent:
     frame_height: int
     models: Dict[str, str] = field(default_factory=dict)  # model name -> version
     crop_jpeg: Optional[bytes] = None  # small face crop, only when enabled in config
+    position_s: Optional[float] = None  # where in a played-back video file (``Frame.position_s``)

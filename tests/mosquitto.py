@@ -309,6 +309,9 @@ def _child(config_json: str) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a script, sys.path[0] is tests/, whose agent/ (the tests' package) would shadow the
+    # real one when the repo is already on the path further down (PYTHONPATH=repo).
+    sys.path[:] = [str(REPO)] + [p for p in sys.path[1:] if p != str(REPO)]
     if len(sys.argv) == 3 and sys.argv[1] == "child":
         sys.exit(_child(sys.argv[2]))
     print("usage: mosquitto.py child CONFIG_JSON", file=sys.stderr)

@@ -130,12 +130,13 @@ def _set(path, value):
 @pytest.mark.parametrize("kind,key,value,says", [
     ("classifier", "output.temperature", 0.0, "output.temperature must be > 0"),
     ("classifier", "output.name", "probs", "output.name 'probs' is not in"),
-    ("classifier", "labels", None, "bad classifier fields"),
-    ("face_detector_yunet", "decoding.type", "yolo", "`decoding.type` 'yolo' is not a known detector family"),
-    ("face_detector_yunet", "decoding.nms", None, "`decoding` lacks 'nms'"),
-    ("face_detector_yunet", "decoding.strides", [8, 16, 0], "must be positive integers"),
+    ("classifier", "labels", None, "missing key `labels`"),
+    ("classifier", "output", None, "missing key `output`"),
+    ("face_detector_yunet", "decoding.type", "yolo", "'yolo' is not a known detector family"),
+    ("face_detector_yunet", "decoding.nms", None, "missing key `decoding.nms`"),
+    ("face_detector_yunet", "decoding.strides", [8, 16, 0], "decoding.strides"),
     ("face_detector_door", "decoding.num_boxes", 100, "`decoding.num_boxes` is 100"),
-    ("face_detector_door", "decoding.anchors", None, "`decoding` lacks 'anchors'"),
+    ("face_detector_door", "decoding.anchors", None, "missing key `decoding.anchors`"),
 ])
 def test_a_swapped_model_with_a_bad_sidecar_is_one_clear_error(tmp_path, capsys, copy_model, repo_root,
                                                                classifier_json, kind, key, value, says):

@@ -111,3 +111,55 @@ def test_discovery_is_retained_and_resent_when_home_assistant_comes_online(tmp_p
         late.close()
     finally:
         broker.stop()
+
+
+# -- the README's notification recipe --------------------------------------------------------
+
+def readme_recipe() -> dict:
+    """The automation of README's Home Assistant step 3 (the YAML block that uses the event entity)."""
+    yaml = pytest.importorskip("yaml")
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml")[1:]]
+    (block,) = [b for b in blocks if "event.maskwatch_doorway_mask_alert" in b]
+    (automation,) = yaml.safe_load(block)
+    return automation
+
+
+def state(value: str, event_type: str = "no_mask", name: str = "Mask alert") -> dict:
+    """An entity state as Home Assistant hands it to a trigger (state string + attributes)."""
+    return {"state": value, "attributes": {"event_type": event_type, "friendly_name": name}}
+
+
+def test_readme_recipe_fires_once_per_alert_and_never_on_a_restart():
+    """Replay the event entity's state changes as Home Assistant makes them (2024.3.3, checked on a
+    real instance: an event entity's state is the time of its last event and comes back to it
+    after `unavailable`) through the recipe's condition, rendered with Jinja2 as HA does."""
+    jinja2 = pytest.importorskip("jinja2")
+    automation = readme_recipe()
+    assert "triggers" in automation and "actions" in automation  # the 2024.10+ syntax the README names
+    (trigger,) = automation["triggers"]
+    assert trigger == {"trigger": "state", "entity_id": "event.maskwatch_doorway_mask_alert"}
+    (condition,) = automation["conditions"]
+    template = jinja2.Environment().from_string(condition["value_template"])
+    t1, t2, t3 = "2026-12-04T10:00:01.123+00:00", "2026-12-04T10:07:42.001+00:00", "2026-12-04T11:30:00.500+00:00"
+    changes = [  # (from_state, to_state, a new alert?)
+        (None, state("unknown"), False),                           # discovery: the entity appears
+        (state("unknown"), state(t1), True),                       # its first alert
+        (state(t1), state(t2, "incorrect_mask"), True),            # the next one
+        (state(t2), state("unavailable"), False),                  # agent stopped (SIGTERM: `stopped`)
+        (state("unavailable"), state(t2), False),                  # agent back: the old alert's time again
+        (state(t2), state("unavailable"), False),                  # agent SIGKILLed: the Last Will
+        (state("unavailable"), state(t2), False),
+        (None, state("unavailable"), False),                       # Home Assistant restarted
+        (state("unavailable"), state(t2), False),                  # ... and restores the entity
+        (None, state(t2), False),                                  # (restored before availability came)
+        (state(t2), state(t2, name="Doorway mask alert"), False),  # re-discovery renamed it: attributes only
+        (state(t2), state(t3), True),                              # a new alert after all that
+    ]
+    fired = [template.render(trigger={"from_state": old, "to_state": new}).strip() == "True"
+             for old, new, _ in changes]
+    assert fired == [alert for _, _, alert in changes]
+    # The message names the label of the alert that fired it.
+    (action,) = automation["actions"]
+    message = jinja2.Environment().from_string(action["data"]["message"])
+    assert message.render(trigger={"to_state": state(t3, "incorrect_mask")}) == "incorrect mask at the doorway"

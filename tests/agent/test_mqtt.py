@@ -262,6 +262,45 @@ def test_full_spool_drops_oldest_counts_them_and_sends_the_rest(tmp_path):
         b.stop()
 
 
+@needs_broker
+def test_a_flood_against_a_full_spool_logs_one_line_with_the_count(tmp_path, caplog, monkeypatch):
+    """1000 alerts while the broker is down and the spool holds 5: the first drop is said at once,
+    the rest summed up (one line a minute, plus what is left at close), the counts adding up."""
+    import re
+
+    import agent.mqtt as mqtt_module
+
+    b = mq.Broker(tmp_path / "broker")
+    b.start()
+    col = collector(b.port, ["maskwatch/door/alert"])
+    b.stop()
+    caplog.set_level(logging.INFO)
+    pub = make_publisher(b.port, tmp_path / "state", spool={"max_messages": 5})
+    pub.start()
+    for i in range(1000):
+        pub.alert(mq.make_event("door", i))
+    lines = [r.getMessage() for r in caplog.records if "spool full" in r.getMessage()]
+    assert len(lines) == 1 and "dropped the 1 oldest" in lines[0]
+    monkeypatch.setattr(mqtt_module, "SPOOL_FULL_LOG_S", 0.0)  # the minute has passed
+    pub.alert(mq.make_event("door", 1000))
+    monkeypatch.setattr(mqtt_module, "SPOOL_FULL_LOG_S", 60.0)
+    for i in range(1001, 1004):  # dropped within the minute: said at close
+        pub.alert(mq.make_event("door", i))
+    b.start()
+    try:
+        assert col.wait_for(lambda c: len(distinct_alerts(c, "maskwatch/door/alert")) == 5, 20)
+        assert pub.stats_payload({})["spool"]["dropped"] == 999
+        pub.close()
+        lines = [r.getMessage() for r in caplog.records if "spool full" in r.getMessage()]
+        counts = [int(re.search(r"dropped the (\d+) oldest", line).group(1)) for line in lines]
+        assert counts == [1, 995, 3], lines
+        assert "999 since the spool file was made" in lines[-1]
+        col.close()
+        assert sorted(distinct_alerts(col, "maskwatch/door/alert")) == sorted(f"door-{i}" for i in range(999, 1004))
+    finally:
+        b.stop()
+
+
 @pytest.mark.parametrize("name", ["alert", "stats", "availability"])
 def test_schemas_are_valid_json_schema(name):
     jsonschema.Draft202012Validator.check_schema(schema(name))
@@ -331,6 +370,64 @@ def test_sigkill_with_alerts_spooled_and_broker_down_all_arrive_after_both_resta
         assert Spool(str(tmp_path / "state" / "mqtt-spool.sqlite3")).depth() == 0
     finally:
         b.stop()
+
+
+def default_section(port: int) -> dict:
+    """The ``mqtt:`` mapping of a user who sets only the broker: the shipped reconnect backoff."""
+    return {"enabled": True, "host": "127.0.0.1", "port": port}
+
+
+def feed(child, first: int, last: int) -> None:
+    """Alerts ``first`` .. ``last`` into a publisher child; returns once it has spooled them."""
+    child.stdin.write("".join(f"{i}\n" for i in range(first, last + 1)))
+    child.stdin.flush()
+    mq.read_until(child, f"queued {last}")
+
+
+@needs_broker
+def test_alerts_of_an_outage_arrive_within_5s_of_the_broker_return_with_default_backoff(tmp_path, children):
+    """The black-box case with the shipped settings: broker down for 20 s (the backoff reaches its
+    cap), the agent SIGKILLed and restarted meanwhile; every alert made during the outage reaches
+    a subscriber at most 5 s after the broker listens again, each id exactly once."""
+    b = mq.Broker(tmp_path / "broker")
+    b.start()
+    col = collector(b.port, ["maskwatch/door/alert"])  # persistent session: it outlives the restart
+    cfg = {"camera": "door", "state_dir": str(tmp_path / "state"), "mqtt": default_section(b.port)}
+    first = mq.spawn_child(cfg)
+    children.append(first)
+    feed(first, 0, 2)
+    assert col.wait_for(lambda c: len(distinct_alerts(c, "maskwatch/door/alert")) == 3, 10)
+    b.stop()
+    down_at = time.monotonic()
+    feed(first, 3, 9)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = mq.spawn_child(cfg)  # the restarted agent: its own backoff starts during the outage
+    children.append(second)
+    mq.read_until(second, "started")
+    feed(second, 10, 19)
+    time.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
+    b.start()
+    back_at = time.monotonic()
+    try:
+        arrived = col.wait_for(lambda c: len(distinct_alerts(c, "maskwatch/door/alert")) == 20, 5.0)
+        waited = time.monotonic() - back_at
+        assert arrived, f"{len(distinct_alerts(col, 'maskwatch/door/alert'))} of 20 alerts after {waited:.1f} s"
+        time.sleep(0.5)  # a duplicate, if any, would come now
+        assert sorted(mq.alert_ids(col, "maskwatch/door/alert")) == sorted(f"door-{i}" for i in range(20))  # once each
+        second.stdin.close()
+        mq.read_until(second, "closed")
+        col.close()
+    finally:
+        b.stop()
+
+
+def test_reconnect_backoff_defaults_are_short_and_configurable():
+    cfg = MqttConfig()
+    assert cfg.reconnect_min_s <= 1.0 and cfg.reconnect_max_s <= 4.0  # <= 5 s after the broker's return
+    assert MqttConfig(reconnect_min_s=2, reconnect_max_s=60).reconnect_max_s == 60
+    with pytest.raises(ValueError, match="reconnect_min_s"):
+        MqttConfig(reconnect_min_s=5, reconnect_max_s=1)
 
 
 # -- availability -------------------------------------------------------------------------------

@@ -112,3 +112,14 @@ def test_config_loading_does_not_import_paho():
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_a_played_back_file_gives_its_video_position_apart_from_the_wall_clock_time():
+    jsonschema = pytest.importorskip("jsonschema")
+    live = alert_payload(event())
+    assert "position_s" not in live  # cameras: the time says it all
+    played = event()
+    played.position_s = 12.3456
+    out = alert_payload(played)
+    assert out["position_s"] == 12.346 and out["epoch"] == live["epoch"]
+    jsonschema.validate(out, alert_schema())

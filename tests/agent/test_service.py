@@ -15,7 +15,7 @@ import pytest
 
 from agent.detect import DetectorConfig
 from agent.service import (
-    InstallError, add_arguments, cmd_install_service, hidden_from_service, install_service, model_files,
+    HIDDEN_FROM_SERVICE, InstallError, add_arguments, cmd_install_service, hidden_from_service, install_service, model_files,
     render_unit, systemd_quote, verify_unit,
 )
 
@@ -146,14 +146,33 @@ def test_unit_rendering_quotes_and_relocates():
     assert systemd_quote("50%$x") == "50%%$$x"
 
 
-def test_paths_hidden_by_protect_home_are_reported(tmp_path):
+def test_paths_hidden_by_protect_home_are_reported(tmp_path, monkeypatch):
     home_script = Path("/home/someone/venv/bin/maskwatch")
     assert "ProtectHome" in (hidden_from_service(home_script) or "")
+    for top in ("/tmp", "/var/tmp"):  # where tmp_path is: here only the script's interpreter counts
+        monkeypatch.delitem(HIDDEN_FROM_SERVICE, top)
     script = tmp_path / "maskwatch"
     script.write_text("#!/root/venv/bin/python\n")
     assert "/root" in (hidden_from_service(script) or "")
-    script.write_text("#!/bin/sh\n")
-    assert hidden_from_service(script) is None or str(tmp_path).startswith(("/home", "/root"))
+    assert hidden_from_service(Path("/opt/maskwatch/venv/bin/maskwatch")) is None
+
+
+def test_paths_hidden_by_private_tmp_are_reported(tmp_path, models, exe):
+    """The unit's PrivateTmp=yes hides /tmp and /var/tmp: a venv, a config or staged files there."""
+    assert "PrivateTmp=yes" in (hidden_from_service(Path("/tmp/venv/bin/maskwatch")) or "")
+    assert "PrivateTmp=yes" in (hidden_from_service(Path("/var/tmp/mw/bin/maskwatch")) or "")
+    staged = Path("/tmp") / f"mw-stage-{os.getpid()}"
+    try:
+        report = install_service(UNIT, exec_path="/opt/maskwatch/venv/bin/maskwatch", models_src=models,
+                                 prefix=staged)
+        (warning,) = [w for w in report.warnings if w.startswith("staged under")]
+        assert str(staged) in warning and "PrivateTmp=yes" in warning and "/etc/maskwatch/config.yaml" in warning
+        assert "fix:" in warning
+        report = install_service(UNIT, exec_path="/opt/maskwatch/venv/bin/maskwatch", models_src=models,
+                                 config_dir="/tmp/maskwatch-etc", prefix=tmp_path / "root")
+        assert any("cannot read its config" in w and "PrivateTmp=yes" in w for w in report.warnings)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")

@@ -96,6 +96,37 @@ def test_image_folder_normalizes_and_skips_junk(image_folder):
     assert src.finished
 
 
+@pytest.mark.parametrize("pattern", ["e_junk.jpg", "[ef]_*"])
+def test_a_file_source_that_never_gives_a_frame_is_an_error_naming_the_file(image_folder, pattern):
+    """`--source fake.jpg` (text named .jpg) or a glob of such files: no quiet "0 frames"."""
+    src = open_source(SourceConfig(uri=str(image_folder / pattern)))
+    with pytest.raises(SourceError) as e:
+        list(src)
+    msg = str(e.value)
+    assert str(image_folder / "e_junk.jpg") in msg and "no frame could be read" in msg and "\n  fix: " in msg
+    assert "unreadable" in msg
+    assert src.finished and src.read() is None  # said once; the source has ended
+
+
+def test_a_video_file_without_one_readable_frame_is_an_error(tmp_path, clip):
+    """A video cut after its header opens but has no frame to give."""
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(Path(clip.path).read_bytes()[:6000])
+    src = open_source(SourceConfig(uri=str(cut)))
+    with pytest.raises(SourceError, match=r"cut\.avi: no frame could be read.*\n  fix: "):
+        list(src)
+
+
+def test_run_on_a_text_file_named_jpg_exits_nonzero_naming_it(tmp_path, models_config, capsys):
+    from agent.cli import main
+
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not a picture")
+    assert main(["run", "--config", str(models_config), "--source", str(fake)]) == 2
+    err = capsys.readouterr().err
+    assert f"{fake}: no frame could be read" in err and "fix:" in err and "Traceback" not in err
+
+
 def test_glob_and_single_image(image_folder):
     assert len(list(open_source(SourceConfig(uri=str(image_folder / "*.png"))))) == 3
     assert len(list(open_source(SourceConfig(uri=str(image_folder / "a_color.jpg"))))) == 1

@@ -101,7 +101,7 @@ needs_model = pytest.mark.skipif(not SHIPPED.is_file(), reason=f"{SHIPPED} not b
 
 @needs_model
 @pytest.mark.parametrize("change,words", [
-    (lambda m: m["decoding"].pop("nms"), "`decoding` lacks 'nms'"),
+    (lambda m: m["decoding"].pop("nms"), "missing key `decoding.nms`"),
     (lambda m: m["decoding"].update(type="ssd"), "'ssd' is not a known detector family"),
     (lambda m: m["outputs"].pop("keypoints"), "model's outputs|lacks keypoints"),
 ])
