@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -71,6 +72,17 @@ def score_image(faces: Sequence[Dict[str, Any]], gts: Sequence[Annotation], iou_
         # unmatched detections the classifier called unmasked: what would raise an alert
         "spurious_unmasked": sum(f["label"] in UNMASKED for i, f in enumerate(faces) if i not in used),
     }
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> Tuple[float, float]:
+    """Wilson score interval of a proportion k / n (95 % by default); (nan, nan) when n is 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
 
 
 def _pct(n: int, d: int) -> Optional[float]:

@@ -12,7 +12,7 @@ import pytest
 
 from agent.annotations import Annotation
 from agent.cli import main
-from agent.evaluate import format_table, match_greedy, score_image, summarize
+from agent.evaluate import format_table, match_greedy, score_image, summarize, wilson
 from tests.agent.annotations.writers import write_all, write_voc
 
 SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "scenes-ilc2021"
@@ -47,6 +47,12 @@ def test_iou_threshold_is_inclusive():
     assert match_greedy([((0, 0, 5, 10), 1.0)], gt, 0.5) == [0]  # IoU exactly 0.5
     assert match_greedy([((0, 0, 4.9, 10), 1.0)], gt, 0.5) == [None]
     assert match_greedy([], gt) == [None] and match_greedy([((0, 0, 1, 1), 1.0)], []) == []
+
+
+def test_wilson_interval_brackets_the_proportion():
+    lo, hi = wilson(149, 195)
+    assert round(lo, 3) == 0.700 and round(hi, 3) == 0.818
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0 and all(v != v for v in wilson(0, 0))
 
 
 def test_summarize_counts_alerts_and_sizes():
