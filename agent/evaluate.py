@@ -214,8 +214,22 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--classifier", action="append", dest="classifiers", metavar="SIDECAR",
                     help="compare classifiers: score the same detections with each of these sidecars (repeat the"
                          " option); tables side by side, all saved in --json")
+    sp.add_argument("--stream", type=float, metavar="SECONDS",
+                    help="score as deployed: each photo becomes a clip of this many seconds at source.fps (noise,"
+                         " jitter, exposure drift) run through the tracker and alert policy; per-person alerts")
+    sp.add_argument("--seed", type=int, default=0, help="with --stream: seed of the clips' noise (default 0)")
     sp.add_argument("paths", nargs="+", metavar="IMAGES",
                     help="image files, folders or globs; only those named in --boxes are scored")
+
+
+def read_photo(path: str, cfg: Any) -> Any:
+    """An image file as the agent's sources give frames (BGR uint8, within ``source.max_pixels``)."""
+    from agent.sources import SourceCounters, normalize_image, read_image
+
+    image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
+    if image is None:
+        raise EvaluateError(f"{path}: not a readable image")
+    return image
 
 
 def _annotated_images(args: argparse.Namespace, boxes: Boxes) -> Dict[str, str]:
@@ -238,13 +252,17 @@ def _annotated_images(args: argparse.Namespace, boxes: Boxes) -> Dict[str, str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run detect + classify on each annotated image and print the metrics table."""
     from agent import cli  # late: cli imports this module
-    from agent.sources import SourceCounters, normalize_image, read_image
 
     try:
         for out in (args.json, args.confusion_png):
             if out and os.path.exists(out) and not args.force:
                 raise EvaluateError(f"{out}: already exists (use --force to overwrite)")
         # Options that conflict first: installing matplotlib would not mend them.
+        if args.stream is not None and (args.confusion_png or getattr(args, "classifiers", None)):
+            raise EvaluateError("--stream scores people, one model pair: leave out --confusion-png and --classifier")
+        if args.stream is not None and not 0 < args.stream <= 60:
+            raise EvaluateError(f"--stream {args.stream:g}: give the seconds of clip per photo, more than 0 and at"
+                                f" most 60 (a few seconds is what a person spends in view)")
         if args.confusion_png and getattr(args, "classifiers", None):
             raise EvaluateError("--confusion-png draws one model: leave it out with --classifier (the confusion"
                                 " matrices are printed and saved in --json)")
@@ -256,14 +274,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             boxes = {k: v for k, v in boxes.items() if k in keep}
         images = _annotated_images(args, boxes)
         cfg = cli.load_config(args.config)
+        if args.stream is not None:
+            from agent.evaluate_stream import cmd_stream  # late: it imports this module
+
+            return cmd_stream(args, cfg, boxes, images)
         if getattr(args, "classifiers", None):
             return _compare(args, cfg, boxes, images)
         run = cli.Detector(cfg)
         per_image: Dict[str, Dict[str, Any]] = {}
         for name, path in sorted(images.items()):
-            image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
-            if image is None:
-                raise EvaluateError(f"{path}: not a readable image")
+            image = read_photo(path, cfg)
             faces, _ = run(image)
             h, w = image.shape[:2]
             per_image[name] = score_image([cli.face_json(f, w, h) for f in faces], boxes[name])
@@ -288,7 +308,6 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
     from agent.classify import MaskClassifier
     from agent.detect import FaceDetector
     from agent.pipeline import set_image_threads
-    from agent.sources import SourceCounters, normalize_image, read_image
 
     threads = cfg.runtime.num_threads
     set_image_threads(threads)
@@ -298,9 +317,7 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
                    for p in args.classifiers]
     per_model: List[Dict[str, Dict[str, Any]]] = [{} for _ in classifiers]
     for name, path in sorted(images.items()):
-        image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
-        if image is None:
-            raise EvaluateError(f"{path}: not a readable image")
+        image = read_photo(path, cfg)
         found = detector.detect(image)
         h, w = image.shape[:2]
         for k, clf in enumerate(classifiers):
