@@ -10,6 +10,9 @@ annotated faces greedily by detector score at IoU >= 0.5, one detection per face
 ``--classifier SIDECAR`` (repeatable) compares classifiers: each image is detected once (the
 config's detector) and classified by every given model; the tables are printed side by side, one
 column group per model (named by its sidecar's name and version), and all are saved in ``--json``.
+
+``--stream SECONDS`` scores people instead of photos: each photo becomes a short clip run through
+the tracker and alert policy, as deployed (:mod:`agent.evaluate_stream`).
 """
 
 from __future__ import annotations

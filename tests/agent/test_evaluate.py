@@ -162,6 +162,7 @@ def test_every_format_scores_the_same(capsys, tmp_path, astronaut, astronaut_fac
         results[fmt] = json.loads(out.read_text())
     assert all(r == results["csv"] for r in results.values()), {k: r["all"]["all"] for k, r in results.items()}
     assert results["csv"]["images"] == 2 and results["csv"]["all"]["all"]["faces"] == 3
+    assert results["csv"]["all"]["no_mask"]["found"] == 1  # the formats agree on a real detection, not on nothing
 
 
 def test_kaggle_style_voc_set_runs_as_exported(capsys, tmp_path, astronaut, astronaut_face, models_config):
