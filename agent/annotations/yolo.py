@@ -1,10 +1,11 @@
-"""YOLO (Ultralytics / Roboflow export): ``data.yaml`` with class ``names``, and ``labels/*.txt``.
+"""YOLO (Ultralytics / Roboflow / labelImg export): class names, and ``labels/*.txt``.
 
 Each label file holds ``class cx cy w h`` lines, fractions of the image; the image is the file of
 the same stem in the sibling ``images/`` folder (``.../images/a.jpg`` <-> ``.../labels/a.txt``),
 whose size turns fractions into pixels. An image without a label file has no face (as Ultralytics
 reads it). ``--boxes`` may name the ``data.yaml`` (every split it lists is read) or one ``labels/``
-folder (one split; class names from a ``data.yaml`` in it or up to two folders above).
+folder (one split; class names from a ``data.yaml`` in it or up to two folders above). labelImg
+writes the label files beside the images, with the names in ``classes.txt``: that folder is read too.
 """
 
 from __future__ import annotations
@@ -85,9 +86,8 @@ def find_data_yaml(labels: Path) -> Optional[Path]:
     return None
 
 
-def read_split(images: Path, names: Dict[int, str], labels: LabelMap) -> Boxes:
-    """Annotated faces per image file name of one ``images/`` folder and its sibling ``labels/``."""
-    label_folder = sibling(images, "images", "labels")
+def read_split(images: Path, label_folder: Path, names: Dict[int, str], labels: LabelMap) -> Boxes:
+    """Annotated faces per image file name of one image folder, label files in ``label_folder``."""
     out: Boxes = {}
     for image in sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         faces = out.setdefault(image.name, [])
@@ -116,21 +116,36 @@ def read_split(images: Path, names: Dict[int, str], labels: LabelMap) -> Boxes:
     return out
 
 
+def read_class_list(path: Path) -> Dict[int, str]:
+    """Class id -> name from labelImg's ``classes.txt`` (one name a line, id = line number from 0)."""
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise AnnotationError(f"{path}: no class name in it")
+    return dict(enumerate(names))
+
+
 def read(path: Path, labels: LabelMap) -> Boxes:
-    """A ``data.yaml`` (all its splits) or a ``labels/`` folder (one split)."""
+    """A ``data.yaml`` (all its splits) or one folder of label files: a ``labels/`` folder with
+    ``images/`` beside it, or labelImg's layout (label files beside the images, ``classes.txt``)."""
     if path.is_file():
-        names, folders = read_names(path), split_dirs(path)
+        names = read_names(path)
+        folders = [(images, sibling(images, "images", "labels")) for images in split_dirs(path)]
     else:
         data_yaml = find_data_yaml(path)
-        if data_yaml is None:
-            raise AnnotationError(f"{path}: no data.yaml with the class names in it or above it; give --boxes"
-                                  f" the data.yaml")
-        names, folders = read_names(data_yaml), [sibling(path, "labels", "images")]
+        if data_yaml is not None:
+            names = read_names(data_yaml)
+        elif (path / "classes.txt").is_file():
+            names = read_class_list(path / "classes.txt")
+        else:
+            raise AnnotationError(f"{path}: no data.yaml with the class names in it or above it, nor a labelImg"
+                                  f" classes.txt in it; give --boxes the data.yaml")
+        beside = any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+        folders = [(path if beside else sibling(path, "labels", "images"), path)]
     out: Boxes = {}
-    for folder in folders:
+    for folder, label_folder in folders:
         if not folder.is_dir():
             raise AnnotationError(f"{folder}: image folder not found (YOLO keeps images/ beside labels/)")
-        for name, faces in read_split(folder, names, labels).items():
+        for name, faces in read_split(folder, label_folder, names, labels).items():
             if name in out:
                 raise AnnotationError(f"{folder / name}: an image of this name is in another split too; give"
                                       f" --boxes one split's labels/ folder")

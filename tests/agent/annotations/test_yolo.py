@@ -53,3 +53,14 @@ def test_labels_folder_without_data_yaml_says_so(tmp_path):
     (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     with pytest.raises(AnnotationError, match="no data.yaml with the class names"):
         read(tmp_path / "labels", LabelMap())
+
+
+def test_labelimg_layout_labels_beside_images_with_classes_txt(tmp_path):
+    write_yolo(tmp_path / "set", IMAGES, FACES, NAMES)
+    folder = tmp_path / "photos"  # labelImg: a.jpg, a.txt, ... and classes.txt in one folder
+    folder.mkdir()
+    for sub in ("images", "labels"):
+        for p in (tmp_path / "set" / "valid" / sub).iterdir():
+            p.rename(folder / p.name)
+    (folder / "classes.txt").write_text("\n".join(NAMES) + "\n")
+    assert read(folder, LabelMap()) == EXPECTED
