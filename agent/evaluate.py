@@ -1,7 +1,7 @@
 """``maskwatch evaluate``: whole-pipeline metrics (detector + classifier) against annotated face boxes.
 
-Annotations are a CSV (``image,xmin,ymin,xmax,ymax,label``; ``image`` is a file name) or a folder of
-Pascal VOC XML files. Only images that appear in the annotations AND among the IMAGES given are
+Annotations are a boxes CSV, Pascal VOC, YOLO or COCO, read by :mod:`agent.annotations` (labels
+through its built-in synonyms and ``--label-map``). Only images that appear in the annotations AND among the IMAGES given are
 scored (matched by file name); ``--split NAME`` further keeps the images of one split of a
 ``image,...,split`` CSV (``--split-csv``, default ``images.csv`` beside the boxes file). Each image goes
 through the same :class:`agent.cli.Detector` as ``maskwatch detect``; detections are matched to
@@ -10,6 +10,9 @@ annotated faces greedily by detector score at IoU >= 0.5, one detection per face
 ``--classifier SIDECAR`` (repeatable) compares classifiers: each image is detected once (the
 config's detector) and classified by every given model; the tables are printed side by side, one
 column group per model (named by its sidecar's name and version), and all are saved in ``--json``.
+
+``--stream SECONDS`` scores people instead of photos: each photo becomes a short clip run through
+the tracker and alert policy, as deployed (:mod:`agent.evaluate_stream`).
 """
 
 from __future__ import annotations
@@ -19,121 +22,21 @@ import csv
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import sys
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from agent.annotations import LABELS, Annotation, AnnotationError, Boxes, LabelMap, load
 from agent.track import iou
 from agent.types import Box
 
-LABELS = ("mask", "incorrect_mask", "no_mask")
 UNMASKED = ("incorrect_mask", "no_mask")
-CSV_COLUMNS = ["image", "xmin", "ymin", "xmax", "ymax", "label"]
 
 
 class EvaluateError(ValueError):
-    """Bad annotations or inputs; the message names the file (and line or box)."""
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """One annotated face: its box in pixels of the original image and its true label."""
-
-    box: Box
-    label: str
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
-
-
-Boxes = Dict[str, List[Annotation]]  # image file name -> annotated faces
-
-
-# --- annotations ------------------------------------------------------------------------------
-
-
-def _check_label(label: str, where: str) -> str:
-    if label not in LABELS:
-        raise EvaluateError(f"{where}: unknown label {label!r} (expected one of {', '.join(LABELS)})")
-    return label
-
-
-def _check_box(box: Box, where: str) -> Box:
-    if not (box[2] > box[0] and box[3] > box[1]):
-        raise EvaluateError(f"{where}: empty box {list(box)} (need xmax > xmin and ymax > ymin)")
-    return box
-
-
-def load_boxes_csv(path: str) -> Boxes:
-    """Annotated faces per image file name from a ``image,xmin,ymin,xmax,ymax,label`` CSV."""
-    if not os.path.isfile(path):
-        raise EvaluateError(f"{path}: boxes file not found")
-    out: Boxes = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = csv.reader(fh)
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header] != CSV_COLUMNS:
-            raise EvaluateError(f"{path}:1: header must be {','.join(CSV_COLUMNS)}, got {','.join(header or [])!r}")
-        for n, row in enumerate(rows, start=2):
-            where = f"{path}:{n}"
-            if not row:
-                continue
-            if len(row) != len(CSV_COLUMNS):
-                raise EvaluateError(f"{where}: expected {len(CSV_COLUMNS)} fields, got {len(row)}")
-            try:
-                box = tuple(float(v) for v in row[1:5])
-            except ValueError:
-                raise EvaluateError(f"{where}: xmin,ymin,xmax,ymax must be numbers, got {row[1:5]}") from None
-            if not row[0].strip():
-                raise EvaluateError(f"{where}: empty image name")
-            out.setdefault(row[0].strip(), []).append(
-                Annotation(_check_box(box, where), _check_label(row[5].strip(), where)))  # type: ignore[arg-type]
-    if not out:
-        raise EvaluateError(f"{path}: no box in the file")
-    return out
-
-
-def load_voc_dir(folder: str) -> Boxes:
-    """Annotated faces per image file name from a folder of Pascal VOC ``.xml`` files."""
-    if not os.path.isdir(folder):
-        raise EvaluateError(f"{folder}: VOC folder not found")
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".xml")
-    if not files:
-        raise EvaluateError(f"{folder}: no .xml file in the VOC folder")
-    out: Boxes = {}
-    for f in files:
-        try:
-            root = ET.parse(f).getroot()
-            name = (root.findtext("filename") or "").strip()
-            width = float(root.findtext("size/width") or "nan")
-            height = float(root.findtext("size/height") or "nan")
-        except (ET.ParseError, ValueError) as exc:
-            raise EvaluateError(f"{f}: not a readable VOC file ({exc})") from None
-        if not name or not (width > 0 and height > 0):
-            raise EvaluateError(f"{f}: needs <filename> and a positive <size><width>/<height>")
-        faces = out.setdefault(name, [])
-        for i, obj in enumerate(root.iter("object"), start=1):
-            where = f"{f}: object {i}"
-            try:
-                box = tuple(float(obj.findtext(f"bndbox/{k}") or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
-            except ValueError:
-                raise EvaluateError(f"{where}: bndbox xmin,ymin,xmax,ymax must be numbers") from None
-            if any(v != v for v in box):
-                raise EvaluateError(f"{where}: bndbox needs xmin, ymin, xmax and ymax")
-            _check_box(box, where)  # type: ignore[arg-type]
-            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
-                raise EvaluateError(f"{where}: box {list(box)} is outside its {width:g}x{height:g} image")
-            faces.append(Annotation(box, _check_label((obj.findtext("name") or "").strip(), where)))  # type: ignore[arg-type]
-    return out
-
-
-def load_boxes(path: str) -> Boxes:
-    """A VOC folder when ``path`` is a folder, else a CSV file."""
-    return load_voc_dir(path) if os.path.isdir(path) else load_boxes_csv(path)
+    """Bad inputs or options; the message names the file (or option) and the fix."""
 
 
 # --- matching and metrics ---------------------------------------------------------------------
@@ -172,6 +75,17 @@ def score_image(faces: Sequence[Dict[str, Any]], gts: Sequence[Annotation], iou_
         # unmatched detections the classifier called unmasked: what would raise an alert
         "spurious_unmasked": sum(f["label"] in UNMASKED for i, f in enumerate(faces) if i not in used),
     }
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> Tuple[float, float]:
+    """Wilson score interval of a proportion k / n (95 % by default); (nan, nan) when n is 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
 
 
 def _pct(n: int, d: int) -> Optional[float]:
@@ -285,8 +199,13 @@ def load_split(path: str, split: str) -> List[str]:
 
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     """The ``evaluate`` subcommand's options (``--config`` is added by the CLI)."""
-    sp.add_argument("--boxes", required=True, metavar="FILE",
-                    help="annotations: image,xmin,ymin,xmax,ymax,label CSV, or a Pascal VOC .xml folder")
+    sp.add_argument("--boxes", required=True, metavar="PATH",
+                    help="annotations: an image,xmin,ymin,xmax,ymax,label .csv, a Pascal VOC folder of .xml, a YOLO"
+                         " data.yaml or labels/ folder (images/ beside it), or a COCO .json")
+    sp.add_argument("--label-map", action="append", default=[], metavar="FROM=TO,...",
+                    help="name the annotations' labels: TO is mask, incorrect_mask or no_mask (e.g."
+                         " helmet_mask=mask); ignore=LABEL skips those boxes. Common spellings (with_mask,"
+                         " without_mask, mask_weared_incorrect, ...) need no map. May repeat")
     sp.add_argument("--min-size", type=float, default=40.0, metavar="PX",
                     help="also report faces at least this many pixels tall (default 40)")
     sp.add_argument("--json", metavar="OUT", help="save the metrics and per-face outcomes as JSON")
@@ -298,8 +217,22 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--classifier", action="append", dest="classifiers", metavar="SIDECAR",
                     help="compare classifiers: score the same detections with each of these sidecars (repeat the"
                          " option); tables side by side, all saved in --json")
+    sp.add_argument("--stream", type=float, metavar="SECONDS",
+                    help="score as deployed: each photo becomes a clip of this many seconds at source.fps (noise,"
+                         " jitter, exposure drift) run through the tracker and alert policy; per-person alerts")
+    sp.add_argument("--seed", type=int, default=0, help="with --stream: seed of the clips' noise (default 0)")
     sp.add_argument("paths", nargs="+", metavar="IMAGES",
                     help="image files, folders or globs; only those named in --boxes are scored")
+
+
+def read_photo(path: str, cfg: Any) -> Any:
+    """An image file as the agent's sources give frames (BGR uint8, within ``source.max_pixels``)."""
+    from agent.sources import SourceCounters, normalize_image, read_image
+
+    image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
+    if image is None:
+        raise EvaluateError(f"{path}: not a readable image")
+    return image
 
 
 def _annotated_images(args: argparse.Namespace, boxes: Boxes) -> Dict[str, str]:
@@ -322,32 +255,38 @@ def _annotated_images(args: argparse.Namespace, boxes: Boxes) -> Dict[str, str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run detect + classify on each annotated image and print the metrics table."""
     from agent import cli  # late: cli imports this module
-    from agent.sources import SourceCounters, normalize_image, read_image
 
     try:
         for out in (args.json, args.confusion_png):
             if out and os.path.exists(out) and not args.force:
                 raise EvaluateError(f"{out}: already exists (use --force to overwrite)")
         # Options that conflict first: installing matplotlib would not mend them.
+        if args.stream is not None and (args.confusion_png or getattr(args, "classifiers", None)):
+            raise EvaluateError("--stream scores people, one model pair: leave out --confusion-png and --classifier")
+        if args.stream is not None and not 0 < args.stream <= 60:
+            raise EvaluateError(f"--stream {args.stream:g}: give the seconds of clip per photo, more than 0 and at"
+                                f" most 60 (a few seconds is what a person spends in view)")
         if args.confusion_png and getattr(args, "classifiers", None):
             raise EvaluateError("--confusion-png draws one model: leave it out with --classifier (the confusion"
                                 " matrices are printed and saved in --json)")
         if args.confusion_png and importlib.util.find_spec("matplotlib") is None:
             raise EvaluateError("--confusion-png needs matplotlib (pip install matplotlib)")
-        boxes = load_boxes(args.boxes)
+        boxes = load(args.boxes, LabelMap.parse(args.label_map))
         if args.split:
             keep = set(load_split(args.split_csv or str(Path(args.boxes).parent / "images.csv"), args.split))
             boxes = {k: v for k, v in boxes.items() if k in keep}
         images = _annotated_images(args, boxes)
         cfg = cli.load_config(args.config)
+        if args.stream is not None:
+            from agent.evaluate_stream import cmd_stream  # late: it imports this module
+
+            return cmd_stream(args, cfg, boxes, images)
         if getattr(args, "classifiers", None):
             return _compare(args, cfg, boxes, images)
         run = cli.Detector(cfg)
         per_image: Dict[str, Dict[str, Any]] = {}
         for name, path in sorted(images.items()):
-            image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
-            if image is None:
-                raise EvaluateError(f"{path}: not a readable image")
+            image = read_photo(path, cfg)
             faces, _ = run(image)
             h, w = image.shape[:2]
             per_image[name] = score_image([cli.face_json(f, w, h) for f in faces], boxes[name])
@@ -357,7 +296,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             save_confusion_png(summary, args.confusion_png)
         if args.json:
             Path(args.json).write_text(json.dumps({**summary, "per_image": per_image}, indent=1) + "\n")
-    except EvaluateError as exc:  # reported here, not via cli.UsageError, so `python -m agent.cli` works too
+    except (EvaluateError, AnnotationError) as exc:  # reported here, not via cli.UsageError, so `python -m agent.cli` works too
         print(f"maskwatch: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -372,7 +311,6 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
     from agent.classify import MaskClassifier
     from agent.detect import FaceDetector
     from agent.pipeline import set_image_threads
-    from agent.sources import SourceCounters, normalize_image, read_image
 
     threads = cfg.runtime.num_threads
     set_image_threads(threads)
@@ -382,9 +320,7 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
                    for p in args.classifiers]
     per_model: List[Dict[str, Dict[str, Any]]] = [{} for _ in classifiers]
     for name, path in sorted(images.items()):
-        image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
-        if image is None:
-            raise EvaluateError(f"{path}: not a readable image")
+        image = read_photo(path, cfg)
         found = detector.detect(image)
         h, w = image.shape[:2]
         for k, clf in enumerate(classifiers):

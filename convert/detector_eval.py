@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from agent.detect import DetectorConfig, FaceDetector
-from agent.evaluate import match_greedy
+from agent.evaluate import match_greedy, wilson
 from convert.detector_data import FACE_LABELS, Scene
 from convert.parity import iou_matrix
 
@@ -172,17 +172,6 @@ def metrics_at(results: Sequence[ImageResult], threshold: float, min_height: flo
         f"recall_ge{int(min_height)}px": rec(hits),
         "recall_all_sizes": rec(hits_all),
     }
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> Tuple[float, float]:
-    """95 % Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def curve(results: Sequence[ImageResult], min_height: float = MIN_HEIGHT) -> Dict[str, np.ndarray]:

@@ -23,22 +23,12 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from agent.evaluate import wilson
 from agent.model import cv2_table, pixel_table
 from convert import classifier_data as cd
 
 START, END = "<!-- classifier:start -->", "<!-- classifier:end -->"
 FACE_LABELS = cd.LABELS[:3]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> Tuple[float, float]:
-    """Wilson score interval of a proportion k / n (95 % by default); (nan, nan) when n is 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 class Int8Classifier:

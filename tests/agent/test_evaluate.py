@@ -1,4 +1,5 @@
-"""agent.evaluate: greedy matching, annotation loaders, bad inputs, and the whole command on scenes-ilc2021 val."""
+"""agent.evaluate: greedy matching, bad inputs, every annotation format alike, and the whole command on
+scenes-ilc2021 val (the readers themselves: tests/agent/annotations)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import cv2
 import pytest
 
+from agent.annotations import Annotation
 from agent.cli import main
-from agent.evaluate import (Annotation, EvaluateError, format_table, load_boxes_csv, load_voc_dir, match_greedy,
-                            score_image, summarize)
+from agent.evaluate import format_table, match_greedy, score_image, summarize, wilson
+from tests.agent.annotations.writers import write_all, write_voc
 
 SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "scenes-ilc2021"
 
@@ -47,6 +49,12 @@ def test_iou_threshold_is_inclusive():
     assert match_greedy([], gt) == [None] and match_greedy([((0, 0, 1, 1), 1.0)], []) == []
 
 
+def test_wilson_interval_brackets_the_proportion():
+    lo, hi = wilson(149, 195)
+    assert round(lo, 3) == 0.700 and round(hi, 3) == 0.818
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0 and all(v != v for v in wilson(0, 0))
+
+
 def test_summarize_counts_alerts_and_sizes():
     per_image = {"a.jpg": {"spurious": 2, "faces": [
         {"label": "no_mask", "height": 50, "predicted": "incorrect_mask"},
@@ -75,43 +83,7 @@ def test_spurious_detections_called_unmasked_are_counted():
     assert "2 of them called unmasked (would alert)" in format_table(s)
 
 
-# --- loaders and bad inputs -------------------------------------------------------------------
-
-
-def _voc(folder: Path, name: str, box, label="mask", size=(100, 80)) -> None:
-    folder.mkdir(exist_ok=True)
-    (folder / (Path(name).stem + ".xml")).write_text(
-        f"<annotation><filename>{name}</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
-        f"<depth>3</depth></size><object><name>{label}</name><bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
-        f"<xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object></annotation>")
-
-
-def test_loaders_read_csv_and_voc(tmp_path):
-    p = tmp_path / "b.csv"
-    p.write_text("image,xmin,ymin,xmax,ymax,label\na.jpg,1,2,11,22,no_mask\na.jpg,5,5,9,9,mask\n")
-    assert load_boxes_csv(str(p)) == {"a.jpg": [Annotation((1, 2, 11, 22), "no_mask"), Annotation((5, 5, 9, 9), "mask")]}
-    _voc(tmp_path / "voc", "b.jpg", (10, 10, 40, 50), "incorrect_mask")
-    assert load_voc_dir(str(tmp_path / "voc")) == {"b.jpg": [Annotation((10, 10, 40, 50), "incorrect_mask")]}
-
-
-@pytest.mark.parametrize("text, where", [
-    ("image,x,y\n", ":1: header"),
-    ("image,xmin,ymin,xmax,ymax,label\na.jpg,1,2,3\n", ":2: expected 6 fields"),
-    ("image,xmin,ymin,xmax,ymax,label\na.jpg,1,2,3,4,mask\na.jpg,1,2,x,4,mask\n", ":3: xmin,ymin,xmax,ymax must be numbers"),
-    ("image,xmin,ymin,xmax,ymax,label\na.jpg,1,2,3,4,hat\n", ":2: unknown label 'hat'"),
-    ("image,xmin,ymin,xmax,ymax,label\na.jpg,5,2,3,4,mask\n", ":2: empty box"),
-])
-def test_malformed_csv_names_the_line(tmp_path, text, where):
-    p = tmp_path / "b.csv"
-    p.write_text(text)
-    with pytest.raises(EvaluateError, match=str(p).replace("\\", "\\\\") + where):
-        load_boxes_csv(str(p))
-
-
-def test_voc_box_outside_its_image_names_file_and_box(tmp_path):
-    _voc(tmp_path / "voc", "b.jpg", (10, 10, 140, 50))
-    with pytest.raises(EvaluateError, match=r"b\.xml: object 1: box \[10.0, 10.0, 140.0, 50.0\] is outside its 100x80"):
-        load_voc_dir(str(tmp_path / "voc"))
+# --- bad inputs, formats ---------------------------------------------------------------------
 
 
 def _evaluate(capsys, *args):
@@ -129,7 +101,7 @@ def test_bad_inputs_exit_2_with_one_line(capsys, tmp_path, astronaut, astronaut_
     good.write_text("image,xmin,ymin,xmax,ymax,label\nastro.jpg,1,1,20,20,no_mask\n")
     bad_label = tmp_path / "bad.csv"
     bad_label.write_text("image,xmin,ymin,xmax,ymax,label\nastro.jpg,1,1,20,20,beard\n")
-    _voc(tmp_path / "voc", "astro.jpg", (0, 0, 900, 900), size=(512, 512))
+    write_voc(tmp_path / "voc", {"astro.jpg": astronaut}, {"astro.jpg": [((0, 0, 900, 900), "mask")]})
     existing = tmp_path / "out.json"
     existing.write_text("{}")
     cases = [
@@ -137,6 +109,9 @@ def test_bad_inputs_exit_2_with_one_line(capsys, tmp_path, astronaut, astronaut_
         (["--boxes", str(good), str(tmp_path / "nope" / "*.jpg")], "no such file"),
         (["--boxes", str(tmp_path / "missing.csv"), str(imgs)], "boxes file not found"),
         (["--boxes", str(bad_label), str(imgs)], "bad.csv:2: unknown label 'beard'"),
+        (["--boxes", str(bad_label), str(imgs)], "fix: --label-map beard=mask|incorrect_mask|no_mask"),
+        (["--boxes", str(good), "--label-map", "beard", str(imgs)], "--label-map: 'beard' is not FROM=TO"),
+        (["--boxes", str(tmp_path / "empty"), str(imgs)], "neither a Pascal VOC folder"),
         (["--boxes", str(tmp_path / "voc"), str(imgs)], "astro.xml: object 1: box"),
         (["--boxes", str(good), "--json", str(existing), str(imgs)], "already exists (use --force"),
         (["--boxes", str(good), "--split", "val", str(imgs)], "images.csv: split file not found"),
@@ -164,6 +139,49 @@ def test_astronaut_is_found_and_scored(capsys, tmp_path, astronaut, astronaut_fa
     assert rc == 0 and "unmasked caught" in out
     assert r["all"]["no_mask"]["found"] == 1 and r["all"]["no_mask"]["correct"] == 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _two_scenes(astronaut, astronaut_face):
+    """The astronaut (unmasked) and its mirror image labelled masked with a second, faceless box."""
+    x1, y1, x2, y2 = astronaut_face
+    images = {"astro.jpg": astronaut, "mirror.jpg": cv2.flip(astronaut, 1)}
+    faces = {"astro.jpg": [((x1, y1, x2, y2), "no_mask")],
+             "mirror.jpg": [((512 - x2, y1, 512 - x1, y2), "mask"), ((20, 400, 60, 448), "incorrect_mask")]}
+    return images, faces
+
+
+def test_every_format_scores_the_same(capsys, tmp_path, astronaut, astronaut_face, models_config):
+    images, faces = _two_scenes(astronaut, astronaut_face)
+    paths = write_all(tmp_path, images, faces)
+    folder = tmp_path / "yolo" / "valid" / "images"  # the photos, written by the YOLO writer
+    results = {}
+    for fmt, boxes in [*paths.items(), ("yolo-labels", folder.parent / "labels")]:
+        out = tmp_path / f"result-{fmt}.json"
+        rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(boxes), "--json", str(out), str(folder))
+        assert rc == 0, (fmt, err)
+        results[fmt] = json.loads(out.read_text())
+    assert all(r == results["csv"] for r in results.values()), {k: r["all"]["all"] for k, r in results.items()}
+    assert results["csv"]["images"] == 2 and results["csv"]["all"]["all"]["faces"] == 3
+    assert results["csv"]["all"]["no_mask"]["found"] == 1  # the formats agree on a real detection, not on nothing
+
+
+def test_kaggle_style_voc_set_runs_as_exported(capsys, tmp_path, astronaut, astronaut_face, models_config):
+    """The public face-mask set's layout: images/*.png, annotations/*.xml from labelImg with its labels."""
+    images, faces = _two_scenes(astronaut, astronaut_face)
+    kaggle = {"mask": "with_mask", "no_mask": "without_mask", "incorrect_mask": "mask_weared_incorrect"}
+    pngs = {f"maksssksksss{i}.png": image for i, image in enumerate(images.values())}
+    (tmp_path / "images").mkdir()
+    for name, image in pngs.items():
+        cv2.imwrite(str(tmp_path / "images" / name), image)
+    write_voc(tmp_path / "annotations", pngs, dict(zip(pngs, faces.values())), kaggle)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "annotations").iterdir()}
+    out = tmp_path / "r.json"
+    rc, table, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(tmp_path / "annotations"),
+                               "--json", str(out), str(tmp_path / "images"))
+    r = json.loads(out.read_text())
+    assert rc == 0 and err == "" and "unmasked caught" in table
+    assert (r["all"]["mask"]["faces"], r["all"]["no_mask"]["faces"], r["all"]["incorrect_mask"]["faces"]) == (1, 1, 1)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "annotations").iterdir()} == before
 
 
 # --- done-when: the command equals an independent scorer on the val split -----------------------
