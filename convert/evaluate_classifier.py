@@ -440,12 +440,13 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
     return "\n".join(lines) + "\n"
 
 
-def update_card(card: Path, section: str) -> None:
-    """Replace the text between the classifier markers (or append the section); leaves the rest alone."""
+def update_card(card: Path, section: str, start: str = START, end: str = END) -> None:
+    """Replace the text between a section's markers (default the classifier's), or append the
+    section; leaves the rest of the card alone."""
     text = card.read_text() if card.is_file() else "# Model card\n\n"
-    if START in text and END in text:
-        pre, rest = text.split(START, 1)
-        _, post = rest.split(END, 1)
+    if start in text and end in text:
+        pre, rest = text.split(start, 1)
+        _, post = rest.split(end, 1)
         text = pre + section.rstrip("\n") + post
     else:
         text = text.rstrip("\n") + "\n\n" + section

@@ -52,6 +52,17 @@ def _tf():
     return tf
 
 
+def tf_threads(n: int) -> None:
+    """Bound TensorFlow's thread pools to ``n``; a no-op once TensorFlow has started running (it
+    refuses a change then, e.g. when tests call several commands in one process)."""
+    tf = _tf()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:
+        pass
+
+
 def tensorflow_version() -> str:
     """Installed TensorFlow version, without importing it."""
     try:

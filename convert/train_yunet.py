@@ -241,16 +241,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert import yunet_keras as yk  # noqa: PLC0415
-    from convert.quantize import _tf  # noqa: PLC0415
+    from convert.quantize import tf_threads  # noqa: PLC0415
     from convert.train_detector import input_size_type, split_holdout  # noqa: PLC0415
 
     try:
         w, h = input_size_type(32, "320x256")(a.input)
     except argparse.ArgumentTypeError as exc:
         raise ConvertError(str(exc)) from None
-    tf = _tf()
-    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(a.threads)
+    tf_threads(a.threads)
     cv2.setNumThreads(1)
     onnx = a.onnx or yk.DEFAULT_ONNX
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)

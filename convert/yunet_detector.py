@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from convert.errors import ConvertError, run_command
@@ -32,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
 DEFAULT_MODELS = REPO_ROOT / "models"
 DEFAULT_BUILD = REPO_ROOT / "build"
+START, END = "<!-- detector-yunet:start -->", "<!-- detector-yunet:end -->"
 PARITY_BOX_PX = 0.5  # the Keras rebuild against OpenCV: box and keypoint tolerance, input pixels
 PARITY_SCORE = 1e-3
 
@@ -150,6 +152,101 @@ def face_parity(float_model: Any, int8_model: Any, scenes: Sequence[Any], load: 
     }
 
 
+def failure_gallery(results: Sequence[Any], scenes: Sequence[Any], load: Callable[[Any], np.ndarray],
+                    threshold: float, path: Path, n: int = 12, min_height: float = 40.0) -> Dict[str, int]:
+    """A JPEG of the val faces >= ``min_height`` px the model misses (annotated box green, the
+    model's boxes red) and its top-scored false detections (red), for the model card."""
+    from agent.draw import contact_sheet, label_color  # noqa: PLC0415
+
+    misses, false = [], []
+    for r, s in zip(results, scenes):
+        found = {int(j) for j in r.matched[r.scores >= threshold] if j >= 0}
+        for j, (box, label) in enumerate(zip(s.boxes, s.labels)):
+            if j not in found and box[3] - box[1] >= min_height:
+                misses.append((float(box[3] - box[1]), s, box, f"missed {label}", label_color(label)))
+        for k in np.flatnonzero((r.scores >= threshold) & (r.matched < 0)):
+            false.append((float(r.scores[k]), s, r.boxes[k], f"false {r.scores[k]:.2f}", (60, 60, 200)))
+    picked = sorted(misses, key=lambda t: -t[0])[:n] + sorted(false, key=lambda t: -t[0])[:n]
+    tiles, captions, colors = [], [], []
+    for _, scene, box, caption, color in picked:
+        img = load(scene).copy()
+        res = next(r for r, sc in zip(results, scenes) if sc is scene)
+        for b in res.boxes[res.scores >= threshold]:
+            cv2.rectangle(img, tuple(int(v) for v in b[:2]), tuple(int(v) for v in b[2:]), (60, 60, 200), 2)
+        for b in scene.boxes:
+            cv2.rectangle(img, tuple(int(v) for v in b[:2]), tuple(int(v) for v in b[2:]), (60, 200, 60), 1)
+        x1, y1, x2, y2 = (float(v) for v in box)
+        side = 2.2 * max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        m = np.array([[160 / side, 0, 80 - 160 / side * cx], [0, 160 / side, 80 - 160 / side * cy]])
+        tiles.append(cv2.warpAffine(img, m, (160, 160), borderValue=(24, 24, 24)))
+        captions.append(caption)
+        colors.append(color)
+    if tiles:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), contact_sheet(tiles, captions, colors, columns=6), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return {"misses": len(misses), "false": len(false)}
+
+
+def _pct(r: Mapping[str, Any]) -> str:
+    return f"{r['recall'] * 100:.1f} % ({r['found']}/{r['faces']}, {r['interval95'][0] * 100:.1f}-{r['interval95'][1] * 100:.1f})"
+
+
+def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) -> str:
+    """The detector's section of MODEL_CARD.md, markers included (``maskwatch-convert yunet`` rewrites it)."""
+    q, f = report["val"]["int8"], report["val"]["float"]
+    par = report["parity"]
+    thr = report["min_score"]
+    rows = []
+    for label in ("mask", "no_mask", "incorrect_mask", "all"):
+        rows.append(f"| {label} | {_pct(q['recall_ge40px'][label])} | {_pct(f['recall_ge40px'][label])} |"
+                    f" {q['recall_all_sizes'][label]['recall'] * 100:.1f} % |")
+    fit = report["box_adjust_fit"]
+    lat = par["latency_ms"]
+    prov = side["provenance"]
+    lines = [
+        START,
+        f"## Face detector (shipped default): `{stem}.tflite`",
+        "",
+        f"YuNet-n (ShiqiYu/libfacedetection.train, Apache-2.0, weights trained on WIDER FACE; `NOTICE`), source"
+        f" `{prov['source_model']}` (sha256 {str(prov.get('source_model_sha256', ''))[:16]}...), rebuilt as Keras from the"
+        f" ONNX file's own graph (`convert/yunet_keras.py`; against `cv2.FaceDetectorYN` on real val images: max"
+        f" |diff| box {par.get('keras_vs_opencv', {}).get('max_abs_diff', {}).get('box_px', float('nan')):.1e} px, score"
+        f" {par.get('keras_vs_opencv', {}).get('max_abs_diff', {}).get('score', float('nan')):.1e}), int8 at"
+        f" {report['input'][0]}x{report['input'][1]} (BGR 0-255 in, outputs `scores` (cls, obj), `boxes`, `keypoints`;"
+        f" 5 keypoints: eyes, nose tip, mouth corners). {par['size_bytes'] // 1024} KB. The float master ships beside it"
+        f" (`{stem}.keras`). `box_adjust` {fit['box_adjust']} (fitted on train: median IoU with the annotators' boxes"
+        f" {fit['median_iou_before']} -> {fit['median_iou_after']}); `default_min_score` {thr}.",
+        "",
+        f"### Metrics (scenes-ilc2021 `val`, {q['images']} images, faces >= 40 px, IoU >= 0.5, score >= {thr})",
+        "",
+        "| label | int8 recall (found/faces, 95 % interval) | float recall | int8, all sizes |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"False detections: int8 {q['false_per_image']:.2f} per image ({q['false']}), float {f['false_per_image']:.2f};"
+        f" by their best IoU with an annotated face: {q['false_kinds']} (most `background` ones are real faces nobody"
+        f" boxed: see the failures figure).",
+        f"int8 against float on val: {par['kept_fraction'] * 100:.1f} % of the float model's faces kept at IoU >= 0.9,"
+        f" {par['kept_fraction_iou50'] * 100:.1f} % at 0.5; score difference mean {par['score_diff_mean']}, max"
+        f" {par['score_diff_max']}. LiteRT invoke at the build ({lat}; a shared host: compare speeds with"
+        " `python bench/peer.py`, which times the models interleaved).",
+        "",
+        f"![recall against false detections per image]({'figures/' + stem + '_pr.png'})",
+        "",
+        f"Failures at {thr} (`figures/{stem}_failures.jpg`: the biggest missed faces >= 40 px, then the top-scored"
+        " false detections; green = annotated, red = detected):",
+        "",
+        f"![misses and false detections](figures/{stem}_failures.jpg)",
+        "",
+        "Rebuild: " + ("`maskwatch-convert train-yunet` then `maskwatch-convert yunet --keras build/yunet/yunet_ft.keras"
+                       f" --min-score {thr}`" if "fine-tuned" in str(prov["source_model"]) else "`maskwatch-convert yunet`")
+        + " (writes this section, the figures and the model pair).",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _brief(m: Mapping[str, Any]) -> str:
     r = m["recall_ge40px"]
     return (", ".join(f"{k} {r[k]['recall'] * 100:.1f} % [{r[k]['interval95'][0] * 100:.1f}-{r[k]['interval95'][1] * 100:.1f}]"
@@ -163,12 +260,11 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert import yunet_keras as yk  # noqa: PLC0415
     from convert.detector_data import read_scenes  # noqa: PLC0415
     from convert.parity import latency_ms, write_parity_report  # noqa: PLC0415
-    from convert.quantize import _tf, quantize_int8, write_model_pair  # noqa: PLC0415
+    from convert.quantize import quantize_int8, tf_threads, write_model_pair  # noqa: PLC0415
     from convert.train_detector import bgr_loader  # noqa: PLC0415
 
     t0 = time.time()
-    tf = _tf()
-    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
+    tf_threads(a.threads)
     onnx_path = a.onnx or yk.DEFAULT_ONNX
     train, val = read_scenes(a.data_root, "train"), read_scenes(a.data_root, "val")
     load = bgr_loader()
@@ -183,7 +279,16 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     if a.keras is not None:
         import keras  # noqa: PLC0415
 
-        model = keras.models.load_model(a.keras)
+        try:
+            tuned = keras.models.load_model(a.keras)
+        except (OSError, ValueError) as exc:
+            raise ConvertError(f"{a.keras}: not a loadable .keras model ({str(exc).splitlines()[0][:200]});"
+                               " fix: give the file maskwatch-convert train-yunet wrote") from None
+        shapes = [tuple(t.shape[1:]) for t in (*model.inputs, *model.outputs)]
+        if [tuple(t.shape[1:]) for t in (*tuned.inputs, *tuned.outputs)] != shapes:
+            raise ConvertError(f"{a.keras}: not a YuNet at {w}x{h} (input and outputs should be {shapes}); fix: give"
+                               " --input the size it was trained at, or a model maskwatch-convert train-yunet wrote")
+        model = tuned
         source = f"{a.keras.name} (fine-tuned from {onnx_path.name})"
         log(f"  exporting the fine-tuned {a.keras}")
     else:
@@ -253,6 +358,14 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     log(f"[5/5] writing {a.models_dir / a.stem}.tflite + .json + .keras + parity report")
     write_model_pair(a.models_dir, a.stem, flat, side, extra={f"{a.stem}.keras": master.read_bytes()})
     write_parity_report(a.models_dir, a.stem, {"kind": "detector", **parity})
+    from convert.evaluate_classifier import update_card  # noqa: PLC0415
+
+    figures = a.models_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    (figures / f"{a.stem}_pr.png").write_bytes(fig.read_bytes())
+    gallery = failure_gallery(scores["int8"]["results"], val, load, a.min_score, figures / f"{a.stem}_failures.jpg")
+    log(f"  failures figure: {gallery['misses']} misses, {gallery['false']} false detections on val")
+    update_card(a.models_dir / "MODEL_CARD.md", card_section(report, side, a.stem), START, END)
     log(f"done in {time.time() - t0:.0f} s")
     return 0
 

@@ -74,3 +74,30 @@ def test_cli_refuses_a_bad_input_size(capsys):
         main(["yunet", "--input", "320x240"])
     assert ex.value.code == 2
     assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_an_onnx_file_of_another_family_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "other",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])])
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ConvertError, match="not a YuNet graph"):
+        yk.build_keras(path)
+
+
+@needs_onnx
+def test_yunet_command_refuses_a_keras_model_of_another_shape(tmp_path, model, capsys):
+    """`maskwatch-convert yunet --keras` with a model built for another input: exit 2, nothing written."""
+    from convert.cli import main
+
+    other = tmp_path / "other.keras"
+    yk.build_keras(yk.DEFAULT_ONNX, (224, 288))[0].save(other)
+    models = tmp_path / "models"
+    models.mkdir()
+    assert main(["yunet", "--keras", str(other), "--models-dir", str(models), "--build-dir", str(tmp_path)]) == 2
+    assert "not a YuNet at 320x256" in capsys.readouterr().err
+    assert list(models.iterdir()) == []
