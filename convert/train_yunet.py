@@ -51,6 +51,7 @@ class TrainConfig:
     top_k: int = 3
     max_pos: int = 12  # per face, the best by IoU
     box_weight: float = 2.0
+    box_loss: str = "smooth_l1"  # on the (dx, dy, log w, log h) codes, or "giou" on the decoded boxes
     kps_weight: float = 0.1
 
 
@@ -110,6 +111,24 @@ def assign(teacher_boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray, gt: 
     return pos, best_gt[pos], skip
 
 
+def giou(tf: Any, pred: Any, target: Any, cells: Any, steps: Any) -> Any:
+    """Generalized IoU of predicted and target box codes (B, N, 4) at their cells, decoded to pixels
+    like :func:`decode_boxes`: what the IoU >= 0.5 criterion of the evaluation scores."""
+
+    def corners(code: Any) -> Any:
+        centre = (cells + code[..., :2]) * steps
+        half = tf.exp(tf.minimum(code[..., 2:], 10.0)) * steps / 2
+        return centre - half, centre + half
+
+    (p1, p2), (t1, t2) = corners(pred), corners(target)
+    area = lambda a, b: tf.reduce_prod(tf.maximum(b - a, 0.0), axis=-1)  # noqa: E731
+    inter = area(tf.maximum(p1, t1), tf.minimum(p2, t2))
+    union = area(p1, p2) + area(t1, t2) - inter
+    hull = area(tf.minimum(p1, t1), tf.maximum(p2, t2))
+    iou = inter / tf.maximum(union, 1e-6)
+    return iou - (hull - union) / tf.maximum(hull, 1e-6)
+
+
 class Batches:
     """Seeded stream of augmented views (BGR float) with their faces."""
 
@@ -156,6 +175,7 @@ def train(model: Any, teacher: Any, batches: Batches, cfg: TrainConfig, out: Pat
     tf.random.set_seed(cfg.seed)
     h, w = (int(d) for d in model.inputs[0].shape[1:3])
     cells, steps = grid(w, h, [8, 16, 32])
+    cell_t, step_t = tf.constant(cells, tf.float32), tf.constant(steps[:, None], tf.float32)
     opt = tf.keras.optimizers.Adam(learning_rate=cfg.lr)
     eps = 1e-6
 
@@ -170,9 +190,12 @@ def train(model: Any, teacher: Any, batches: Batches, cfg: TrainConfig, out: Pat
             bce = t * tf.math.log(t / p) + (1 - t) * tf.math.log((1 - t) / (1 - p))  # (B, N, 2)
             n_pos = tf.maximum(tf.reduce_sum(pos), 1.0)
             l_score = tf.reduce_sum(bce * score_w[..., None]) / n_pos
-            d = tf.abs(boxes - box_t)
-            smooth = tf.where(d < 0.1, 0.5 * d * d / 0.1, d - 0.05)
-            l_box = cfg.box_weight * tf.reduce_sum(smooth * pos[..., None]) / n_pos
+            if cfg.box_loss == "giou":
+                per_cell = 1.0 - giou(tf, boxes, box_t, cell_t, step_t)
+            else:
+                d = tf.abs(boxes - box_t)
+                per_cell = tf.reduce_sum(tf.where(d < 0.1, 0.5 * d * d / 0.1, d - 0.05), axis=-1)
+            l_box = cfg.box_weight * tf.reduce_sum(per_cell * pos) / n_pos
             l_kps = cfg.kps_weight * tf.reduce_sum(tf.abs(kps - kps_t) * pos[..., None]) / n_pos
             loss = l_score + l_box + l_kps
         grads = tape.gradient(loss, model.trainable_variables)
@@ -228,6 +251,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--batch", type=int, default=TrainConfig.batch)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--box-loss", choices=["smooth_l1", "giou"], default=TrainConfig.box_loss)
+    p.add_argument("--box-weight", type=float, default=TrainConfig.box_weight)
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of train scenes held out to choose the threshold")
     p.add_argument("--max-false", type=float, default=0.4, help="false detections / image allowed at the chosen threshold")
@@ -251,7 +276,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     tf_threads(a.threads)
     cv2.setNumThreads(1)
     onnx = a.onnx or yk.DEFAULT_ONNX
-    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
+    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, box_loss=a.box_loss, box_weight=a.box_weight)
     scenes = dd.read_scenes(a.data_root, "train")
     train_scenes, holdout = split_holdout(scenes, a.holdout, a.seed)
     images = [dd.load_rgb(s.path) for s in train_scenes]

@@ -80,3 +80,23 @@ def test_a_short_run_trains_saves_and_names_the_next_command(tmp_path, capsys):
 def test_bad_input_size_is_one_line(capsys):
     assert ty.main(["--input", "320x240"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_giou_of_codes_is_the_giou_of_the_decoded_boxes():
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 0.5, (1, len(CELLS), 4)), rng.normal(0, 0.5, (1, len(CELLS), 4))
+    got = ty.giou(tf, tf.constant(a, tf.float32), tf.constant(b, tf.float32), tf.constant(CELLS, tf.float32),
+                  tf.constant(STEPS[:, None], tf.float32)).numpy()[0]
+    from convert.parity import iou_matrix
+
+    ba, bb = ty.decode_boxes(a[0], CELLS, STEPS), ty.decode_boxes(b[0], CELLS, STEPS)
+    for i in (0, 500, len(CELLS) - 1):
+        iou = iou_matrix(ba[i:i + 1], bb[i:i + 1])[0, 0]
+        hull = np.prod(np.maximum(ba[i, 2:], bb[i, 2:]) - np.minimum(ba[i, :2], bb[i, :2]))
+        inter = iou / (1 + iou) * (np.prod(ba[i, 2:] - ba[i, :2]) + np.prod(bb[i, 2:] - bb[i, :2]))
+        union = np.prod(ba[i, 2:] - ba[i, :2]) + np.prod(bb[i, 2:] - bb[i, :2]) - inter
+        assert got[i] == pytest.approx(iou - (hull - union) / hull, abs=1e-4)
+    same = ty.giou(tf, tf.constant(a, tf.float32), tf.constant(a, tf.float32), tf.constant(CELLS, tf.float32),
+                   tf.constant(STEPS[:, None], tf.float32)).numpy()
+    assert np.allclose(same, 1.0, atol=1e-5)
