@@ -188,6 +188,34 @@ def failure_gallery(results: Sequence[Any], scenes: Sequence[Any], load: Callabl
     return {"misses": len(misses), "false": len(false)}
 
 
+def _rebuild(report: Mapping[str, Any], threshold: float) -> str:
+    """The card's rebuild line: the training command (flags that differ from the defaults, from the
+    run's .train.json) and the export command."""
+    train = report.get("training")
+    if not train:
+        return "Rebuild: `maskwatch-convert yunet` (writes this section, the figures and the model pair)."
+    from convert.train_yunet import TrainConfig  # noqa: PLC0415
+
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in train["config"].items()
+             if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight") and v != getattr(TrainConfig, k)]
+    return (f"Training: {train['steps']} steps of {train['config']['batch']} views in {train['seconds'] / 60:.0f} min"
+            f" on this 2-core CPU, {train['train_images']} train images ({train['held_out_images']} held out). Rebuild:"
+            f" `{('maskwatch-convert train-yunet ' + ' '.join(flags)).strip()}` then `maskwatch-convert yunet --keras"
+            f" build/yunet/yunet_ft.keras --min-score {threshold}` (writes this section, the figures and the model pair).")
+
+
+def _opencv_check(parity: Mapping[str, Any]) -> str:
+    """How the Keras rebuild compared with cv2.FaceDetectorYN, for the card."""
+    check = parity.get("keras_vs_opencv")
+    if not check:
+        return ("checked against `cv2.FaceDetectorYN` running the ONNX file by `maskwatch-convert yunet` without"
+                " --keras and by tests/convert/test_yunet_keras.py")
+    d = check["max_abs_diff"]
+    return (f"against `cv2.FaceDetectorYN` on {check['images']} real val images: {check['paired']} of"
+            f" {check['faces_opencv']} faces paired, max |diff| box {d['box_px']:.1e} px, keypoints"
+            f" {d['keypoint_px']:.1e} px, score {d['score']:.1e}")
+
+
 def _pct(r: Mapping[str, Any]) -> str:
     return f"{r['recall'] * 100:.1f} % ({r['found']}/{r['faces']}, {r['interval95'][0] * 100:.1f}-{r['interval95'][1] * 100:.1f})"
 
@@ -209,10 +237,12 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
         f"## Face detector (shipped default): `{stem}.tflite`",
         "",
         f"YuNet-n (ShiqiYu/libfacedetection.train, Apache-2.0, weights trained on WIDER FACE; `NOTICE`), source"
-        f" `{prov['source_model']}` (sha256 {str(prov.get('source_model_sha256', ''))[:16]}...), rebuilt as Keras from the"
-        f" ONNX file's own graph (`convert/yunet_keras.py`; against `cv2.FaceDetectorYN` on real val images: max"
-        f" |diff| box {par.get('keras_vs_opencv', {}).get('max_abs_diff', {}).get('box_px', float('nan')):.1e} px, score"
-        f" {par.get('keras_vs_opencv', {}).get('max_abs_diff', {}).get('score', float('nan')):.1e}), int8 at"
+        f" `{prov['source_model']}` (ONNX sha256 {str(prov.get('source_model_sha256', ''))[:16]}...), rebuilt as Keras"
+        f" from the ONNX file's own graph (`convert/yunet_keras.py`; {_opencv_check(par)})"
+        + (", fine-tuned here on scenes-ilc2021 train (`convert/train_yunet.py`: the untouched model as teacher on"
+           " everything but labelled faces, positives chosen by its boxes, low learning rate)"
+           if "fine-tuned" in str(prov["source_model"]) else "")
+        + f", int8 at"
         f" {report['input'][0]}x{report['input'][1]} (BGR 0-255 in, outputs `scores` (cls, obj), `boxes`, `keypoints`;"
         f" 5 keypoints: eyes, nose tip, mouth corners). {par['size_bytes'] // 1024} KB. The float master ships beside it"
         f" (`{stem}.keras`). `box_adjust` {fit['box_adjust']} (fitted on train: median IoU with the annotators' boxes"
@@ -239,9 +269,7 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
         "",
         f"![misses and false detections](figures/{stem}_failures.jpg)",
         "",
-        "Rebuild: " + ("`maskwatch-convert train-yunet` then `maskwatch-convert yunet --keras build/yunet/yunet_ft.keras"
-                       f" --min-score {thr}`" if "fine-tuned" in str(prov["source_model"]) else "`maskwatch-convert yunet`")
-        + " (writes this section, the figures and the model pair).",
+        _rebuild(report, thr),
         END,
     ]
     return "\n".join(lines) + "\n"
@@ -339,7 +367,13 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     fig = a.build_dir / "yunet" / f"{a.stem}_pr.png"
     de.plot_curves({n: (s["curve"], a.min_score) for n, s in scores.items()}, fig,
                    title=f"{a.stem} on scenes-ilc2021 val")
+    info = a.keras.with_suffix(".train.json") if a.keras is not None else None
+    training = json.loads(info.read_text()) if info is not None and info.is_file() else None
+    if training:
+        training.pop("history", None)
+        training.pop("holdout", None)
     report = {"input": list(a.input), "source": source, "min_score": a.min_score, "box_adjust_fit": fit,
+              "training": training,
               "val": {n: s["metrics"] for n, s in scores.items()}, "parity": parity,
               "curve_int8": {k: v.tolist() for k, v in scores["int8"]["curve"].items()},
               "seconds": round(time.time() - t0)}
