@@ -172,7 +172,10 @@ def test_preview_plays_the_annotated_clip_until_ctrl_c(tmp_path, detector_json, 
         frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert frame is not None and frame.shape == (480, 640, 3)
         proc.send_signal(signal.SIGINT)
-        stdout, _ = proc.communicate(timeout=60)
+        # stdout only: the reader thread owns stderr (communicate() would read it too and take
+        # the last lines from it)
+        stdout = proc.stdout.read()
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
