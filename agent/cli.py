@@ -28,31 +28,33 @@ import cv2
 import numpy as np
 
 from agent import __version__
-from agent.alert import AlertPolicy
-from agent.classify import MaskClassifier
+from agent.pipeline.alert import AlertPolicy
+from agent.pipeline.classify import MaskClassifier
 from agent.config import Config, ConfigError, load, parse
-from agent.detect import FaceDetector, clip_box
+from agent.pipeline.detect import FaceDetector, clip_box
 from agent.draw import draw_overlay
 from agent.model import ModelError
-from agent import evaluate, logs, service
-from agent.pipeline import STAGES, Pipeline, ReconfigureError, anon_mb, cpu_summary, rss_mb, set_image_threads
-from agent.preview import PreviewError, PreviewServer
-from agent.sdnotify import Notifier
-from agent.publish import Publisher, StdoutPublisher
-from agent.sources import (
+from agent import logs
+from agent.service import install as service
+from agent.tools import evaluate
+from agent.pipeline.loop import STAGES, Pipeline, ReconfigureError, anon_mb, cpu_summary, rss_mb, set_image_threads
+from agent.service.preview import PreviewError, PreviewServer
+from agent.service.sdnotify import Notifier
+from agent.pipeline.publish.stdout import Publisher, StdoutPublisher
+from agent.pipeline.source import (
     VIDEO_EXTS, FrameSource, SourceConfig, SourceCounters, SourceError, VideoFileSource, classify_uri,
     import_picamera2, list_images, normalize_image, open_source, read_image, redact_uri,
 )
-from agent.track import Tracker
+from agent.pipeline.track import Tracker
 from agent.types import Face, Frame
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 # Site adaptation (collect faces, label them, explain a decision): each command lives in its own
 # module with add_arguments(parser) and cmd_<name>(args) -> int, imported when the parser is built.
 SITE_COMMANDS = (
-    ("collect", "agent.collect", "save aligned face crops from a source for labelling (never on in the service)"),
-    ("label", "agent.label", "label collected crops in a local web page (keys 1-4, u: undo)"),
-    ("explain", "agent.explain", "per face, an occlusion map of what changes the label most (PNG)"),
+    ("collect", "agent.tools.collect", "save aligned face crops from a source for labelling (never on in the service)"),
+    ("label", "agent.tools.label", "label collected crops in a local web page (keys 1-4, u: undo)"),
+    ("explain", "agent.tools.explain", "per face, an occlusion map of what changes the label most (PNG)"),
 )
 
 log = logging.getLogger("maskwatch")
@@ -127,7 +129,7 @@ def publisher_error_message(file: Optional[str], problem: str) -> str:
 def make_publisher(cfg: Config) -> Publisher:
     """MQTT when ``mqtt.enabled``, else JSON lines on stdout."""
     if cfg.mqtt.enabled:
-        from agent.mqtt import MqttPublisher
+        from agent.pipeline.publish.mqtt import MqttPublisher
 
         try:
             return MqttPublisher(cfg.mqtt, cfg.runtime.camera, cfg.runtime.state_dir)
@@ -464,7 +466,7 @@ def bench_frames(source: Optional[str], count: int, max_pixels: int, size: Optio
     # ~40 MB to this process and spoil the RSS figure.
     with tempfile.TemporaryDirectory(prefix="maskwatch-bench-") as tmp:
         png = os.path.join(tmp, "scene.png")
-        code = f"import cv2; from agent.demo import doorway_scene; cv2.imwrite({png!r}, doorway_scene())"
+        code = f"import cv2; from agent.tools.demo import doorway_scene; cv2.imwrite({png!r}, doorway_scene())"
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            cwd=str(repo_root()))
         frame = cv2.imread(png)
@@ -562,7 +564,7 @@ def wait_for_viewer(preview: PreviewServer, stop: threading.Event, timeout_s: fl
 def cmd_demo(args: argparse.Namespace) -> int:
     """The agent on a generated doorway clip: alerts as JSON lines on stdout; the annotated clip, the
     contact sheet and a summary table (stderr) show its work; ``--preview`` plays it live."""
-    from agent.demo import DEFAULT_PEOPLE, RECORD_NAME, DemoError, Recorder, make_clip, summary_table
+    from agent.tools.demo import DEFAULT_PEOPLE, RECORD_NAME, DemoError, Recorder, make_clip, summary_table
 
     cfg = load_config(args.config)
     cfg.mqtt = dataclasses.replace(cfg.mqtt, enabled=False)

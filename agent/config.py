@@ -1,7 +1,7 @@
 """One validated configuration object, built from ``config.yaml``.
 
 Each stage declares its own section dataclass next to the code that uses it (``DetectorConfig`` in
-``agent/detect.py``, ``MqttConfig`` in ``agent/mqtt.py`` ...); this module only assembles the root
+``agent/pipeline/detect.py``, ``MqttConfig`` in ``agent/pipeline/publish/mqtt.py`` ...); this module only assembles the root
 (:class:`Config`) and converts YAML into those dataclasses with one generic loader.
 
 The loader understands ``bool``/``int``/``float``/``str``, ``Optional[X]``, ``List[X]``,
@@ -31,14 +31,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 import yaml
 
-from agent.alert import AlertConfig
-from agent.classify import ClassifierConfig
-from agent.detect import DetectorConfig
-from agent.mqtt import MqttConfig
-from agent.pipeline import RuntimeConfig
-from agent.preview import PreviewConfig
-from agent.sources import SourceConfig
-from agent.track import TrackerConfig
+from agent.pipeline.alert import AlertConfig
+from agent.pipeline.classify import ClassifierConfig
+from agent.pipeline.detect import DetectorConfig
+from agent.pipeline.publish.mqtt import MqttConfig
+from agent.pipeline.loop import RuntimeConfig
+from agent.service.preview import PreviewConfig
+from agent.pipeline.source import SourceConfig
+from agent.pipeline.track import TrackerConfig
 
 T = TypeVar("T")
 KeyPath = Tuple[str, ...]

@@ -52,7 +52,7 @@ def float_raw(model: Any, x: np.ndarray, dec: Dict[str, Any]) -> Any:
 def kept_split(float_outs: Sequence[Any], flat: bytes, val_x: Sequence[np.ndarray], dec: Dict[str, Any]) -> Dict[str, List[int]]:
     """(float detections, kept at IoU >= 0.9) for int8 outputs, and for each int8 output swapped for
     the float one; ``float_outs`` are the float model's raw outputs for ``val_x`` (:func:`float_raw`)."""
-    from agent.detectors import blazeface
+    from agent.pipeline.detectors import blazeface
     from convert.parity import TfliteRunner, detect_raw, detector_outputs, greedy_match, iou_matrix
 
     run = TfliteRunner(flat)
@@ -72,7 +72,7 @@ def kept_under_input_change(model: Any, float_outs: Sequence[Any], val_x: Sequen
                              dec: Dict[str, Any], change: Any) -> List[int]:
     """(float detections, kept at IoU >= 0.9) when the float model's input is ``change(x)``;
     ``float_outs`` are its raw outputs for ``val_x`` unchanged (:func:`float_raw`)."""
-    from agent.detectors import blazeface
+    from agent.pipeline.detectors import blazeface
     from convert.parity import detect_raw, greedy_match, iou_matrix
 
     anchors = blazeface.generate_anchors(dec["anchors"])

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from real_photos import FACES, config_with, detect_json, fetch  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
 from convert import classifier_data as cd  # noqa: E402
-from agent.evaluate import match_greedy  # noqa: E402
+from agent.tools.evaluate import match_greedy  # noqa: E402
 from convert.detector_eval import make_detector  # noqa: E402
 
 PLACEMENTS = {"none": "no_mask", "correct": "mask", "under_nose": "incorrect_mask", "chin": "incorrect_mask"}
@@ -107,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     a.keypoints_from = a.keypoints_from or [REPO / "models" / "face_detector.json", REPO / "models" / "face_detector_door.json"]
-    from agent.demo import astronaut_bgr  # noqa: PLC0415 - scikit-image is the demo extra
+    from agent.tools.demo import astronaut_bgr  # noqa: PLC0415 - scikit-image is the demo extra
 
     templates = cd.load_mask_templates(a.data_root)
     photos = {"t1.jpg": cv2.imread(str(fetch())), "astronaut.png": astronaut_bgr()}

@@ -48,7 +48,7 @@ def peer_ms(stderr: str) -> float:
 
 def score(preds: Sequence[Dict[str, Any]], boxes: Dict[str, Any]) -> Dict[str, Any]:
     """``maskwatch evaluate``'s summary of JSON predictions (one object per image)."""
-    from agent.evaluate import score_image, summarize
+    from agent.tools.evaluate import score_image, summarize
 
     per_image = {}
     for obj in preds:
@@ -87,7 +87,7 @@ def main() -> int:
                    help="detector sidecar whose invoke time the configured detector's is divided by")
     a = p.parse_args()
     from agent.cli import load_config
-    from agent.evaluate import load_boxes, load_split
+    from agent.tools.evaluate import load_boxes, load_split
 
     boxes = load_boxes(str(SCENES / "boxes.csv"))
     names = [n for n in load_split(str(SCENES / "images.csv"), a.split) if n in boxes]

@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=REPO / "config.yaml")
     p.add_argument("--detector", action="append", default=[], help="detector sidecar(s) to compare (default: the config's)")
     a = p.parse_args(argv)
-    from agent.demo import astronaut_bgr  # noqa: PLC0415 - scikit-image is the demo extra
+    from agent.tools.demo import astronaut_bgr  # noqa: PLC0415 - scikit-image is the demo extra
 
     with tempfile.TemporaryDirectory() as tmp:
         astro = Path(tmp) / "astronaut.png"

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from agent.config import load
-from agent.detect import FaceDetector, centred_in_roi
+from agent.pipeline.detect import FaceDetector, centred_in_roi
 from convert import detector_eval as E
 from convert.detector_data import Scene, read_scenes
 

@@ -2,7 +2,7 @@
 
 Serves the demo walkers as an endless MJPEG stream on loopback (a live camera as the agent sees
 it), runs the real `maskwatch run` (with config.yaml's models) on it for --seconds, samples the
-process's RSS and anonymous memory (`agent.pipeline.rss_mb`, `anon_mb`), and prints a
+process's RSS and anonymous memory (`agent.pipeline.loop.rss_mb`, `anon_mb`), and prints a
 table plus the growth from the end of the first minute to the end.
 
     python bench/soak.py --seconds 600
@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 
 from agent.cli import load_config
-from agent.demo import DEFAULT_PEOPLE, render
-from agent.pipeline import anon_mb, rss_mb
+from agent.tools.demo import DEFAULT_PEOPLE, render
+from agent.pipeline.loop import anon_mb, rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 

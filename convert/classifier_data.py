@@ -33,8 +33,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent.crop import CropSpec, crop_face
-from agent.track import iou  # the runtime's IoU: one definition for both sides
+from agent.pipeline.crop import CropSpec, crop_face
+from agent.pipeline.track import iou  # the runtime's IoU: one definition for both sides
 from agent.types import Box
 from convert.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
 
@@ -431,7 +431,7 @@ def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder",
     the background), and teaching the classifier to drop real faces would hide unmasked people.
     Returns counts by kind and the scales.
     """
-    from agent.detect import DetectorConfig, FaceDetector  # noqa: PLC0415 (a model load; only when asked)
+    from agent.pipeline.detect import DetectorConfig, FaceDetector  # noqa: PLC0415 (a model load; only when asked)
 
     det = FaceDetector(DetectorConfig(model=str(detector), min_face_px=8.0))
     by_image: Dict[str, List[SceneFace]] = {}

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--labels", nargs="+")
     src = q.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, help="folder of representative images")
-    src.add_argument("--boxes-csv", type=Path, help="boxes CSV (image,xmin,ymin,xmax,ymax,label); faces cut with agent.crop")
+    src.add_argument("--boxes-csv", type=Path, help="boxes CSV (image,xmin,ymin,xmax,ymax,label); faces cut with agent.pipeline.crop")
     q.add_argument("--calibration-images", type=int, default=300)
     q.add_argument("--val-images", type=int, default=200)
     q.add_argument("--float-outputs", nargs="*", default=[])

@@ -15,13 +15,13 @@ Keypoint targets are the ORIGINAL model's keypoints for each annotated face
 puts the face at ~48 px (and on its mirror, averaged), the anchor whose decoded box overlaps the
 annotated box best gives the six points, stored in image pixels. Augmentation maps them with the
 same affine as the pixels. Faces the original model cannot place (no anchor box with IoU >= 0.5)
-get no keypoint loss. This keeps the fine-tuned keypoints where the crop alignment (agent/crop.py)
+get no keypoint loss. This keeps the fine-tuned keypoints where the crop alignment (agent/pipeline/crop.py)
 and the classifier expect them.
 
 Anchor targets (:func:`match_anchors`): an anchor is positive when its centre lies in the central
 half of a face box, and the anchor nearest each face centre is always positive; other anchors
 inside any face box are ignored; the rest are negatives. Regression targets use the sidecar's
-decoding in reverse (:func:`encode`), so ``agent.detectors.blazeface.decode`` inverts them exactly.
+decoding in reverse (:func:`encode`), so ``agent.pipeline.detectors.blazeface.decode`` inverts them exactly.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent.detectors import blazeface
-from agent.detect import Letterbox
-from agent.crop import warp_shrinking
+from agent.pipeline.detectors import blazeface
+from agent.pipeline.detect import Letterbox
+from agent.pipeline.crop import warp_shrinking
 from convert.classifier_data import MaskTemplate, is_frontal, paste_mask
 from convert.parity import iou_matrix
 
@@ -110,7 +110,7 @@ def load_rgb(path: Path) -> np.ndarray:
 
 def letterbox_matrix(width: int, height: int, out_w: int, out_h: int) -> np.ndarray:
     """2x3 affine from image pixels to a centred letterbox of ``out_w`` x ``out_h``: the agent's own
-    geometry (:meth:`agent.detect.Letterbox.fit`)."""
+    geometry (:meth:`agent.pipeline.detect.Letterbox.fit`)."""
     lb = Letterbox.fit(width, height, out_w, out_h)
     return np.array([[lb.scale_x, 0.0, lb.pad_x], [0.0, lb.scale_y, lb.pad_y]])
 
@@ -129,7 +129,7 @@ def transform_boxes(m: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def warp(image: np.ndarray, m: np.ndarray, size: Tuple[int, int],
          border: Tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """Warp ``image`` into ``size`` (width, height) with black (or ``border``) padding, through the
-    agent's shrink-then-warp (``agent.crop.warp_shrinking``)."""
+    agent's shrink-then-warp (``agent.pipeline.crop.warp_shrinking``)."""
     return warp_shrinking(image, m, (int(size[0]), int(size[1])), cv2.BORDER_CONSTANT, border)
 
 
@@ -170,7 +170,7 @@ class Decoding:
 def encode(boxes_px: np.ndarray, keypoints_px: np.ndarray, anchors: np.ndarray, dec: Decoding) -> np.ndarray:
     """Raw regressor values (M, 16) that decode to the given boxes/keypoints at the given anchors.
 
-    The inverse of :func:`agent.detectors.blazeface.decode`: ``x = raw / x_scale * anchor_w + anchor_x``
+    The inverse of :func:`agent.pipeline.detectors.blazeface.decode`: ``x = raw / x_scale * anchor_w + anchor_x``
     (centre and keypoints), ``w = raw / w_scale * anchor_w``. Inputs in input pixels; ``anchors`` (M, 4).
     """
     nx, ny = float(dec.width), float(dec.height)

@@ -1,6 +1,6 @@
 """The one scorer for face detectors: every figure in the detector's reports comes from here.
 
-A detector is always run through the agent's own :class:`agent.detect.FaceDetector` (letterbox,
+A detector is always run through the agent's own :class:`agent.pipeline.detect.FaceDetector` (letterbox,
 decoding, weighted NMS, ``box_adjust``), whether it is a shipped ``.tflite`` or a Keras model in
 training (wrapped by :class:`KerasModel`), so training, conversion and run time score the same way.
 
@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from agent.detect import DetectorConfig, FaceDetector
-from agent.evaluate import match_greedy, wilson
+from agent.pipeline.detect import DetectorConfig, FaceDetector
+from agent.tools.evaluate import match_greedy, wilson
 from convert.detector_data import FACE_LABELS, Scene
 from convert.parity import iou_matrix
 
@@ -103,7 +103,7 @@ def match(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray,
           iou_threshold: float = IOU_THRESHOLD) -> Tuple[np.ndarray, np.ndarray]:
     """Greedy score-ordered matching; returns (order of detections, matched face per detection).
 
-    The rule is the agent's (:func:`agent.evaluate.match_greedy`, what ``maskwatch evaluate``
+    The rule is the agent's (:func:`agent.tools.evaluate.match_greedy`, what ``maskwatch evaluate``
     scores with), so the detector's reports and the whole-pipeline figures cannot drift apart;
     this only reshapes its answer into arrays in score order (-1: a false detection).
     """

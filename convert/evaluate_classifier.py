@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent.evaluate import wilson
+from agent.tools.evaluate import wilson
 from agent.model import cv2_table, pixel_table
 from convert import classifier_data as cd
 
@@ -369,7 +369,7 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         f"then cut like a scene face. Images without a detected face were skipped: {json.dumps(info.get('faces_skipped', {}))}.",
         "- **not_face**: random background boxes of scene images (IoU < 0.1 and < 10 % of any face inside the crop) and partial-face boxes "
         "(a face cut by the crop border or a close-up of one feature, < 35 % of any face inside).",
-        f"- Crops: `agent.crop.crop_face` with `crop` = {json.dumps(sidecar['crop'])} and keypoints=None (roll 0) plus the roll augmentation; "
+        f"- Crops: `agent.pipeline.crop.crop_face` with `crop` = {json.dumps(sidecar['crop'])} and keypoints=None (roll 0) plus the roll augmentation; "
         "at run time the agent levels the eyes from detector keypoints. "
         f"Train crops per class: {json.dumps(info.get('train_counts', {}))}; val: {json.dumps(info.get('val_counts', {}))}.",
         _detector_line(info),

@@ -2,7 +2,7 @@
 
 Calibration uses letterboxed ``train`` scenes of scenes-ilc2021, parity the ``val`` scenes; the
 ``box_adjust`` (model box -> human annotators' box) is fitted on ``train`` with the int8 model,
-which is what ships. Preprocessing matches :meth:`agent.detect.FaceDetector.prepare` (centred
+which is what ships. Preprocessing matches :meth:`agent.pipeline.detect.FaceDetector.prepare` (centred
 letterbox, black padding, INTER_AREA when shrinking, RGB, ``(pixel - mean) / std``).
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Seq
 import cv2
 import numpy as np
 
-from agent.detectors import blazeface
+from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
 
 # MediaPipe's face_detection_{short,full}_range graphs (mediapipe 0.10.21,

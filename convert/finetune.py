@@ -51,7 +51,7 @@ from convert.errors import ConvertError
 Log = Callable[[str], None]
 DEFAULT_BASE = cd.REPO_ROOT / "models" / "mask_classifier.json"
 IGNORED_FOLDERS = ("unlabeled",)
-# "<run>_t<track>_f<frame>.png" (agent.collect): crops of one track are one person
+# "<run>_t<track>_f<frame>.png" (agent.tools.collect): crops of one track are one person
 _TRACK_NAME = re.compile(r"^(?P<track>.+_t\d+)_f\d+$")
 
 
@@ -102,7 +102,7 @@ class SiteCrops:
 
 
 def track_key(file_name: str) -> str:
-    """The person a crop belongs to: ``<run>_t<track>`` of agent.collect's names, else the file stem."""
+    """The person a crop belongs to: ``<run>_t<track>`` of agent.tools.collect's names, else the file stem."""
     stem = Path(file_name).stem
     m = _TRACK_NAME.match(stem)
     return m.group("track") if m else stem

@@ -218,7 +218,7 @@ def face_crops(data_root: Path, n: int, size: int = NATIVE_SIZE, split: str = "v
     cut by the agent's crop function (scale 1.5, about the framing MediaPipe gives the landmark net)."""
     import cv2  # noqa: PLC0415
 
-    from agent.crop import CropSpec, crop_face  # noqa: PLC0415
+    from agent.pipeline.crop import CropSpec, crop_face  # noqa: PLC0415
     from convert.classifier_data import read_scene_faces  # noqa: PLC0415
 
     faces = [f for f in read_scene_faces(Path(data_root)) if f.split == split]

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.detectors import blazeface
+from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
 from convert.quantize import write_files_atomically
 

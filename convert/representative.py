@@ -1,7 +1,7 @@
 """Inputs of the generic ``quantize`` command: source model, sidecar template, calibration images.
 
 Calibration images are preprocessed exactly as the agent feeds the model, from the sidecar:
-classifiers get faces cut with :func:`agent.crop.crop_face` (from a boxes CSV) or whole images
+classifiers get faces cut with :func:`agent.pipeline.crop.crop_face` (from a boxes CSV) or whole images
 resized to the input (from a folder of crops); detectors get letterboxed frames.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from agent.crop import CropSpec, crop_face
+from agent.pipeline.crop import CropSpec, crop_face
 from convert.errors import ConvertError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -178,7 +178,7 @@ def representative_arrays(
         desc = f"{len(arrays)} images from {images}"
     elif boxes_csv is not None:
         arrays = _from_boxes_csv(boxes_csv, side, limit)
-        desc = f"{len(arrays)} face crops (agent.crop.crop_face) from {boxes_csv}"
+        desc = f"{len(arrays)} face crops (agent.pipeline.crop.crop_face) from {boxes_csv}"
     else:
         raise ConvertError("give --images DIR or --boxes-csv CSV for the representative dataset")
     if not arrays:

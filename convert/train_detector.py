@@ -360,7 +360,7 @@ def score_model(name: str, model: Any, holdout: Sequence[dd.Scene], val: Sequenc
 
 # What decides a score besides the model and the images: the scorer's and the agent detector's code.
 SCORER_SOURCES = ("convert/detector_eval.py", "convert/detector_data.py", "convert/blazeface_keras.py",
-                  "agent/detect.py", "agent/detectors/blazeface.py", "agent/model.py", "agent/evaluate.py")
+                  "agent/pipeline/detect.py", "agent/pipeline/detectors/blazeface.py", "agent/model.py", "agent/tools/evaluate.py")
 
 
 def score_key(model_files: Sequence[Path], holdout: Sequence[dd.Scene], val: Sequence[dd.Scene], max_fp: float) -> str:

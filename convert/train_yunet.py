@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent.detectors.yunet import grid
+from agent.pipeline.detectors.yunet import grid
 from convert import detector_data as dd
 from convert.errors import ConvertError, run_command
 

@@ -82,7 +82,7 @@ def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, mi
 def calibration_inputs(scenes: Sequence[Any], load: Callable[[Any], np.ndarray], input_wh: Tuple[int, int],
                        n: int, seed: int = 0) -> List[np.ndarray]:
     """Letterboxed BGR 0-255 float inputs (1, H, W, 3) of ``n`` seeded train scenes."""
-    from agent.detect import letterbox  # noqa: PLC0415
+    from agent.pipeline.detect import letterbox  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(scenes), size=min(n, len(scenes)), replace=False))

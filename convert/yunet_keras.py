@@ -5,7 +5,7 @@ nodes the graph); every node becomes one Keras layer in NHWC: Conv -> Conv2D or 
 (BatchNorm is already folded into them), Relu, MaxPool, nearest Resize -> UpSampling2D, Add.
 The output heads' Transpose/Reshape plumbing becomes one Reshape per head, and the twelve per-stride
 outputs are concatenated into the three the agent's ``yunet`` decoder reads
-(:mod:`agent.detectors.yunet`): ``scores`` (cls, obj), ``boxes``, ``keypoints``.
+(:mod:`agent.pipeline.detectors.yunet`): ``scores`` (cls, obj), ``boxes``, ``keypoints``.
 
 Input: BGR, 0-255 floats, no normalization, sides multiples of 32 (the ONNX file is dynamic; a
 Keras model is built for one input size). ``cv2.FaceDetectorYN`` runs the ONNX file directly and is
@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent.detectors import yunet as yunet_family
+from agent.pipeline.detectors import yunet as yunet_family
 from convert.errors import ConvertError
 from convert.quantize import _tf
 
@@ -187,7 +187,7 @@ def parity_vs_opencv(model: Any, onnx_path: Path, images: Sequence[np.ndarray], 
     Faces are paired by IoU; returns the counts and the largest box / keypoint (px) and score
     differences over the pairs.
     """
-    from agent.detect import letterbox  # noqa: PLC0415
+    from agent.pipeline.detect import letterbox  # noqa: PLC0415
     from convert.parity import greedy_match, iou_matrix  # noqa: PLC0415
 
     h, w = (int(d) for d in model.inputs[0].shape[1:3])

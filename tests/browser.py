@@ -77,7 +77,7 @@ def wait_for(driver: Any, cond: Callable[[Any], Any], timeout_s: float = 10.0) -
 
 
 class LabelPage:
-    """The ``maskwatch label`` page (agent/label_page.html) in a driver, used as a person would.
+    """The ``maskwatch label`` page (agent/tools/label_page.html) in a driver, used as a person would.
 
     Each key press or click is one action; the page counts finished actions in
     ``document.body.dataset.actions``, and :meth:`press` / :meth:`click` return once theirs is done

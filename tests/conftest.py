@@ -44,7 +44,7 @@ def repo_root() -> Path:
 def detector_json() -> Path:
     """The sidecar of the detector the agent runs by default (``DetectorConfig.model``; skips while
     models/ has none)."""
-    from agent.detect import DetectorConfig
+    from agent.pipeline.detect import DetectorConfig
 
     return _model(Path(DetectorConfig().model).stem, "convert/ (detector training and conversion)")
 
@@ -59,7 +59,7 @@ def classifier_json() -> Path:
 def astronaut() -> np.ndarray:
     """scikit-image's astronaut photo (one real frontal unmasked face), BGR uint8 512x512."""
     pytest.importorskip("skimage")
-    from agent.demo import astronaut_bgr
+    from agent.tools.demo import astronaut_bgr
 
     return astronaut_bgr()
 
@@ -110,7 +110,7 @@ def models_config(tmp_path_factory, detector_json, classifier_json) -> Path:
 def clip(tmp_path_factory):
     """A generated doorway clip: 3 unmasked people walking past one after another."""
     pytest.importorskip("skimage")
-    from agent.demo import Person, make_clip
+    from agent.tools.demo import Person, make_clip
 
     people = [Person(masked=False, height=230), Person(masked=False, height=200, left_to_right=False),
               Person(masked=False, height=250)]

@@ -279,7 +279,7 @@ def _child(config_json: str) -> int:
     ``queued N`` after each, ``started`` once, and closes cleanly on SIGTERM or end of input."""
     import logging
 
-    from agent.mqtt import MqttConfig, MqttPublisher
+    from agent.pipeline.publish.mqtt import MqttConfig, MqttPublisher
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     cfg = json.loads(config_json)

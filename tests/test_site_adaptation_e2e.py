@@ -43,7 +43,7 @@ def _convert(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 def walkers_clip(tmp_path_factory):
     """A doorway clip with two masked and two unmasked people passing one after another."""
     pytest.importorskip("skimage")
-    from agent.demo import Person, make_clip
+    from agent.tools.demo import Person, make_clip
 
     people = [Person(masked=False, height=230), Person(masked=True, height=220, left_to_right=False),
               Person(masked=False, height=200, left_to_right=False), Person(masked=True, height=240)]
@@ -94,7 +94,7 @@ def test_collect_label_finetune_evaluate(tmp_path, walkers_clip, detector_json, 
     assert set(truth.values()) == {"mask", "no_mask"}
 
     # 2. label: the real page in headless Chromium, one key per crop, one undo on the way
-    from agent.label_http import LabelServer
+    from agent.tools.label_http import LabelServer
     from selenium.webdriver.common.by import By
 
     with LabelServer(site) as server, chromium_driver(tmp_path) as driver:

@@ -228,7 +228,7 @@ def test_run_on_a_clip_prints_one_alert_per_person(capsys, models_config, clip):
 
 
 def test_demo_alerts_on_the_unmasked(capsys, models_config, tmp_path):
-    from agent.demo import DEFAULT_PEOPLE
+    from agent.tools.demo import DEFAULT_PEOPLE
 
     assert main(["demo", "--config", str(models_config), "--out", str(tmp_path)]) == 0
     cap = capsys.readouterr()

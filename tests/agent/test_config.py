@@ -12,7 +12,7 @@ from typing import Dict, List, Literal, Optional
 import pytest
 
 from agent.config import Config, ConfigError, describe, load, load_dataclass, parse
-from agent.detect import DetectorConfig
+from agent.pipeline.detect import DetectorConfig
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -122,7 +122,7 @@ def test_roi_checked(tmp_path):
 
 
 def test_mqtt_section_is_the_mqtt_helpers_dataclass(tmp_path):
-    from agent.mqtt import MqttConfig
+    from agent.pipeline.publish.mqtt import MqttConfig
 
     cfg = load(write(tmp_path, "mqtt:\n  enabled: true\n  host: broker\n  tls:\n    enabled: true\n"))
     assert isinstance(cfg.mqtt, MqttConfig) and cfg.mqtt.enabled and cfg.mqtt.port == 8883

@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from agent.logs import OneLineFormatter, is_journal, priority, set_level, setup
-from agent.sources import redact_uri
+from agent.pipeline.source import redact_uri
 
 
 def record(level, msg, *args, exc_info=None, name="maskwatch.test"):

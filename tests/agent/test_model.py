@@ -13,7 +13,8 @@ import pytest
 
 from agent.model import ModelError, cv2_table, find_interpreter, load_model, read_sidecar
 
-AGENT_MODULES = ["agent." + p.stem for p in (Path(__file__).resolve().parents[2] / "agent").glob("*.py")
+AGENT_ROOT = Path(__file__).resolve().parents[2] / "agent"
+AGENT_MODULES = ["agent." + ".".join(p.relative_to(AGENT_ROOT).with_suffix("").parts) for p in AGENT_ROOT.rglob("*.py")
                  if p.stem != "__init__"]
 
 # Run in a subprocess: makes the named top-level packages unimportable.
@@ -176,7 +177,7 @@ def test_agent_never_imports_tensorflow():
         side = os.path.join({models!r}, "face_detector.json")
         if os.path.exists(side):
             import numpy as np
-            from agent.detect import DetectorConfig, FaceDetector
+            from agent.pipeline.detect import DetectorConfig, FaceDetector
             FaceDetector(DetectorConfig(model=side)).detect(np.zeros((480, 640, 3), np.uint8))
             print("ran detector")
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "convert"))

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import Config, ConfigError, parse
-from agent.sources import SourceCounters, normalize_image
+from agent.pipeline.source import SourceCounters, normalize_image
 
 FILE = "prop.yaml"
 # Where an error message starts: the file, maybe its line; then a key path in backticks or a YAML problem.
@@ -180,7 +180,7 @@ def test_frame_normaliser_gives_bgr_uint8_or_a_counted_skip(image: np.ndarray, m
 
 @pytest.fixture(scope="module")
 def detector(detector_json):
-    from agent.detect import DetectorConfig, FaceDetector
+    from agent.pipeline.detect import DetectorConfig, FaceDetector
 
     return FaceDetector(DetectorConfig(model=str(detector_json)))
 

@@ -139,7 +139,7 @@ def test_detector_parity_of_the_rebuild_against_its_original():
     every float detection is kept and the by-height counts add up to the float detections."""
     import cv2
 
-    from agent.detect import letterbox
+    from agent.pipeline.detect import letterbox
     from convert.face_detector import sidecar_template
     from convert.parity import HEIGHT_BINS, detector_parity
 

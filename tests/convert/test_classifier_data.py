@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.crop import crop_face, roll_angle
+from agent.pipeline.crop import crop_face, roll_angle
 from convert import classifier_data as cd
 
 DATA = cd.DEFAULT_DATA_ROOT
@@ -138,7 +138,7 @@ def test_detector_crops_are_the_agents_own_crops_with_the_annotated_label():
     levelled by its eye keypoints), labelled by the annotated face it overlaps."""
     from pathlib import Path
 
-    from agent.detect import DetectorConfig, FaceDetector
+    from agent.pipeline.detect import DetectorConfig, FaceDetector
 
     sidecar = Path(__file__).resolve().parents[2] / DetectorConfig().model
     cfg = cd.DataConfig(size=48, limit=6)

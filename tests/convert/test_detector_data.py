@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.detectors import blazeface
+from agent.pipeline.detectors import blazeface
 from convert import detector_data as dd
 from convert.parity import iou_matrix
 
@@ -252,7 +252,7 @@ def test_non_square_encode_inverts_agent_decode():
 
 
 def test_letterbox_matrix_is_the_agents_letterbox():
-    from agent.detect import letterbox
+    from agent.pipeline.detect import letterbox
 
     for (w, h), (vw, vh) in (((640, 480), (192, 144)), ((800, 450), (192, 144)), ((300, 500), (192, 144)),
                              ((640, 480), (192, 192))):

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.crop import CropSpec, crop_face
+from agent.pipeline.crop import CropSpec, crop_face
 from convert import classifier_data as cd
 from convert import finetune as ft
 from convert.cli import main as convert_main
@@ -33,7 +33,7 @@ def snapshot(folder: Path) -> Dict[str, str]:
 
 @pytest.fixture(scope="module")
 def site_src(tmp_path_factory) -> Path:
-    """A site folder as collect + label leave it: real scene faces cut at 128 px by agent.crop.crop_face,
+    """A site folder as collect + label leave it: real scene faces cut at 128 px by agent.pipeline.crop.crop_face,
     two frames per track, filed by their annotated label; train-split images the tiny base set does not use."""
     if not (SCENES / "boxes.csv").is_file():
         pytest.skip(f"datasets not at {SCENES}")
@@ -273,7 +273,7 @@ def test_keras_rebuild_names_an_unsupported_op(tmp_path):
 @needs_data
 def test_tiny_finetune_writes_a_new_model_and_switches_the_config(capsys, tmp_path, site, models):
     pytest.importorskip("tensorflow")
-    from agent.classify import ClassifierConfig, MaskClassifier
+    from agent.pipeline.classify import ClassifierConfig, MaskClassifier
     from agent.config import load
 
     (site / "mask" / "ab12_t999_f0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))  # a corrupt crop

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.detectors.yunet import grid
+from agent.pipeline.detectors.yunet import grid
 from convert import detector_data as dd
 from convert import train_yunet as ty
 

@@ -1,0 +1,1 @@
+"""The path of a frame: source -> detect -> crop/classify -> track -> alert -> publish, and the loop that wires them."""

@@ -1,0 +1,1 @@
+"""What an operator runs by hand: detect, check-config, evaluate, collect, label, explain, bench, demo."""
