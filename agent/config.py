@@ -355,4 +355,33 @@ def describe(cls: type = Config, prefix: str = "") -> List[str]:
     return out
 
 
-__all__ = ["Config", "ConfigError", "describe", "load", "load_dataclass", "parse"]
+# --- discovery ----------------------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def find_config(explicit: Optional[str]) -> Optional[Path]:
+    """The config to use: --config, $MASKWATCH_CONFIG, ./config.yaml, the checkout's, /etc/maskwatch."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("MASKWATCH_CONFIG")
+    if env:
+        return Path(env)
+    for p in (Path.cwd() / "config.yaml", repo_root() / "config.yaml", Path("/etc/maskwatch/config.yaml")):
+        if p.is_file():
+            return p
+    return None
+
+
+def load_config(explicit: Optional[str]) -> Config:
+    path = find_config(explicit)
+    if path is None:
+        # No file anywhere: defaults, with model paths relative to the checkout.
+        return parse("{}", "<defaults>", repo_root())
+    return load(path)
+
+
+__all__ = ["Config", "ConfigError", "describe", "find_config", "load", "load_config", "load_dataclass", "parse",
+           "repo_root"]

@@ -96,4 +96,18 @@ def set_level(level: str) -> None:
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
-__all__ = ["LEVELS", "OneLineFormatter", "is_journal", "priority", "set_level", "setup"]
+def quiet_opencv() -> None:
+    """Keep OpenCV's own warnings (one at every reopen attempt of a missing camera) off stderr:
+    the agent logs the failure once. opencv 5 has ``cv2.utils.logging``; opencv 4 (what Raspberry
+    Pi OS bookworm's numpy 1 allows) only ``cv2.setLogLevel``, same levels (2 = error)."""
+    import cv2  # late: logging set-up alone needs no OpenCV
+
+    levels = getattr(cv2.utils, "logging", None)
+    if levels is not None:
+        levels.setLogLevel(levels.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)
+
+
+
+__all__ = ["LEVELS", "OneLineFormatter", "is_journal", "priority", "quiet_opencv", "set_level", "setup"]

@@ -86,7 +86,7 @@ def main() -> int:
     p.add_argument("--against", default=str(REPO / "models" / "face_detector_door.json"),
                    help="detector sidecar whose invoke time the configured detector's is divided by")
     a = p.parse_args()
-    from agent.cli import load_config
+    from agent.config import load_config
     from agent.tools.evaluate import load_boxes, load_split
 
     boxes = load_boxes(str(SCENES / "boxes.csv"))

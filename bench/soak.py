@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cv2
 
-from agent.cli import load_config
+from agent.config import load_config
 from agent.tools.demo import DEFAULT_PEOPLE, render
 from agent.pipeline.loop import anon_mb, rss_mb
 

@@ -171,7 +171,7 @@ def keras_outputs(model: Any, bgr_input: np.ndarray) -> Dict[str, np.ndarray]:
 def opencv_faces(onnx_path: Path, bgr_input: np.ndarray, score: float = 0.5, nms: float = 0.45) -> np.ndarray:
     """``cv2.FaceDetectorYN`` on an input already at the model size: (N, 15) rows of x, y, w, h,
     five keypoints, score."""
-    from agent.cli import quiet_opencv  # noqa: PLC0415 - opencv 5's dnn warns at every create
+    from agent.logs import quiet_opencv  # noqa: PLC0415 - opencv 5's dnn warns at every create
 
     quiet_opencv()
     h, w = bgr_input.shape[:2]

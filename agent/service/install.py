@@ -330,7 +330,7 @@ def enable_now(service: str, run: Callable[..., subprocess.CompletedProcess] = s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``install-service`` options (the CLI adds the subcommand and calls :func:`cmd_install_service`)."""
+    """The ``install-service`` options (the CLI adds the subcommand and calls :func:`run`)."""
     p.add_argument("--prefix", metavar="DIR", help="write under DIR instead of / (staging an image); the unit still"
                    " names the final paths")
     p.add_argument("--dry-run", action="store_true", help="write nothing; print what would be done")
@@ -344,7 +344,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR", help="where the unit goes")
 
 
-def cmd_install_service(args: argparse.Namespace, out=None, err=None) -> int:
+def run(args: argparse.Namespace, out=None, err=None) -> int:
     """Run ``install-service``; prints the report; exit 0, or 2 with one message on a user error."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -376,15 +376,15 @@ def cmd_install_service(args: argparse.Namespace, out=None, err=None) -> int:
     return EXIT_OK
 
 
-__all__ = ["InstallError", "InstallReport", "add_arguments", "cmd_install_service", "enable_now", "find_exec",
-           "hidden_folder", "hidden_from_service", "install_service", "model_files", "render_unit", "systemd_quote", "verify_unit"]
+__all__ = ["InstallError", "InstallReport", "add_arguments", "enable_now", "find_exec",
+           "hidden_folder", "hidden_from_service", "install_service", "model_files", "render_unit", "run", "systemd_quote", "verify_unit"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Standalone entry (``python -m agent.service.install``) until the CLI wires the subcommand."""
     p = argparse.ArgumentParser(prog="maskwatch install-service", description=__doc__.splitlines()[0])
     add_arguments(p)
-    return cmd_install_service(p.parse_args(argv))
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

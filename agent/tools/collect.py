@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 import cv2
 import numpy as np
 
+from agent.assemble import load_models
+from agent.config import load_config
 from agent.pipeline.classify import MaskClassifier
 from agent.pipeline.crop import CropSpec, crop_face, crop_size_ok
 from agent.pipeline.detect import FaceDetector, clip_box
@@ -378,8 +380,6 @@ def options(args: argparse.Namespace) -> Options:
 
 def collect(opts: Options, cfg: "Config") -> Stats:
     """Load the models, open the source and collect into ``opts.out``; returns what was done."""
-    from agent.cli import load_models  # late: agent.cli builds its parser from this module
-
     min_face = cfg.detector.min_face_px if opts.min_face is None else opts.min_face
     cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, min_face_px=0.0))
     detector, classifier = load_models(cfg)
@@ -452,10 +452,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--size", metavar="PX", help=f"crop side in pixels (default {DEFAULT_SIZE})")
 
 
-def cmd_collect(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Collect crops and print a one-line summary; user mistakes exit 2 with one message."""
-    from agent.cli import load_config  # late: agent.cli builds its parser from this module
-
     try:
         opts = options(args)
         with sigterm_as_interrupt():  # a stopped run still completes collect.json
@@ -468,5 +466,5 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 __all__ = ["COLLECT_JSON", "CROPS_CSV", "CSV_COLUMNS", "SiteError", "Collector", "DUPLICATE_MAD", "Deduper",
-           "LABELS", "Options", "SiteFolder", "Stats", "UNLABELED", "add_arguments", "cmd_collect",
-           "collect", "options", "read_collect_json", "sigterm_as_interrupt", "site_labels", "thumbnail"]
+           "LABELS", "Options", "SiteFolder", "Stats", "UNLABELED", "add_arguments", "collect",
+           "options", "read_collect_json", "run", "sigterm_as_interrupt", "site_labels", "thumbnail"]

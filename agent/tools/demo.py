@@ -16,18 +16,31 @@ The demo writes into its ``--out`` folder:
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import json
+import os
+import signal
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from agent import logs
+from agent.assemble import build_pipeline, load_models
+from agent.config import load_config
 from agent.draw import contact_sheet, draw_banner, draw_overlay, label_color
+from agent.errors import EXIT_OK, UsageError
 from agent.pipeline.loop import FrameResult
+from agent.pipeline.publish.stdout import StdoutPublisher
+from agent.pipeline.source import VideoFileSource
 from agent.service.preview import PreviewServer
 from agent.types import AlertEvent
 
@@ -308,6 +321,93 @@ def summary_table(record: Mapping[str, Any], labels: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+# --- the command -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what C/C++ code writes to fd 2 meanwhile to /dev/null: the TFLite runtime's "INFO: Created
+    TensorFlow Lite XNNPACK delegate" line, which no Python setting reaches (``demo --quiet``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def wait_for_viewer(preview: PreviewServer, stop: threading.Event, timeout_s: float) -> None:
+    """Until someone watches the preview (so they see the clip from its start), at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while preview.clients == 0 and not stop.is_set() and time.monotonic() < deadline:
+        stop.wait(0.1)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The agent on a generated doorway clip: alerts as JSON lines on stdout; the annotated clip, the
+    contact sheet and a summary table (stderr) show its work; ``--preview`` plays it live."""
+    cfg = load_config(args.config)
+    cfg.mqtt = dataclasses.replace(cfg.mqtt, enabled=False)
+    cfg.runtime = dataclasses.replace(cfg.runtime, stats_interval_s=0.0)
+    say: Callable[[str], None] = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    if args.quiet:
+        logs.set_level("warning")
+        with native_stderr_silenced():
+            models = load_models(cfg)
+    else:
+        models = load_models(cfg)
+    # The pipeline's own preview hook would draw faces without tracks or banners: the recorder
+    # hands the preview its drawn frames instead.
+    preview = PreviewServer(dataclasses.replace(cfg.preview, enabled=True), cfg.runtime.camera) if args.preview else None
+    cfg.preview = dataclasses.replace(cfg.preview, enabled=False)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if preview is not None:
+            preview.start()  # first: a busy port fails before anything is written
+        with tempfile.TemporaryDirectory(prefix="maskwatch-demo-") as tmp:
+            clip = make_clip(Path(tmp) / "doorway.avi", DEFAULT_PEOPLE)
+            pipeline = build_pipeline(cfg, StdoutPublisher(), models)
+            with Recorder(Path(args.out), clip.fps, clip.size, cfg.detector.roi, preview) as recorder:
+                unmasked = sum(not p.masked for p in clip.people)
+                say(f"demo: {len(clip.people)} people walk past a doorway ({unmasked} without a mask), "
+                    f"{clip.frames} frames; alerts follow as JSON lines")
+                if preview is not None:
+                    say(f"demo: watch it at {preview.url} (it starts when a viewer connects, or in"
+                        f" {args.wait:g} s; Ctrl-C stops)")
+                    wait_for_viewer(preview, stop, args.wait)
+                source = VideoFileSource(str(clip.path), cfg.source.max_pixels)
+                try:
+                    final = pipeline.run(source, stop, stats_interval_s=0.0, on_frame=recorder)
+                finally:
+                    source.close()
+            record = recorder.save(final)
+    except DemoError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if preview is not None:
+            preview.stop()
+    wrote = [record["clip"], record["contact_sheet"] or "no contact sheet (no alert)", RECORD_NAME]
+    say(("demo: stopped early\n" if stop.is_set() else "") + "demo summary:\n"
+        + summary_table(record, models[1].face_labels) + f"\n  in {Path(args.out)}/: {', '.join(wrote)}")
+    return EXIT_OK
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo-out", metavar="DIR",
+                   help="folder for annotated.mp4, contact-sheet.png and annotated.json (default: demo-out)")
+    p.add_argument("--preview", action="store_true",
+                   help="also play the annotated clip live on the local preview (preview.host/port of the config)")
+    p.add_argument("--wait", type=float, default=30.0, metavar="S",
+                   help="with --preview: seconds to wait for a viewer before the clip starts (default 30)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the JSON alert lines")
+
+
 __all__ = ["BANNER_S", "CLIP_NAME", "Clip", "DEFAULT_PEOPLE", "DemoError", "Person", "RECORD_NAME", "Recorder",
-           "SHEET_NAME", "astronaut_bgr", "banner_text", "doorway_scene", "draw_mask", "make_clip", "render",
-           "summary_table"]
+           "SHEET_NAME", "add_arguments", "astronaut_bgr", "banner_text", "doorway_scene", "draw_mask", "make_clip",
+           "native_stderr_silenced", "render", "run", "summary_table", "wait_for_viewer"]

@@ -4,7 +4,7 @@ Annotations are a boxes CSV, Pascal VOC, YOLO or COCO, read by :mod:`agent.tools
 through its built-in synonyms and ``--label-map``). Only images that appear in the annotations AND among the IMAGES given are
 scored (matched by file name); ``--split NAME`` further keeps the images of one split of a
 ``image,...,split`` CSV (``--split-csv``, default ``images.csv`` beside the boxes file). Each image goes
-through the same :class:`agent.cli.Detector` as ``maskwatch detect``; detections are matched to
+through the same :class:`agent.tools.detect.Detector` as ``maskwatch detect``; detections are matched to
 annotated faces greedily by detector score at IoU >= 0.5, one detection per face.
 
 ``--classifier SIDECAR`` (repeatable) compares classifiers: each image is detected once (the
@@ -237,10 +237,10 @@ def read_photo(path: str, cfg: Any) -> Any:
 
 def _annotated_images(args: argparse.Namespace, boxes: Boxes) -> Dict[str, str]:
     """File name -> path of each given image that is annotated in ``boxes``."""
-    from agent import cli  # late: cli imports this module
+    from agent.tools.detect import inputs  # late: the detect tool loads OpenCV and the model runtime
 
     images: Dict[str, str] = {}
-    for path, kind in cli._inputs(args.paths):
+    for path, kind in inputs(args.paths):
         if kind in ("missing", "empty-folder"):
             raise EvaluateError(f"{path}: " + ("no such file" if kind == "missing" else "no image in folder"))
         if kind == "video" or not os.path.isfile(path):
@@ -252,9 +252,10 @@ def _annotated_images(args: argparse.Namespace, boxes: Boxes) -> Dict[str, str]:
     return images
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run detect + classify on each annotated image and print the metrics table."""
-    from agent import cli  # late: cli imports this module
+    from agent.config import load_config
+    from agent.tools.detect import Detector, face_json
 
     try:
         for out in (args.json, args.confusion_png):
@@ -276,20 +277,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             keep = set(load_split(args.split_csv or str(Path(args.boxes).parent / "images.csv"), args.split))
             boxes = {k: v for k, v in boxes.items() if k in keep}
         images = _annotated_images(args, boxes)
-        cfg = cli.load_config(args.config)
+        cfg = load_config(args.config)
         if args.stream is not None:
             from agent.tools.evaluate_stream import cmd_stream  # late: it imports this module
 
             return cmd_stream(args, cfg, boxes, images)
         if getattr(args, "classifiers", None):
             return _compare(args, cfg, boxes, images)
-        run = cli.Detector(cfg)
+        run = Detector(cfg)
         per_image: Dict[str, Dict[str, Any]] = {}
         for name, path in sorted(images.items()):
             image = read_photo(path, cfg)
             faces, _ = run(image)
             h, w = image.shape[:2]
-            per_image[name] = score_image([cli.face_json(f, w, h) for f in faces], boxes[name])
+            per_image[name] = score_image([face_json(f, w, h) for f in faces], boxes[name])
         summary = summarize(per_image, args.min_size)
         print(format_table(summary))
         if args.confusion_png:
@@ -307,10 +308,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str, str]) -> int:
     """Detect each image once, classify it with every ``--classifier``, print and save the tables side by side."""
-    from agent import cli  # late: cli imports this module
     from agent.pipeline.classify import MaskClassifier
     from agent.pipeline.detect import FaceDetector
     from agent.pipeline.loop import set_image_threads
+    from agent.tools.detect import face_json
 
     threads = cfg.runtime.num_threads
     set_image_threads(threads)
@@ -325,7 +326,7 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
         h, w = image.shape[:2]
         for k, clf in enumerate(classifiers):
             faces = clf.classify(image, found)
-            per_model[k][name] = score_image([cli.face_json(f, w, h) for f in faces], boxes[name])
+            per_model[k][name] = score_image([face_json(f, w, h) for f in faces], boxes[name])
     models = [{"sidecar": p, "name": c.model.name, "version": c.model.version,
                **summarize(per_image, args.min_size), "per_image": per_image}
               for p, c, per_image in zip(args.classifiers, classifiers, per_model)]

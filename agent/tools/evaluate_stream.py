@@ -5,7 +5,7 @@ tracker's vote and the alert policy decide. Here every annotated photo becomes a
 ``SECONDS`` at the config's ``source.fps``: sensor noise, a pixel or two of jitter and a slight
 exposure drift, all seeded by ``--seed`` and the photo's file name (a photo's clip does not depend
 on which other photos are scored). Each clip runs through a fresh :class:`agent.pipeline.loop.Pipeline`
-built as ``maskwatch run`` builds it (:func:`agent.cli.build_pipeline`: the config's detector,
+built as ``maskwatch run`` builds it (:func:`agent.assemble.build_pipeline`: the config's detector,
 classifier, tracker and alert policy) one frame at a time with :meth:`Pipeline.process`, the
 run loop's per-frame step. Each alert is matched to the annotated faces of its frame (moved by
 that frame's jitter) at IoU >= 0.5, as detections are in the photo mode; each annotated face is
@@ -165,18 +165,18 @@ def format_stream_table(summary: Dict[str, Any]) -> str:
 
 def cmd_stream(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str, str]) -> int:
     """Score every annotated image as a clip (``--stream``); print the table, save ``--json``."""
-    from agent import cli  # late: cli imports agent.tools.evaluate, which imports this module
+    from agent.assemble import build_pipeline, load_models
     from agent.pipeline.publish.stdout import StdoutPublisher
 
     spec = ClipSpec(seconds=args.stream, fps=cfg.source.fps, seed=args.seed)
     cfg = dataclasses.replace(cfg, preview=dataclasses.replace(cfg.preview, enabled=False))  # no web server
-    models = cli.load_models(cfg)
+    models = load_models(cfg)
     started = time.perf_counter()
     per_image: Dict[str, Dict[str, Any]] = {}
     for name, path in sorted(images.items()):
         # as `maskwatch run` wires it; alerts go to a buffer (they are read from the frame results)
         publisher = StdoutPublisher(stream=io.StringIO(), stats_enabled=False, crops=False)
-        per_image[name] = run_clip(cli.build_pipeline(cfg, publisher, models), read_photo(path, cfg), boxes[name],
+        per_image[name] = run_clip(build_pipeline(cfg, publisher, models), read_photo(path, cfg), boxes[name],
                                    spec, name)
     elapsed = time.perf_counter() - started
     summary = {**summarize_stream(per_image, spec, args.min_size),

@@ -39,12 +39,15 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 import cv2
 import numpy as np
 
+from agent.assemble import load_models
+from agent.config import load_config
+from agent.errors import EXIT_OK, EXIT_SOME_FAILED, UsageError
 from agent.pipeline.classify import MaskClassifier, pick_label
-from agent.cli import EXIT_OK, EXIT_SOME_FAILED, UsageError, _inputs, load_config, load_models
 from agent.pipeline.crop import CropSpec, crop_face, crop_matrix
 from agent.pipeline.detect import clip_box
 from agent.draw import LABEL_COLORS, label_color, put_text
 from agent.pipeline.source import SourceCounters, normalize_image, read_image
+from agent.tools.detect import inputs
 from agent.types import Face
 
 GREY = (128, 128, 128)  # BGR; normalizes to ~0, the model's "no information" input
@@ -420,7 +423,7 @@ def text_line(obj: Dict[str, Any]) -> str:
             f" framing {fr['share']:.0%} ({fr['area']:.0%}), largest drop {obj['max_drop']:.2f} -> {obj['png']}")
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     detector, classifier = load_models(cfg)
     out_dir = Path(args.out)
@@ -437,7 +440,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         sys.stdout.write((json.dumps(obj) if args.json else line) + "\n")
         sys.stdout.flush()
 
-    for path, kind in _inputs(args.images):
+    for path, kind in inputs(args.images):
         image, why = load_image(path, kind, cfg.source.max_pixels)
         if image is None:
             emit({"image": path, "error": why}, f"{path}: error: {why}")
@@ -466,5 +469,5 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-__all__ = ["OcclusionMaps", "add_arguments", "border_width", "cmd_explain", "crop_keypoints", "explain_face",
-           "nose_mouth_box", "occlusion_map", "patch_starts", "region_masks", "render", "shares"]
+__all__ = ["OcclusionMaps", "add_arguments", "border_width", "crop_keypoints", "explain_face",
+           "nose_mouth_box", "occlusion_map", "patch_starts", "region_masks", "render", "run", "shares"]

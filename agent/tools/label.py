@@ -232,7 +232,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--no-browser", action="store_true", help="only print the URL, do not open a browser")
 
 
-def cmd_label(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Serve the page until Ctrl-C (or SIGTERM); exit 0, or 2 on a bad folder or port."""
     try:
         port = int(args.port)
@@ -272,4 +272,4 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_PORT", "LABEL_LOG", "LabelError", "SiteLabeller", "add_arguments", "cmd_label", "plain_name"]
+__all__ = ["DEFAULT_PORT", "LABEL_LOG", "LabelError", "SiteLabeller", "add_arguments", "plain_name", "run"]

@@ -159,7 +159,8 @@ def test_a_swapped_model_with_a_bad_sidecar_is_one_clear_error(tmp_path, capsys,
 
 def test_num_threads_also_sets_opencv_threads(tmp_path, models_config):
     """`runtime.num_threads` bounds the image operations too: bench's 1-thread row is one thread."""
-    from agent.cli import load_config, load_models
+    from agent.assemble import load_models
+    from agent.config import load_config
 
     before = cv2.getNumThreads()
     try:
@@ -208,7 +209,7 @@ def test_bench_usage_errors_name_the_option(capsys, models_config, argv, message
 
 
 def test_fit_frame_cuts_the_centre_to_the_aspect():
-    from agent.cli import fit_frame
+    from agent.tools.bench import fit_frame
 
     wide = np.zeros((100, 400, 3), np.uint8)
     wide[:, 133:267] = 255  # the centre 4:3 part
@@ -390,7 +391,7 @@ def test_mqtt_error_names_its_key_once(capsys, tmp_path, detector_json, classifi
 
 
 def test_publisher_error_message_without_a_key_path():
-    from agent.cli import publisher_error_message
+    from agent.assemble import publisher_error_message
 
     msg = publisher_error_message("c.yaml", "camera id 'a/b': must be non-empty, without '/', '+' or '#'")
     assert msg.startswith("c.yaml: `mqtt`: camera id 'a/b'") and "\n  fix: " in msg

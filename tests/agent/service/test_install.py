@@ -15,8 +15,8 @@ import pytest
 
 from agent.pipeline.detect import DetectorConfig
 from agent.service.install import (
-    HIDDEN_FROM_SERVICE, InstallError, add_arguments, cmd_install_service, hidden_from_service, install_service, model_files,
-    render_unit, systemd_quote, verify_unit,
+    HIDDEN_FROM_SERVICE, InstallError, add_arguments, hidden_from_service, install_service, model_files,
+    render_unit, run, systemd_quote, verify_unit,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -110,16 +110,16 @@ def test_command_prints_steps_and_user_errors_are_one_message(tmp_path, models, 
     add_arguments(p)
     out, err = io.StringIO(), io.StringIO()
     args = p.parse_args(["--prefix", str(tmp_path / "root"), "--exec", str(exe), "--models", str(models)])
-    assert cmd_install_service(args, out, err) == 0
+    assert run(args, out, err) == 0
     assert "systemctl enable --now maskwatch" in out.getvalue() and "Traceback" not in err.getvalue()
     # --enable acts on the live system: refused with a staging prefix.
     args = p.parse_args(["--prefix", str(tmp_path / "r2"), "--enable", "--exec", str(exe)])
-    assert cmd_install_service(args, out, err) == 2
+    assert run(args, out, err) == 2
     assert "--enable" in err.getvalue() and not (tmp_path / "r2").exists()
     # A folder without models.
     err = io.StringIO()
     args = p.parse_args(["--prefix", str(tmp_path / "r3"), "--exec", str(exe), "--models", str(tmp_path)])
-    assert cmd_install_service(args, out, err) == 2
+    assert run(args, out, err) == 2
     assert "no model sidecar" in err.getvalue() and "fix:" in err.getvalue()
 
 
