@@ -12,7 +12,7 @@ crops cut at their size: give ``--crops`` once per model, in the models' order; 
 hold the same val faces in the same order (``classifier_data`` with the same data and seed), which
 is checked.
 
-Inputs go through the agent's own pixel table (convert.evaluate_classifier.Int8Classifier), with
+Inputs go through the agent's own pixel table (convert.evaluate.classifier.Int8Classifier), with
 each model's normalization and temperature read from its sidecar.
 """
 
@@ -29,13 +29,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from convert import classifier_data as cd  # noqa: E402
-from convert.evaluate_classifier import Int8Classifier, label_metrics, softmax  # noqa: E402
+from convert.data import classifier as cd  # noqa: E402
+from convert.evaluate.classifier import Int8Classifier, label_metrics, softmax  # noqa: E402
 
 
 def row(m: Dict[str, object]) -> Dict[str, float]:
     """Recall per class, face accuracy and masked faces called no_mask out of the card's own
-    figures (:func:`convert.evaluate_classifier.label_metrics`), for one table row."""
+    figures (:func:`convert.evaluate.classifier.label_metrics`), for one table row."""
     out = {lab: float(c["recall"]) for lab, c in m["per_class"].items() if c["n"]}
     out["face_accuracy"] = float(m["face_accuracy"])
     out["mask_called_no_mask"] = float(m["mask_called_no_mask"])

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from classifier_ensemble import probabilities  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
-from convert import classifier_data as cd  # noqa: E402
+from convert.data import classifier as cd  # noqa: E402
 
 TARGETS = np.array([0.97, 0.85, 0.97])  # recall of mask, incorrect_mask, no_mask (issue #5)
 

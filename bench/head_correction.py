@@ -1,5 +1,5 @@
 """Issue #3: the int8 short-range detector converted plainly against the same model with its box
-regressors corrected per channel in the float heads (convert/face_detector.py `corrected_int8`,
+regressors corrected per channel in the float heads (convert/export/face_detector.py `corrected_int8`,
 what `maskwatch-convert face-detector` now does), side by side. Not a test: it prints figures.
 
 `maskwatch-convert face-detector` converts the original short-range BlazeFace with a float32
@@ -11,7 +11,7 @@ split, the same seeded 300 as the conversion, 1 in 4 kept for int8 ranges as the
 fitted by least squares on the anchors the float model scores >= 0.3; ``a`` and ``b`` are folded
 into that head convolution's kernel and bias (the body, and so its calibration, is unchanged);
 the model is converted again and both int8 models are compared with the ORIGINAL float model on
-the val split (convert.parity.detector_parity). Needs the `convert` extra, the Keras rebuild
+the val split (convert.export.parity.detector_parity). Needs the `convert` extra, the Keras rebuild
 (`maskwatch-convert blazeface`) and ../shared/datasets. ~1.5 min.
 
     TF_ENABLE_ONEDNN_OPTS=0 python bench/head_correction.py [--min-score 0.3]
@@ -33,10 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-score", type=float, default=0.3, help="anchors the float model scores at least this fit the correction")
     a = p.parse_args(argv)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from convert.blazeface_keras import load_keras
-    from convert.face_detector import calibration_inputs, corrected_int8, read_split, scene_inputs
-    from convert.parity import detector_parity
-    from convert.quantize import quantize_int8
+    from convert.ports.blazeface_keras import load_keras
+    from convert.export.face_detector import calibration_inputs, corrected_int8, read_split, scene_inputs
+    from convert.export.parity import detector_parity
+    from convert.export.quantize import quantize_int8
 
     dec = json.loads((REPO / "models" / "face_detector_short.json").read_text())["decoding"]
     model = load_keras(sorted((REPO / "build" / "keras").glob("*short*.keras"))[0])

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def float_raw(model: Any, x: np.ndarray, dec: Dict[str, Any]) -> Any:
     """The float Keras model's raw (regressors, scores) for one input."""
-    from convert.parity import _keras_outputs, detector_outputs
+    from convert.export.parity import _keras_outputs, detector_outputs
 
     return detector_outputs(dec, {tuple(o.shape): o for o in _keras_outputs(model, x)})
 
@@ -53,7 +53,7 @@ def kept_split(float_outs: Sequence[Any], flat: bytes, val_x: Sequence[np.ndarra
     """(float detections, kept at IoU >= 0.9) for int8 outputs, and for each int8 output swapped for
     the float one; ``float_outs`` are the float model's raw outputs for ``val_x`` (:func:`float_raw`)."""
     from agent.pipeline.detectors import blazeface
-    from convert.parity import TfliteRunner, detect_raw, detector_outputs, greedy_match, iou_matrix
+    from convert.export.parity import TfliteRunner, detect_raw, detector_outputs, greedy_match, iou_matrix
 
     run = TfliteRunner(flat)
     anchors = blazeface.generate_anchors(dec["anchors"])
@@ -73,7 +73,7 @@ def kept_under_input_change(model: Any, float_outs: Sequence[Any], val_x: Sequen
     """(float detections, kept at IoU >= 0.9) when the float model's input is ``change(x)``;
     ``float_outs`` are its raw outputs for ``val_x`` unchanged (:func:`float_raw`)."""
     from agent.pipeline.detectors import blazeface
-    from convert.parity import detect_raw, greedy_match, iou_matrix
+    from convert.export.parity import detect_raw, greedy_match, iou_matrix
 
     anchors = blazeface.generate_anchors(dec["anchors"])
     n = kept = 0
@@ -90,9 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf
 
-    from convert.blazeface_keras import load_keras
-    from convert.face_detector import calibration_inputs, read_split, scene_inputs
-    from convert.parity import detector_parity
+    from convert.ports.blazeface_keras import load_keras
+    from convert.export.face_detector import calibration_inputs, read_split, scene_inputs
+    from convert.export.parity import detector_parity
 
     side = json.loads((REPO / "models" / "face_detector_short.json").read_text())
     dec = side["decoding"]

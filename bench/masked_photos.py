@@ -9,7 +9,7 @@ bench/real_photos.py) at the three placements the classifier must tell apart: ov
 every face, at the photos' own size and at half of it (faces ~50-65 px, a doorway camera's
 distance). Mask anchors come from the original BlazeFace's keypoints (models/face_detector.json;
 face_detector_door.json for faces it misses),
-placed as convert.classifier_data.paste_mask places the classifier's synthetic masks: synthetic
+placed as convert.data.classifier.paste_mask places the classifier's synthetic masks: synthetic
 masks, so read the figures apart from real ones. For each placement it prints faces found
 (IoU >= 0.5 with the hand-drawn box), the labels given, and what raises an alert
 (config.yaml alert.labels: no_mask, incorrect_mask).
@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from real_photos import FACES, config_with, detect_json, fetch  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
-from convert import classifier_data as cd  # noqa: E402
+from convert.data import classifier as cd  # noqa: E402
 from agent.tools.evaluate import match_greedy  # noqa: E402
-from convert.detector_eval import make_detector  # noqa: E402
+from convert.evaluate.detector import make_detector  # noqa: E402
 
 PLACEMENTS = {"none": "no_mask", "correct": "mask", "under_nose": "incorrect_mask", "chin": "incorrect_mask"}
 SCALES = (1.0, 0.5)

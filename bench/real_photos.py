@@ -5,7 +5,7 @@ into .cache/, never committed, never installed): the insightface 0.7.3 source pa
 `t1.jpg` (a group photo, 6 unmasked faces; MIT package) and scikit-image's astronaut (1 unmasked
 face). The face boxes below were drawn by hand on the photos. No masked real photo outside
 ../shared is reachable offline, so this scores unmasked faces only: found (IoU >= 0.5 with the
-hand-drawn box, matched by convert/detector_eval.py's scorer) and called `no_mask` (an alert would be
+hand-drawn box, matched by convert/evaluate/detector.py's scorer) and called `no_mask` (an alert would be
 raised).
 
     python bench/real_photos.py [--config config.yaml] [--detector models/X.json ...]
@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from convert.fetch import pip_download
-from convert.detector_eval import match
+from convert.evaluate.detector import match
 from convert.errors import ConvertError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 looks at that region (plus its margin) instead of the whole frame.
 
 Not a test: prints figures. On the `val` split of ../shared/datasets/scenes-ilc2021, for each roi,
-the faces whose centre lies inside it are scored with convert/detector_eval.py's scorer (IoU >= 0.5,
+the faces whose centre lies inside it are scored with convert/evaluate/detector.py's scorer (IoU >= 0.5,
 greedy by score; the agent's own FaceDetector with the config's detector, no size filter), at the
 detector's default threshold, with `roi_zoom` off and on.
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from agent.config import load
 from agent.pipeline.detect import FaceDetector, centred_in_roi
-from convert import detector_eval as E
-from convert.detector_data import Scene, read_scenes
+from convert.evaluate import detector as E
+from convert.data.detector import Scene, read_scenes
 
 ROIS = ([0.2, 0.2, 0.8, 0.8], [0.3, 0.1, 0.7, 0.9])
 

@@ -31,14 +31,14 @@ DEFAULT_KERAS_DIR = REPO_ROOT / "build" / "keras"
 # Subcommands that live in other convert modules, each with main(argv) -> int. Registered only when
 # the module exists, so this CLI does not depend on them.
 EXTERNAL: Dict[str, str] = {
-    "train-classifier": "convert.train_classifier",
-    "landmark-classifier": "convert.landmark_keras",
-    "evaluate-classifier": "convert.evaluate_classifier",
-    "classifier-data": "convert.classifier_data",
-    "train-detector": "convert.train_detector",
-    "finetune": "convert.finetune",
-    "yunet": "convert.yunet_detector",
-    "train-yunet": "convert.train_yunet",
+    "train-classifier": "convert.train.classifier",
+    "landmark-classifier": "convert.ports.landmark_keras",
+    "evaluate-classifier": "convert.evaluate.classifier",
+    "classifier-data": "convert.data.classifier",
+    "train-detector": "convert.train.detector",
+    "finetune": "convert.train.finetune",
+    "yunet": "convert.export.yunet_detector",
+    "train-yunet": "convert.train.yunet",
 }
 
 
@@ -48,7 +48,7 @@ def _external_available() -> Dict[str, str]:
 
 def _mediapipe_dir(arg: Optional[Path]) -> Path:
     """--mediapipe-dir, else $MASKWATCH_MEDIAPIPE_DIR or .cache/ (the wheel fetched there once)."""
-    from convert.blazeface_keras import ensure_mediapipe  # noqa: PLC0415
+    from convert.ports.blazeface_keras import ensure_mediapipe  # noqa: PLC0415
 
     return arg if arg is not None else ensure_mediapipe()
 
@@ -59,7 +59,7 @@ def _mediapipe_dir(arg: Optional[Path]) -> Path:
 
 def cmd_blazeface(a: argparse.Namespace) -> int:
     """Rebuild both BlazeFace variants as .keras files and check them against the originals."""
-    from convert.blazeface_keras import load_blazeface, parity_vs_tflite  # noqa: PLC0415
+    from convert.ports.blazeface_keras import load_blazeface, parity_vs_tflite  # noqa: PLC0415
 
     a.out.mkdir(parents=True, exist_ok=True)
     mp_dir = _mediapipe_dir(a.mediapipe_dir)
@@ -87,8 +87,8 @@ def cmd_blazeface(a: argparse.Namespace) -> int:
 
 def cmd_face_detector(a: argparse.Namespace) -> int:
     """The shipped detector(s): BlazeFace Keras -> int8 + sidecar + parity report in models/."""
-    from convert.blazeface_keras import MODEL_FILES, load_blazeface, load_keras  # noqa: PLC0415
-    from convert.face_detector import build_face_detector  # noqa: PLC0415
+    from convert.ports.blazeface_keras import MODEL_FILES, load_blazeface, load_keras  # noqa: PLC0415
+    from convert.export.face_detector import build_face_detector  # noqa: PLC0415
 
     for variant in a.variants:
         stem = "face_detector" if variant == "full" else "face_detector_short"
@@ -119,8 +119,8 @@ def _sha256(path: Path) -> str:
 
 def cmd_quantize(a: argparse.Namespace) -> int:
     """Any Keras model + sidecar template + representative data -> int8 model pair + parity."""
-    from convert import representative as rep  # noqa: PLC0415
-    from convert.quantize import check_sidecar_fields, quantize_int8, write_model_pair  # noqa: PLC0415
+    from convert.export import representative as rep  # noqa: PLC0415
+    from convert.export.quantize import check_sidecar_fields, quantize_int8, write_model_pair  # noqa: PLC0415
 
     side = rep.load_sidecar_template(a.sidecar_template, a)
     check_sidecar_fields(side, str(a.sidecar_template or "flags"))
@@ -136,7 +136,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     report = rep.parity_for(model, flat, side, calib.arrays[: a.val_images])
     side.setdefault("metrics", {})["parity"] = {k: v for k, v in report.items() if k not in ("notes",)}
     write_model_pair(a.models_dir, a.stem, flat, side)
-    from convert.parity import write_parity_report  # noqa: PLC0415
+    from convert.export.parity import write_parity_report  # noqa: PLC0415
 
     write_parity_report(a.models_dir, a.stem, report)
     return 0

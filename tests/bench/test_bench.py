@@ -28,8 +28,8 @@ def project_imports(path: Path):
                 yield node.module, alias.name, node.lineno
 
 
-@pytest.mark.parametrize("path", BENCHES + sorted((REPO / "agent").glob("*.py")) + sorted((REPO / "convert").glob("*.py")),
-                         ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", BENCHES + sorted((REPO / "agent").rglob("*.py")) + sorted((REPO / "convert").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(REPO)))
 def test_every_lazy_project_import_resolves(path):
     """A function moved or renamed breaks imports inside functions only when that code runs; this
     finds them all without running it (bench/ and lazily imported code paths are not all tested)."""
@@ -61,7 +61,7 @@ def test_ensemble_of_one_model_twice_is_that_model(tmp_path, classifier_json, as
     no spread and its ensemble scores what it scores alone."""
     import cv2
 
-    from convert import classifier_data as cd
+    from convert.data import classifier as cd
 
     size = int(json.loads(classifier_json.read_text())["input"]["height"])
     x1, y1, x2, y2 = (int(v) for v in astronaut_face)
@@ -135,7 +135,7 @@ def test_masked_photo_variants_paste_masks_where_the_placement_says(astronaut, a
     """The masked-photos bench on the astronaut: keypoints from the shipped original detector, each
     placement changes the lower face, a lowered mask leaves the nose tip as it was, and the photo
     itself is the first variant, untouched."""
-    from convert import classifier_data as cd
+    from convert.data import classifier as cd
 
     root = cd.DEFAULT_DATA_ROOT
     if not (root / "mask-templates" / "masks.cfg").is_file():

@@ -1,0 +1,1 @@
+"""Training data: classifier crops, detector scenes, synthetic masks, site crops."""

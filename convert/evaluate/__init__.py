@@ -1,0 +1,1 @@
+"""Metrics and the model card: detector and classifier evaluation."""

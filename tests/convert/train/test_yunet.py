@@ -1,0 +1,102 @@
+"""convert.train.yunet: box coding, the teacher-guided assignment of positives, and a short run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.pipeline.detectors.yunet import grid
+from convert.data import detector as dd
+from convert.train import yunet as ty
+
+CELLS, STEPS = grid(320, 256, [8, 16, 32])
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
+
+
+def test_encode_inverts_decode():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(0, 1, (len(CELLS), 4))
+    boxes = ty.decode_boxes(raw, CELLS, STEPS)
+    np.testing.assert_allclose(ty.encode_boxes(boxes, CELLS, STEPS), raw, atol=1e-9)
+
+
+def _teacher_with(box_at: dict) -> np.ndarray:
+    """Teacher boxes: far away everywhere, ``box_at`` {cell: box} where given."""
+    t = np.tile([[-100.0, -100.0, -90.0, -90.0]], (len(CELLS), 1))
+    for c, b in box_at.items():
+        t[c] = b
+    return t
+
+
+def test_positives_are_cells_inside_the_face_whose_teacher_box_fits_and_the_best_loose_ones():
+    gt = np.array([[40.0, 40.0, 88.0, 100.0]])
+    inside = [i for i, (c, s) in enumerate(zip(CELLS, STEPS)) if s == 16 and 40 <= (c[0] + 0.5) * 16 <= 88
+              and 40 <= (c[1] + 0.5) * 16 <= 100]
+    good, loose, bad = inside[0], inside[1], inside[2]
+    teacher = _teacher_with({good: [42, 42, 88, 98], loose: [30, 50, 80, 110], bad: [0, 0, 10, 10],
+                             0: [40, 40, 88, 100]})  # cell 0 is outside the face: never positive
+    cfg = ty.TrainConfig()
+    pos, face, skip = ty.assign(teacher, CELLS, STEPS, gt, np.array([False]), cfg)
+    assert set(pos.tolist()) == {good, loose} and face.tolist() == [0, 0]
+    assert not skip.any()
+    # an ignored face: no positives, and its overlapping cells get no score loss
+    pos, _, skip = ty.assign(teacher, CELLS, STEPS, gt, np.array([True]), cfg)
+    assert pos.size == 0 and skip[good] and skip[loose] and not skip[bad]
+    # no face, nothing
+    assert ty.assign(teacher, CELLS, STEPS, np.zeros((0, 4)), np.zeros(0, bool), cfg)[0].size == 0
+
+
+def test_targets_raise_positives_and_keep_the_teacher_elsewhere():
+    gt = np.array([[40.0, 40.0, 88.0, 100.0]], np.float32)
+    c = next(i for i, (cc, s) in enumerate(zip(CELLS, STEPS)) if s == 16 and tuple(cc) == (3, 4))
+    t_boxes = np.zeros((1, len(CELLS), 4), np.float32)
+    t_boxes[0, c] = ty.encode_boxes(gt, CELLS[c:c + 1], STEPS[c:c + 1])[0]
+    t_scores = np.full((1, len(CELLS), 2), 0.1, np.float32)
+    ex = dd.Example(np.zeros((256, 320, 3), np.uint8), gt, np.zeros((1, 6, 2)), np.zeros(1, bool), np.zeros(1, bool))
+    t = ty.targets([t_scores, t_boxes, np.zeros((1, len(CELLS), 10))], [ex], CELLS, STEPS, ty.TrainConfig())
+    assert t["pos"][0, c] == 1 and t["pos"].sum() >= 1
+    assert (t["score_t"][0, c] == 1).all() and np.allclose(t["score_t"][0, t["pos"][0] == 0], 0.1)
+    np.testing.assert_allclose(ty.decode_boxes(t["box_t"][0, c:c + 1], CELLS[c:c + 1], STEPS[c:c + 1]), gt, atol=1e-4)
+
+
+@pytest.mark.tf
+@pytest.mark.skipif(not (SHARED / "scenes-ilc2021").is_dir(), reason="../shared datasets not there")
+def test_a_short_run_trains_saves_and_names_the_next_command(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("onnx")
+    out = tmp_path / "ft.keras"
+    rc = ty.main(["--steps", "2", "--batch", "2", "--log-every", "1", "--holdout", "0.005", "--out", str(out),
+                  "--data-root", str(SHARED)])
+    assert rc == 0 and out.is_file()
+    info = json.loads(out.with_suffix(".train.json").read_text())
+    assert info["steps"] == 2 and len(info["history"]) == 2 and np.isfinite(info["history"][-1]["loss"])
+    assert 0 < info["threshold"] <= 1
+    assert f"maskwatch-convert yunet --keras {out}" in capsys.readouterr().out
+
+
+def test_bad_input_size_is_one_line(capsys):
+    assert ty.main(["--input", "320x240"]) == 2
+    assert "multiples of 32" in capsys.readouterr().err
+
+
+def test_giou_of_codes_is_the_giou_of_the_decoded_boxes():
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 0.5, (1, len(CELLS), 4)), rng.normal(0, 0.5, (1, len(CELLS), 4))
+    got = ty.giou(tf, tf.constant(a, tf.float32), tf.constant(b, tf.float32), tf.constant(CELLS, tf.float32),
+                  tf.constant(STEPS[:, None], tf.float32)).numpy()[0]
+    from convert.export.parity import iou_matrix
+
+    ba, bb = ty.decode_boxes(a[0], CELLS, STEPS), ty.decode_boxes(b[0], CELLS, STEPS)
+    for i in (0, 500, len(CELLS) - 1):
+        iou = iou_matrix(ba[i:i + 1], bb[i:i + 1])[0, 0]
+        hull = np.prod(np.maximum(ba[i, 2:], bb[i, 2:]) - np.minimum(ba[i, :2], bb[i, :2]))
+        inter = iou / (1 + iou) * (np.prod(ba[i, 2:] - ba[i, :2]) + np.prod(bb[i, 2:] - bb[i, :2]))
+        union = np.prod(ba[i, 2:] - ba[i, :2]) + np.prod(bb[i, 2:] - bb[i, :2]) - inter
+        assert got[i] == pytest.approx(iou - (hull - union) / hull, abs=1e-4)
+    same = ty.giou(tf, tf.constant(a, tf.float32), tf.constant(a, tf.float32), tf.constant(CELLS, tf.float32),
+                   tf.constant(STEPS[:, None], tf.float32)).numpy()
+    assert np.allclose(same, 1.0, atol=1e-5)
