@@ -87,7 +87,8 @@ def main() -> int:
                    help="detector sidecar whose invoke time the configured detector's is divided by")
     a = p.parse_args()
     from agent.config import load_config
-    from agent.tools.evaluate import load_boxes, load_split
+    from agent.tools.annotations import load as load_boxes
+    from agent.tools.evaluate import load_split
 
     boxes = load_boxes(str(SCENES / "boxes.csv"))
     names = [n for n in load_split(str(SCENES / "images.csv"), a.split) if n in boxes]
