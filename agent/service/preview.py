@@ -32,8 +32,6 @@ from agent.types import Face
 
 log = logging.getLogger("maskwatch.preview")
 
-BOUNDARY = "maskwatchframe"
-
 
 @dataclass
 class PreviewConfig:

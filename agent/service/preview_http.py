@@ -14,12 +14,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from agent.service.preview import BOUNDARY
-
 if TYPE_CHECKING:
     from agent.service.preview import PreviewServer
 
 log = logging.getLogger("maskwatch.preview")
+
+BOUNDARY = "maskwatchframe"
 
 # How long a stream client waits for a new frame before re-checking that the server still runs.
 _WAIT_S = 0.5

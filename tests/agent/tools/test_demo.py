@@ -24,7 +24,7 @@ import pytest
 from agent.cli import main
 from agent.tools.demo import CLIP_NAME, RECORD_NAME, SHEET_NAME, TILE_SCALE
 from agent.draw import label_color
-from agent.service.preview import BOUNDARY
+from agent.service.preview_http import BOUNDARY
 from tests.mjpeg import read_parts
 
 REPO = Path(__file__).resolve().parents[3]
