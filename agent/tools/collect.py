@@ -16,19 +16,12 @@ An explicit command only: no config key turns it on, so the service never stores
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import json
-import os
-import secrets
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -42,19 +35,11 @@ from agent.model import Model, sha256_of
 from agent.pipeline.publish.stdout import iso_utc
 from agent.pipeline.source import FrameSource, SourceError, open_source, redact_uri
 from agent.pipeline.track import Tracker
+from agent.tools.site import LABELS, UNLABELED, SiteError, SiteFolder, sigterm_as_interrupt
 from agent.types import Face, Frame
 
 if TYPE_CHECKING:
     from agent.config import Config
-
-# --- the site folder contract (docs/site-data.md); agent/tools/label.py and finetune read the same names
-LABELS = ("mask", "incorrect_mask", "no_mask", "not_face")  # label folders, when collect.json names none
-UNLABELED = "unlabeled"
-CROPS_CSV = "crops.csv"
-COLLECT_JSON = "collect.json"
-FORMAT = "maskwatch-site-data/1"
-CSV_COLUMNS = ["file", "source", "time", "frame", "track", "x1", "y1", "x2", "y2", "face_score", "label", "score",
-               *(f"p_{label}" for label in LABELS)]
 
 DEFAULT_SIZE = 128
 DEFAULT_PER_TRACK = 5
@@ -65,10 +50,6 @@ DEFAULT_PER_TRACK = 5
 # while a step, a head turn or new light is kept.
 THUMB = 16
 DUPLICATE_MAD = 8.0
-
-
-class SiteError(ValueError):
-    """A mistake the user can fix (arguments, a site folder); the message names it and the fix."""
 
 
 @dataclass(frozen=True)
@@ -104,131 +85,6 @@ class Stats:
 def model_info(model: Model) -> Dict[str, str]:
     """Name, version and sha256 of a model file: what made a crop or a guess."""
     return {"name": model.name, "version": model.version, "sha256": sha256_of(model.model_path)}
-
-
-def read_collect_json(folder: Path) -> Dict[str, Any]:
-    """``DIR/collect.json`` as a dict; {} when there is none yet."""
-    path = folder / COLLECT_JSON
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SiteError(f"{path}: not a readable collect.json ({exc}); fix: restore it, or collect into"
-                        " another --out") from None
-    if not isinstance(meta, dict):
-        raise SiteError(f"{path}: not a collect.json (a JSON object); fix: collect into another --out")
-    return meta
-
-
-def site_labels(folder: Path) -> List[str]:
-    """The label folders of a site: collect.json's ``labels`` (the classifier's), else :data:`LABELS`."""
-    labels = read_collect_json(folder).get("labels")
-    return [str(v) for v in labels] if isinstance(labels, list) and labels else list(LABELS)
-
-
-class SiteFolder:
-    """A site folder being written by one collect run (docs/site-data.md).
-
-    :meth:`open` checks that the folder can take this run's crops (same size and crop geometry as
-    earlier runs, the same CSV header), picks a run id unused in the folder and records the run in
-    collect.json; :meth:`save` writes one crop (exclusive create: never overwrites) and its CSV row.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.unlabeled = self.path / UNLABELED
-        self.run = ""
-        self.meta: Dict[str, Any] = {}
-        self._csv: Optional[TextIO] = None
-
-    @staticmethod
-    def check_path(path: Path) -> None:
-        """Cheap checks before models load: --out and its unlabeled/ must be (or become) folders."""
-        for p, what in ((path, "--out"), (path / UNLABELED, f"--out {path}: {UNLABELED}")):
-            if p.exists() and not p.is_dir():
-                raise SiteError(f"{what} {p} is a file, not a folder; fix: give a folder path (it is created"
-                                " when missing)")
-
-    def open(self, header: Dict[str, Any], run_info: Dict[str, Any]) -> None:
-        """Create the folder (if new), check it against earlier runs and record this run.
-
-        ``header``: ``size``, ``crop``, ``labels`` (which must match earlier runs'), ``detector`` and
-        ``classifier``; ``run_info``: this run's settings, with its ``source``.
-        """
-        self.check_path(self.path)
-        meta = read_collect_json(self.path)
-        where = self.path / COLLECT_JSON
-        for key, fix in (("size", f"--size {meta.get('size')}"), ("crop", "the classifier the earlier runs used"),
-                         ("labels", "the classifier the earlier runs used")):
-            if key in meta and meta[key] != header[key]:
-                raise SiteError(f"{where}: earlier runs have {key} {meta[key]}, this one would have"
-                                f" {header[key]}; the crops of one folder must match; fix: use {fix}, or"
-                                " another --out")
-        csv_path = self.path / CROPS_CSV
-        try:
-            self.unlabeled.mkdir(parents=True, exist_ok=True)
-            if csv_path.exists() and csv_path.stat().st_size > 0:
-                with open(csv_path, newline="", encoding="utf-8") as fh:
-                    found = next(csv.reader(fh), [])
-                if found != CSV_COLUMNS:
-                    raise SiteError(f"{csv_path}:1: header is not {','.join(CSV_COLUMNS)}; fix: restore it, or"
-                                    " collect into another --out")
-            self.run = self._new_run_id(meta)
-            self._csv = open(csv_path, "a", newline="", encoding="utf-8")
-            if self._csv.tell() == 0:
-                csv.writer(self._csv).writerow(CSV_COLUMNS)
-                self._csv.flush()
-        except OSError as exc:
-            raise SiteError(f"--out {self.path}: cannot write there ({exc.strerror or exc}); fix: choose a"
-                            " folder you can write") from None
-        sources = list(meta.get("sources", []))
-        if run_info["source"] not in sources:
-            sources.append(run_info["source"])
-        runs = [*meta.get("runs", []), {"run": self.run, **run_info,
-                                        "detector": header["detector"], "classifier": header["classifier"]}]
-        self.meta = {"format": FORMAT, **header, "sources": sources, "runs": runs}
-        self.write_meta()
-
-    def _new_run_id(self, meta: Dict[str, Any]) -> str:
-        """A short id no earlier run and no file in the folder uses."""
-        taken = {str(r.get("run")) for r in meta.get("runs", []) if isinstance(r, dict)}
-        names = [p.name for sub in self.path.iterdir() if sub.is_dir() for p in sub.iterdir()]
-        while True:
-            run = secrets.token_hex(3)
-            if run not in taken and not any(n.startswith(run + "_") for n in names):
-                return run
-
-    def write_meta(self) -> None:
-        """Replace collect.json atomically (a crash leaves the old or the new one, never half)."""
-        tmp = self.path / f".{COLLECT_JSON}.{self.run}.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path / COLLECT_JSON)
-
-    def finish_run(self, fields: Dict[str, Any]) -> None:
-        """Record this run's outcome in collect.json."""
-        self.meta["runs"][-1].update(fields)
-        self.write_meta()
-
-    def save(self, name: str, crop: np.ndarray, row: Sequence[Any]) -> None:
-        """Write ``unlabeled/name`` (lossless PNG, never over an existing file), then its CSV row."""
-        ok, png = cv2.imencode(".png", crop)
-        if not ok:
-            raise SiteError(f"{name}: OpenCV could not encode the crop as PNG")
-        try:
-            with open(self.unlabeled / name, "xb") as fh:
-                fh.write(png.tobytes())
-        except FileExistsError:
-            raise SiteError(f"{self.unlabeled / name}: already exists (another collect into the same --out?);"
-                            " fix: run one collect per folder at a time") from None
-        assert self._csv is not None
-        csv.writer(self._csv).writerow(row)
-        self._csv.flush()  # rows on disk as crops are: Ctrl-C or a crash leaves them in step
-
-    def close(self) -> None:
-        if self._csv is not None:
-            self._csv.close()
-            self._csv = None
 
 
 # --- choosing crops ----------------------------------------------------------------------------
@@ -423,20 +279,6 @@ def summary(stats: Stats, opts: Options) -> str:
             f" --per-track {opts.per_track}")
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM (systemctl stop, a container stopping) acts as Ctrl-C does, so the
-    site commands stop cleanly either way. Only the main thread can set handlers: elsewhere a no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def add_arguments(sp: argparse.ArgumentParser) -> None:
     """The ``collect`` subcommand's options (``--config`` is added by the CLI)."""
     sp.description = ("Save aligned face crops from a source into DIR/unlabeled for `maskwatch label` (folder format:"
@@ -465,6 +307,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["COLLECT_JSON", "CROPS_CSV", "CSV_COLUMNS", "SiteError", "Collector", "DUPLICATE_MAD", "Deduper",
-           "LABELS", "Options", "SiteFolder", "Stats", "UNLABELED", "add_arguments", "collect",
-           "options", "read_collect_json", "run", "sigterm_as_interrupt", "site_labels", "thumbnail"]
+__all__ = ["Collector", "DUPLICATE_MAD", "Deduper", "Options", "Stats", "add_arguments", "collect", "csv_row", "model_info",
+           "options", "run", "summary", "thumbnail"]

@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any, Dict, Optional
 from urllib.parse import unquote
 
-from agent.tools.label import LabelError, SiteLabeller
+from agent.tools.site import LabelError, SiteLabeller
 
 log = logging.getLogger("maskwatch.label")
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from agent.cli import main
-from agent.tools.collect import CSV_COLUMNS, DUPLICATE_MAD, Deduper, thumbnail
+from agent.tools.collect import DUPLICATE_MAD, Deduper, thumbnail
+from agent.tools.site import CSV_COLUMNS
 from agent.config import ConfigError, parse
 from agent.pipeline.crop import CropSpec, crop_face
 

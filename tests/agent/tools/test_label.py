@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from agent.cli import main
-from agent.tools.collect import SiteFolder, csv_row
-from agent.tools.label import LABEL_LOG
+from agent.tools.collect import csv_row
+from agent.tools.site import LABEL_LOG, SiteFolder
 from agent.tools.label_http import LabelServer
 from agent.types import Face, Frame
 from tests.browser import LabelPage, chromium_driver, skip_reason
