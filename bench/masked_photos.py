@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from real_photos import FACES, config_with, detect_json, fetch  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
 from convert.data import classifier as cd  # noqa: E402
-from agent.tools.evaluate import match_greedy  # noqa: E402
+from agent.tools.scoring import match_greedy  # noqa: E402
 from convert.evaluate.detector import make_detector  # noqa: E402
 
 PLACEMENTS = {"none": "no_mask", "correct": "mask", "under_nose": "incorrect_mask", "chin": "incorrect_mask"}

@@ -48,7 +48,8 @@ def peer_ms(stderr: str) -> float:
 
 def score(preds: Sequence[Dict[str, Any]], boxes: Dict[str, Any]) -> Dict[str, Any]:
     """``maskwatch evaluate``'s summary of JSON predictions (one object per image)."""
-    from agent.tools.evaluate import score_image, summarize
+    from agent.tools.evaluate import summarize
+    from agent.tools.scoring import score_image
 
     per_image = {}
     for obj in preds:

@@ -22,75 +22,13 @@ import csv
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-from agent.tools.annotations import LABELS, Annotation, AnnotationError, Boxes, LabelMap, load
-from agent.pipeline.track import iou
-from agent.types import Box
-
-UNMASKED = ("incorrect_mask", "no_mask")
-
-
-class EvaluateError(ValueError):
-    """Bad inputs or options; the message names the file (or option) and the fix."""
-
-
-# --- matching and metrics ---------------------------------------------------------------------
-
-
-def match_greedy(dets: Sequence[Tuple[Box, float]], gts: Sequence[Box], iou_thr: float = 0.5) -> List[Optional[int]]:
-    """For each annotated box, the index of its matched detection or None.
-
-    Detections ``(box, score)`` are taken in decreasing score (ties: input order); each takes the
-    still-free annotated box it overlaps most (ties: lowest index) if that IoU is >= ``iou_thr``.
-    """
-    matched: List[Optional[int]] = [None] * len(gts)
-    for d in sorted(range(len(dets)), key=lambda i: -dets[i][1]):
-        best, best_iou = None, iou_thr
-        for g, gt in enumerate(gts):
-            if matched[g] is None:
-                v = iou(dets[d][0], gt)
-                if v >= best_iou and (best is None or v > best_iou):
-                    best, best_iou = g, v
-        if best is not None:
-            matched[best] = d
-    return matched
-
-
-def score_image(faces: Sequence[Dict[str, Any]], gts: Sequence[Annotation], iou_thr: float = 0.5) -> Dict[str, Any]:
-    """One image's outcome: per annotated face its predicted label (None = missed), and spurious count.
-
-    ``faces`` are ``maskwatch detect --json`` face objects (``box``, ``label``, ``face_score``).
-    """
-    matched = match_greedy([(tuple(f["box"]), f["face_score"]) for f in faces], [g.box for g in gts], iou_thr)
-    used = {m for m in matched if m is not None}
-    return {
-        "faces": [{"box": list(g.box), "label": g.label, "height": g.height,
-                   "predicted": None if m is None else faces[m]["label"]} for g, m in zip(gts, matched)],
-        "spurious": len(faces) - len(used),
-        # unmatched detections the classifier called unmasked: what would raise an alert
-        "spurious_unmasked": sum(f["label"] in UNMASKED for i, f in enumerate(faces) if i not in used),
-    }
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> Tuple[float, float]:
-    """Wilson score interval of a proportion k / n (95 % by default); (nan, nan) when n is 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
-def _pct(n: int, d: int) -> Optional[float]:
-    return round(100.0 * n / d, 2) if d else None
-
+from agent.tools.annotations import LABELS, AnnotationError, Boxes, LabelMap, load
+from agent.tools.scoring import UNMASKED, EvaluateError, pct, read_photo, score_image
 
 def _group(faces: List[Dict[str, Any]]) -> Dict[str, Any]:
     rows: Dict[str, Any] = {}
@@ -98,14 +36,14 @@ def _group(faces: List[Dict[str, Any]]) -> Dict[str, Any]:
         sel = [f for f in faces if label == "all" or f["label"] == label]
         found = [f for f in sel if f["predicted"] is not None]
         correct = sum(f["predicted"] == f["label"] for f in found)
-        rows[label] = {"faces": len(sel), "found": len(found), "found_pct": _pct(len(found), len(sel)),
-                       "correct": correct, "correct_pct": _pct(correct, len(found))}
+        rows[label] = {"faces": len(sel), "found": len(found), "found_pct": pct(len(found), len(sel)),
+                       "correct": correct, "correct_pct": pct(correct, len(found))}
     unmasked = [f for f in faces if f["label"] in UNMASKED]
     masked = [f for f in faces if f["label"] == "mask"]
     caught = sum(f["predicted"] in UNMASKED for f in unmasked)
     alerted = sum(f["predicted"] in UNMASKED for f in masked)
-    rows["unmasked_caught"] = {"count": caught, "of": len(unmasked), "pct": _pct(caught, len(unmasked))}
-    rows["masked_falsely_alerted"] = {"count": alerted, "of": len(masked), "pct": _pct(alerted, len(masked))}
+    rows["unmasked_caught"] = {"count": caught, "of": len(unmasked), "pct": pct(caught, len(unmasked))}
+    rows["masked_falsely_alerted"] = {"count": alerted, "of": len(masked), "pct": pct(alerted, len(masked))}
     return rows
 
 
@@ -223,16 +161,6 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--seed", type=int, default=0, help="with --stream: seed of the clips' noise (default 0)")
     sp.add_argument("paths", nargs="+", metavar="IMAGES",
                     help="image files, folders or globs; only those named in --boxes are scored")
-
-
-def read_photo(path: str, cfg: Any) -> Any:
-    """An image file as the agent's sources give frames (BGR uint8, within ``source.max_pixels``)."""
-    from agent.pipeline.source import SourceCounters, normalize_image, read_image
-
-    image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
-    if image is None:
-        raise EvaluateError(f"{path}: not a readable image")
-    return image
 
 
 def _annotated_images(args: argparse.Namespace, boxes: Boxes) -> Dict[str, str]:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from agent.tools.annotations import LABELS, Annotation, Boxes
-from agent.tools.evaluate import UNMASKED, _pct, match_greedy, read_photo, wilson
+from agent.tools.scoring import UNMASKED, match_greedy, pct, read_photo, wilson
 from agent.types import Frame
 
 # A still camera's clip: how far a frame may be shifted (px), sensor noise (sd, 8-bit levels) and
@@ -109,7 +109,7 @@ def run_clip(pipeline: Any, image: np.ndarray, faces: Sequence[Annotation], spec
 
 def _rate(k: int, n: int) -> Dict[str, Any]:
     lo, hi = wilson(k, n)
-    return {"count": k, "of": n, "pct": _pct(k, n),
+    return {"count": k, "of": n, "pct": pct(k, n),
             "interval95": None if n == 0 else [round(100 * lo, 1), round(100 * hi, 1)]}
 
 

@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent.tools.evaluate import wilson
+from agent.tools.scoring import wilson
 from agent.model import cv2_table, pixel_table
 from convert.data import classifier as cd
 

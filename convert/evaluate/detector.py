@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from agent.pipeline.detect import DetectorConfig, FaceDetector
-from agent.tools.evaluate import match_greedy, wilson
+from agent.tools.scoring import match_greedy, wilson
 from convert.data.detector import FACE_LABELS, Scene
 from convert.export.parity import iou_matrix
 
@@ -103,7 +103,7 @@ def match(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray,
           iou_threshold: float = IOU_THRESHOLD) -> Tuple[np.ndarray, np.ndarray]:
     """Greedy score-ordered matching; returns (order of detections, matched face per detection).
 
-    The rule is the agent's (:func:`agent.tools.evaluate.match_greedy`, what ``maskwatch evaluate``
+    The rule is the agent's (:func:`agent.tools.scoring.match_greedy`, what ``maskwatch evaluate``
     scores with), so the detector's reports and the whole-pipeline figures cannot drift apart;
     this only reshapes its answer into arrays in score order (-1: a false detection).
     """

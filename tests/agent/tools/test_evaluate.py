@@ -12,7 +12,8 @@ import pytest
 
 from agent.tools.annotations import Annotation
 from agent.cli import main
-from agent.tools.evaluate import format_table, match_greedy, score_image, summarize, wilson
+from agent.tools.evaluate import format_table, summarize
+from agent.tools.scoring import match_greedy, score_image, wilson
 from tests.agent.tools.annotations.writers import write_all, write_voc
 
 SCENES = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "scenes-ilc2021"
