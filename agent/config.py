@@ -27,7 +27,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Type, TypeVar
 
 import yaml
 
@@ -35,13 +35,44 @@ from agent.pipeline.alert import AlertConfig
 from agent.pipeline.classify import ClassifierConfig
 from agent.pipeline.detect import DetectorConfig
 from agent.pipeline.publish.mqtt import MqttConfig
-from agent.pipeline.loop import RuntimeConfig
 from agent.service.preview import PreviewConfig
 from agent.pipeline.source import SourceConfig
 from agent.pipeline.track import TrackerConfig
 
 T = TypeVar("T")
 KeyPath = Tuple[str, ...]
+
+READY_ANYWAY_S = 30.0  # a camera absent at start: READY=1 after this long, so systemd does not restart-loop
+
+
+@dataclass
+class RuntimeConfig:
+    """``runtime:`` section -- the camera's name, threads, stats."""
+
+    camera: str = field(default="doorway", metadata={"help": "camera name: in alerts and MQTT topics"})
+    num_threads: int = field(default=1, metadata={"help": "CPU threads per model and for image operations (1 leaves a core to the camera)"})
+    stats_interval_s: float = field(default=60.0, metadata={"help": "seconds between stats reports; 0: never"})
+    state_dir: str = field(
+        default="/var/lib/maskwatch",
+        metadata={"help": "folder for state kept across restarts (the MQTT alert spool)", "path": True},
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = field(
+        default="info", metadata={"help": "log level of messages on stderr"}
+    )
+    ready_timeout_s: float = field(
+        default=READY_ANYWAY_S,
+        metadata={"help": "a camera down at start: tell systemd we are up after this many seconds (and keep retrying)"},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.camera or any(c in self.camera for c in "/+#") or self.camera.strip() != self.camera:
+            raise ValueError("camera must be a non-empty name without '/', '+', '#' or surrounding spaces")
+        if not 1 <= self.num_threads <= 64:
+            raise ValueError("num_threads must be between 1 and 64")
+        if self.stats_interval_s < 0:
+            raise ValueError("stats_interval_s must be >= 0")
+        if not 0 < self.ready_timeout_s <= 3600:
+            raise ValueError("ready_timeout_s must be > 0 and at most 3600 (below systemd's TimeoutStartSec)")
 
 
 @dataclass
@@ -383,5 +414,5 @@ def load_config(explicit: Optional[str]) -> Config:
     return load(path)
 
 
-__all__ = ["Config", "ConfigError", "describe", "find_config", "load", "load_config", "load_dataclass", "parse",
+__all__ = ["Config", "ConfigError", "READY_ANYWAY_S", "RuntimeConfig", "describe", "find_config", "load", "load_config", "load_dataclass", "parse",
            "repo_root"]

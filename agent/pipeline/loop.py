@@ -9,12 +9,13 @@ import resource
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Literal, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Dict, List, Optional, Union
 
 import cv2
 import numpy as np
 
+from agent.config import READY_ANYWAY_S, Config
 from agent.pipeline.alert import AlertPolicy
 from agent.pipeline.classify import MaskClassifier
 from agent.pipeline.detect import FaceDetector
@@ -26,14 +27,10 @@ from agent.pipeline.source import FrameSource
 from agent.pipeline.track import Tracker
 from agent.types import AlertEvent, Face, Frame, Track
 
-if TYPE_CHECKING:  # agent.config imports this module
-    from agent.config import Config
-
 STAGES = ("detect", "classify", "track", "alert", "publish")
 # Shutdown budget (systemd's stop timeout is 5 s here): the publisher gets this long to deliver
 # in-flight alerts and the retained `stopped`; a live source's grabber gets SOURCE_CLOSE_S.
 PUBLISHER_CLOSE_S = 3.0
-READY_ANYWAY_S = 30.0  # a camera absent at start: READY=1 after this long, so systemd does not restart-loop
 
 
 class ReconfigureError(ValueError):
@@ -46,36 +43,6 @@ def set_image_threads(n: int) -> None:
     images this small OpenCV's second thread saves nothing (a frame 3.67 vs 3.84 and 3.55 vs 3.55 ms
     on one thread vs two, interleaved here). Process-wide: OpenCV has one pool."""
     cv2.setNumThreads(int(n))
-
-
-@dataclass
-class RuntimeConfig:
-    """``runtime:`` section -- the camera's name, threads, stats."""
-
-    camera: str = field(default="doorway", metadata={"help": "camera name: in alerts and MQTT topics"})
-    num_threads: int = field(default=1, metadata={"help": "CPU threads per model and for image operations (1 leaves a core to the camera)"})
-    stats_interval_s: float = field(default=60.0, metadata={"help": "seconds between stats reports; 0: never"})
-    state_dir: str = field(
-        default="/var/lib/maskwatch",
-        metadata={"help": "folder for state kept across restarts (the MQTT alert spool)", "path": True},
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = field(
-        default="info", metadata={"help": "log level of messages on stderr"}
-    )
-    ready_timeout_s: float = field(
-        default=READY_ANYWAY_S,
-        metadata={"help": "a camera down at start: tell systemd we are up after this many seconds (and keep retrying)"},
-    )
-
-    def __post_init__(self) -> None:
-        if not self.camera or any(c in self.camera for c in "/+#") or self.camera.strip() != self.camera:
-            raise ValueError("camera must be a non-empty name without '/', '+', '#' or surrounding spaces")
-        if not 1 <= self.num_threads <= 64:
-            raise ValueError("num_threads must be between 1 and 64")
-        if self.stats_interval_s < 0:
-            raise ValueError("stats_interval_s must be >= 0")
-        if not 0 < self.ready_timeout_s <= 3600:
-            raise ValueError("ready_timeout_s must be > 0 and at most 3600 (below systemd's TimeoutStartSec)")
 
 
 @dataclass
@@ -388,5 +355,5 @@ class Pipeline:
         return final
 
 
-__all__ = ["FrameResult", "PUBLISHER_CLOSE_S", "Pipeline", "READY_ANYWAY_S", "ReconfigureError", "RuntimeConfig",
+__all__ = ["FrameResult", "PUBLISHER_CLOSE_S", "Pipeline", "ReconfigureError",
            "STAGES", "Timings", "anon_mb", "rss_mb", "set_image_threads"]

@@ -12,7 +12,8 @@ import pytest
 from agent.pipeline.alert import AlertConfig, AlertPolicy
 from agent.pipeline.classify import ClassifierConfig, MaskClassifier
 from agent.pipeline.detect import DetectorConfig, FaceDetector
-from agent.pipeline.loop import Pipeline, RuntimeConfig, Timings, anon_mb, cpu_summary, rss_mb
+from agent.config import RuntimeConfig
+from agent.pipeline.loop import Pipeline, Timings, anon_mb, cpu_summary, rss_mb
 from agent.pipeline.publish.stdout import StdoutPublisher
 from agent.pipeline.source import SourceConfig, open_source
 from agent.pipeline.track import Tracker, TrackerConfig
