@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from convert.errors import ConvertError
+from convert.tf import settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENES = REPO_ROOT.parent / "shared" / "datasets" / "scenes-ilc2021"
@@ -200,8 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``maskwatch-convert`` / ``python -m convert``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    settings()
     external = _external_available()
     if argv and argv[0] in external:
         return int(importlib.import_module(external[argv[0]]).main(argv[1:]) or 0)

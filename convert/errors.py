@@ -6,9 +6,10 @@ The CLI turns it into one clear message and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable, Optional, Sequence
+
+from convert.tf import settings
 
 
 class ConvertError(Exception):
@@ -22,7 +23,7 @@ def run_command(prog: str, description: str, add_arguments: Callable[[argparse.A
     p = argparse.ArgumentParser(prog=prog, description=description)
     add_arguments(p)
     a = p.parse_args(argv)
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    settings()
     try:
         return int(run(a) or 0)
     except (ConvertError, FileNotFoundError) as exc:

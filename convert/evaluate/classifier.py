@@ -26,6 +26,7 @@ import numpy as np
 from agent.tools.scoring import wilson
 from agent.model import cv2_table, pixel_table
 from convert.data import classifier as cd
+from convert.tf import tensorflow
 
 START, END = "<!-- classifier:start -->", "<!-- classifier:end -->"
 FACE_LABELS = cd.LABELS[:3]
@@ -493,9 +494,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = None
     keras_path = a.keras or float_master(a.model, sidecar)
     if keras_path is not None and keras_path.is_file():
-        from convert.train.classifier import _tf
 
-        model = _tf().keras.models.load_model(keras_path)
+        model = tensorflow().keras.models.load_model(keras_path)
     else:
         print(f"note: no float model ({keras_path or 'the sidecar names none'}): int8/float agreement not measured",
               file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from convert.errors import ConvertError
+from convert.tf import tensorflow
 
 SCHEMA = "maskwatch-model/1"
 # Sidecar keys the caller must give; the rest (files, hashes, quantization, dates) are filled here.
@@ -41,26 +42,6 @@ DETECTOR_FIELDS: Dict[str, Tuple[str, ...]] = {
               "decoding.default_min_score"),
 }
 CLASSIFIER_FIELDS: Tuple[str, ...] = ("labels", "output.name", "output.activation", "crop")
-
-
-def _tf():
-    """Import TensorFlow quietly (oneDNN off: it changes float results run to run)."""
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # noqa: PLC0415 - TF is only ever imported lazily, inside convert/
-
-    return tf
-
-
-def tf_threads(n: int) -> None:
-    """Bound TensorFlow's thread pools to ``n``; a no-op once TensorFlow has started running (it
-    refuses a change then, e.g. when tests call several commands in one process)."""
-    tf = _tf()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-    except RuntimeError:
-        pass
 
 
 def tensorflow_version() -> str:
@@ -115,7 +96,7 @@ def quantize_int8(model: Any, representative: Iterable[np.ndarray], *, float_out
     if unknown:
         raise ConvertError(f"float_outputs {unknown} are not outputs of the model (outputs: {names})")
 
-    tf = _tf()
+    tf = tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([b] for b in batches)
@@ -150,7 +131,7 @@ def float_heads(flat: bytes, shapes: Sequence[Tuple[int, ...]], names: Sequence[
     every tensor on the way becomes float32. The body stays int8; only the head's output range is no longer squeezed into
     256 levels (BlazeFace's score logits span hundreds, its box offsets +-280 px).
     """
-    _tf()
+    tensorflow()
     from tensorflow.lite.python import schema_py_generated as fb  # noqa: PLC0415
     from tensorflow.lite.tools import flatbuffer_utils  # noqa: PLC0415
 

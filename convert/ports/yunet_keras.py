@@ -23,7 +23,7 @@ import numpy as np
 
 from agent.pipeline.detectors import yunet as yunet_family
 from convert.errors import ConvertError
-from convert.export.quantize import _tf
+from convert.tf import keras_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ONNX = REPO_ROOT.parent / "shared" / "models" / "yunet" / "yunet_n_dynamic.onnx"
@@ -32,13 +32,6 @@ HEADS = ("cls", "obj", "bbox", "kps")  # the ONNX output prefixes, one of each p
 # The sidecar's logical outputs and the heads that make them (scores = cls and obj side by side).
 OUTPUTS = {"scores": ("cls", "obj"), "boxes": ("bbox",), "keypoints": ("kps",)}
 SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Concat")  # the heads' dynamic reshape plumbing
-
-
-def _keras() -> Any:
-    _tf()
-    import keras  # noqa: PLC0415
-
-    return keras
 
 
 def read_onnx(path: Path) -> Tuple[Any, Dict[str, np.ndarray], str]:
@@ -107,7 +100,7 @@ def build_keras(onnx_path: Path = DEFAULT_ONNX, input_hw: Tuple[int, int] = (256
     except ValueError as exc:
         raise ConvertError(str(exc)) from None
     graph, inits, sha = read_onnx(onnx_path)
-    keras = _keras()
+    keras = keras_module()
     inp = keras.Input((h, w, 3), name="input")
     tensors: Dict[str, Any] = {graph.input[0].name: inp}
     pending: List[Tuple[Any, List[np.ndarray]]] = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from convert.data import classifier as cd
+from convert.tf import tensorflow
 
 REPO_ROOT = cd.REPO_ROOT
 BUILD_DIR = REPO_ROOT / "build" / "classifier"
@@ -41,22 +41,13 @@ def normalization() -> Dict[str, List[float]]:
     return {"mean": [NORM_MEAN] * 3, "std": [NORM_STD] * 3}
 
 
-def _tf():
-    """Import TensorFlow with the settings this project needs (oneDNN off: reproducible numerics)."""
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
-
-
 def build_model(size: int, width: float = 1.0, num_classes: int = 4, seed: int = 0):
     """Depthwise-separable CNN: stem conv, 9 separable blocks, global pooling, logits.
 
     BatchNorm momentum 0.9: with the default 0.99 a short from-scratch run kept stale moving
     statistics and predicted one class in inference mode.
     """
-    tf = _tf()
+    tf = tensorflow()
     keras = tf.keras
     layers = keras.layers
     init = keras.initializers.HeNormal(seed=seed)
@@ -90,7 +81,7 @@ def normalize(x_uint8: np.ndarray) -> np.ndarray:
 
 def _augment_fn(size: int, seed: int):
     """Per-image augmentation on uint8 RGB crops; returns normalized float32."""
-    tf = _tf()
+    tf = tensorflow()
 
     def aug(img, label, weight):
         x = tf.image.convert_image_dtype(img, tf.float32)
@@ -127,7 +118,7 @@ def _augment_fn(size: int, seed: int):
 def _mixup_fn(num_classes: int, alpha: float, seed: int):
     """Batch map: one-hot labels, each crop mixed with another of the batch (weight lam ~ Beta(alpha,
     alpha), kept >= 0.5 so the crop's own label leads); sample weights mix the same way."""
-    tf = _tf()
+    tf = tensorflow()
 
     def mix(x, label, weight):
         y = tf.one_hot(label, num_classes)
@@ -191,7 +182,7 @@ def train(
     ``mixup`` (Beta alpha, 0: off) and ``label_smoothing`` regularize the few hundred real faces a
     rare class has, which the trunk otherwise memorizes (train accuracy 98 % against 92 % on val).
     """
-    tf = _tf()
+    tf = tensorflow()
     keras = tf.keras
     keras.utils.set_random_seed(seed)
     size = int(train_set.x.shape[1])
@@ -288,7 +279,8 @@ def make_sidecar(
     ``n_representative``: how many train crops calibrated the int8 ranges.
     """
     from ai_edge_litert.interpreter import Interpreter
-    import tensorflow as tf
+
+    tf = tensorflow()
 
     interp = Interpreter(model_content=tflite_bytes)
     interp.allocate_tensors()
@@ -389,7 +381,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace, log=print) -> int:
     """Execute ``train-classifier`` with parsed options."""
-    tf = _tf()
+    tf = tensorflow()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
         tf.config.threading.set_inter_op_parallelism_threads(a.threads)

@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import pickle
 import sys
 import time
@@ -39,6 +38,7 @@ from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
 from convert.data.classifier import DEFAULT_FACE_DETECTOR, FaceFinder, load_mask_templates, read_scene_faces
 from convert.export.face_detector import ANCHORS, sidecar_template
 from convert.export.representative import source_sha256
+from convert.tf import tensorflow
 
 REPO_ROOT = dd.REPO_ROOT
 BUILD_DIR = REPO_ROOT / "build" / "detector"
@@ -49,14 +49,6 @@ STEM = "face_detector_door"
 COMPOSITE_FOLDERS: Dict[str, str] = {"web/mask": "mask", "vggface2-synthetic/mask": "mask",
                                      "web/no_mask": "no_mask", "vggface2/no_mask": "no_mask"}
 BOX_GAIN = 10.0  # offsets / face size * 10: SSD's "variance 0.1", errors of ~1 for a sloppy box
-
-
-def _tf():
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # noqa: PLC0415 - TensorFlow is imported lazily, inside convert/ only
-
-    return tf
 
 
 @dataclass(frozen=True)
@@ -193,7 +185,7 @@ class Batches:
 def train(model: Any, batches: Batches, dec: dd.Decoding, cfg: TrainConfig, out: Path,
           log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Fine-tune ``model`` in place; saves ``out`` every few minutes and at the end."""
-    tf = _tf()
+    tf = tensorflow()
     tf.random.set_seed(cfg.seed)
     i_reg, i_score = output_order(model, dec)
     opt = tf.keras.optimizers.Adam(learning_rate=cfg.lr)
@@ -318,7 +310,7 @@ SCORE_CLIP = (-16.0, 16.0)
 
 def export_model(model: Any, dec: dd.Decoding) -> Any:
     """The trained model with its outputs clipped to REG_CLIP / SCORE_CLIP, for int8 conversion."""
-    tf = _tf()
+    tf = tensorflow()
     keras = tf.keras
     i_reg, i_score = output_order(model, dec)
     inp = keras.Input(shape=tuple(model.inputs[0].shape[1:]), batch_size=1, name="input")
@@ -563,7 +555,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         return 2
     from convert.ports.blazeface_keras import load_keras  # noqa: PLC0415 - registers its custom layers
 
-    tf = _tf()
+    tf = tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     cv2.setNumThreads(1)

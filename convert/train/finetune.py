@@ -47,6 +47,7 @@ import numpy as np
 
 from convert.data import classifier as cd
 from convert.errors import ConvertError
+from convert.tf import tensorflow
 
 Log = Callable[[str], None]
 DEFAULT_BASE = cd.REPO_ROOT / "models" / "mask_classifier.json"
@@ -656,9 +657,8 @@ def derived_sidecar(base: Dict[str, Any], base_file: str, base_sha: str, tempera
 
 def _tf_threads(threads: int) -> None:
     """Set TensorFlow's intra/inter-op threads (kept as they are when TF already started)."""
-    from convert.train.classifier import _tf
 
-    tf = _tf()
+    tf = tensorflow()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -34,6 +34,7 @@ import numpy as np
 from agent.pipeline.detectors.yunet import grid
 from convert.data import detector as dd
 from convert.errors import ConvertError, run_command
+from convert.tf import tensorflow, tf_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,10 +169,9 @@ def train(model: Any, teacher: Any, batches: Batches, cfg: TrainConfig, out: Pat
           log: Callable[[str], None] = print, log_every: int = 50, save_every: int = 0) -> Dict[str, Any]:
     """Fine-tune ``model`` in place against ``teacher``; saves ``out`` at the end, and every
     ``save_every`` steps as ``OUT.stepN.keras`` (to score a run while it goes on)."""
-    from convert.export.quantize import _tf  # noqa: PLC0415
     from convert.train.detector import learning_rate  # noqa: PLC0415 - the same warm-up + cosine
 
-    tf = _tf()
+    tf = tensorflow()
     tf.random.set_seed(cfg.seed)
     h, w = (int(d) for d in model.inputs[0].shape[1:3])
     cells, steps = grid(w, h, [8, 16, 32])
@@ -266,7 +266,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
-    from convert.export.quantize import tf_threads  # noqa: PLC0415
     from convert.train.detector import input_size_type, split_holdout  # noqa: PLC0415
 
     try:

@@ -14,6 +14,7 @@ pytest.importorskip("tflite")
 from convert.ports import landmark_keras as lk  # noqa: E402
 from convert.ports.blazeface_keras import mediapipe_dir  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
+from convert.tf import keras_module
 
 MP_DIR = mediapipe_dir()  # $MASKWATCH_MEDIAPIPE_DIR or .cache/, filled by scripts/test.sh
 DATA_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
@@ -81,7 +82,7 @@ def test_gdc_head_starts_as_average_pooling_and_keeps_the_contract():
     """The GDC head begins as a plain average (its weights 1/(h*w)), so fine-tuning starts where the
     GAP head would, and both heads give the same 4 logits from a 96 px crop."""
     x = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
-    keras = lk._keras()
+    keras = keras_module()
     pooled = {}
     for head, expand in (("gap", 0), ("gdc", 0), ("gdc", 32)):
         model, body = lk.build_classifier(MP_DIR, 96, 16, head=head, expand=expand)
