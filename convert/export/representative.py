@@ -63,13 +63,13 @@ def load_sidecar_template(path: Optional[Path], flags: Optional[argparse.Namespa
 
 def load_source_model(path: Path) -> Any:
     """A keras.Model from a .keras/.h5 file or a SavedModel folder; ConvertError if unreadable."""
-    from convert.ports.blazeface_keras import _layers  # noqa: PLC0415
+    from convert.ports.graph import layers  # noqa: PLC0415
 
     path = Path(path)
     if not path.exists():
         raise ConvertError(f"{path}: model not found")
     keras = keras_module()
-    _layers()  # custom layers of the BlazeFace rebuild
+    layers()  # custom layers of the BlazeFace rebuild
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ConvertError(f"{path}: a folder must be a SavedModel (saved_model.pb missing)")

@@ -12,10 +12,8 @@ Output layers are named after the sidecar's logical outputs: ``regressors`` (1, 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -25,7 +23,8 @@ import numpy as np
 
 from convert.errors import ConvertError
 from convert.fetch import pip_download
-from convert.tf import keras_module, tensorflow
+from convert.ports.graph import FUSED, Graph, layer_name, layers, options
+from convert.tf import keras_module
 
 MEDIAPIPE_VERSION = "0.10.21"
 FACE_DIR = "mediapipe/modules/face_detection"
@@ -36,209 +35,6 @@ MODEL_FILES = {
     "short": "face_detection_short_range.tflite",
     "full": "face_detection_full_range_sparse.tflite",
 }
-_FUSED = {0: None, 1: "relu", 3: "relu6"}  # tflite ActivationFunctionType -> Keras activation
-
-
-@functools.lru_cache(maxsize=None)
-def _layers():
-    """Custom layers for the ops Keras has no exact layer for (registered for .keras loading)."""
-    keras = keras_module()
-    tf = tensorflow()
-
-    @keras.saving.register_keras_serializable(package="maskwatch")
-    class Pad(keras.layers.Layer):
-        """Constant zero padding on any axis (BlazeFace pads channels for its residual adds)."""
-
-        def __init__(self, paddings: Sequence[Sequence[int]], **kw: Any) -> None:
-            super().__init__(**kw)
-            self.paddings = [[int(a), int(b)] for a, b in paddings]
-
-        def call(self, x):
-            return keras.ops.pad(x, self.paddings)
-
-        def compute_output_shape(self, s):
-            return tuple(None if d is None else d + a + b for d, (a, b) in zip(s, self.paddings))
-
-        def get_config(self):
-            return {**super().get_config(), "paddings": self.paddings}
-
-    @keras.saving.register_keras_serializable(package="maskwatch")
-    class DepthToSpace(keras.layers.Layer):
-        def __init__(self, block_size: int, **kw: Any) -> None:
-            super().__init__(**kw)
-            self.block_size = int(block_size)
-
-        def call(self, x):
-            return tf.nn.depth_to_space(x, self.block_size)
-
-        def compute_output_shape(self, s):
-            b = self.block_size
-            return (s[0], s[1] * b, s[2] * b, s[3] // (b * b))
-
-        def get_config(self):
-            return {**super().get_config(), "block_size": self.block_size}
-
-    @keras.saving.register_keras_serializable(package="maskwatch")
-    class ResizeBilinear(keras.layers.Layer):
-        """Bilinear resize with TFLite's align_corners / half_pixel_centers flags."""
-
-        def __init__(self, size: Sequence[int], align_corners: bool = False, half_pixel_centers: bool = False, **kw: Any) -> None:
-            super().__init__(**kw)
-            self.size = [int(v) for v in size]
-            self.align_corners = bool(align_corners)
-            self.half_pixel_centers = bool(half_pixel_centers)
-
-        def call(self, x):
-            # the raw op: the exact TFLite RESIZE_BILINEAR semantics, without tf.compat.v1's deprecation warning
-            return tf.raw_ops.ResizeBilinear(
-                images=x, size=self.size, align_corners=self.align_corners, half_pixel_centers=self.half_pixel_centers
-            )
-
-        def compute_output_shape(self, s):
-            return (s[0], self.size[0], self.size[1], s[3])
-
-        def get_config(self):
-            return {
-                **super().get_config(),
-                "size": self.size,
-                "align_corners": self.align_corners,
-                "half_pixel_centers": self.half_pixel_centers,
-            }
-
-    return {"Pad": Pad, "DepthToSpace": DepthToSpace, "ResizeBilinear": ResizeBilinear}
-
-
-# ---------------------------------------------------------------------------------------------
-# Flatbuffer reading
-
-
-def _op_names() -> Dict[int, str]:
-    import tflite  # noqa: PLC0415
-
-    return {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
-
-
-_NP_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8}
-
-
-def _index_vector(table: Any, kind: int) -> np.ndarray:
-    """Values of a SparseIndexVector union (Int32Vector=1, Uint16Vector=2, Uint8Vector=3)."""
-    import tflite  # noqa: PLC0415
-
-    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind)
-    if cls is None:
-        raise ConvertError(f"unsupported sparse index vector type {kind}")
-    v = cls()
-    v.Init(table.Bytes, table.Pos)
-    return np.asarray(v.ValuesAsNumpy(), np.int64)
-
-
-def densify(values: np.ndarray, shape: Sequence[int], sparsity: Any) -> np.ndarray:
-    """Dense array from TFLite sparse storage (DENSE / SPARSE_CSR dimensions, no block map)."""
-    order = [int(v) for v in sparsity.TraversalOrderAsNumpy()]
-    if sparsity.BlockMapLength() or order != list(range(len(shape))):
-        raise ConvertError("block-sparse or reordered tensors are not supported (BlazeFace uses neither)")
-    dims = []
-    for d in range(sparsity.DimMetadataLength()):
-        dm = sparsity.DimMetadata(d)
-        if dm.Format() == 0:
-            dims.append(("dense", int(dm.DenseSize()), None, None))
-        else:
-            dims.append(
-                (
-                    "csr",
-                    0,
-                    _index_vector(dm.ArraySegments(), dm.ArraySegmentsType()),
-                    _index_vector(dm.ArrayIndices(), dm.ArrayIndicesType()),
-                )
-            )
-    out = np.zeros(shape, values.dtype)
-    flat_coords: List[Tuple[int, ...]] = []
-
-    def walk(level: int, prev: int, coords: Tuple[int, ...]) -> None:
-        if level == len(dims):
-            flat_coords.append(coords)
-            return
-        kind, size, seg, idx = dims[level]
-        if kind == "dense":
-            for i in range(size):
-                walk(level + 1, prev * size + i, coords + (i,))
-        else:
-            for k in range(int(seg[prev]), int(seg[prev + 1])):
-                walk(level + 1, k, coords + (int(idx[k]),))
-
-    walk(0, 0, ())
-    if len(flat_coords) != values.size:
-        raise ConvertError(f"sparse tensor has {values.size} values but its index lists {len(flat_coords)}")
-    out[tuple(np.asarray(flat_coords).T)] = values.reshape(-1)
-    return out
-
-
-class _Graph:
-    """The ops and constant tensors of a (single-subgraph) TFLite flatbuffer."""
-
-    def __init__(self, data: bytes, source: str) -> None:
-        import tflite  # noqa: PLC0415
-
-        try:
-            self.model = tflite.Model.GetRootAsModel(data, 0)
-            self.sg = self.model.Subgraphs(0)
-            _ = self.sg.OperatorsLength()
-        except Exception as exc:  # flatbuffers raises assorted errors on garbage
-            raise ConvertError(f"{source}: not a readable TFLite flatbuffer ({exc})") from exc
-        self.source = source
-        self.names = _op_names()
-
-    def tensor(self, i: int):
-        return self.sg.Tensors(i)
-
-    def shape(self, i: int) -> List[int]:
-        return [int(v) for v in self.tensor(i).ShapeAsNumpy()]
-
-    def name(self, i: int) -> str:
-        return self.tensor(i).Name().decode(errors="replace")
-
-    def constant(self, i: int) -> Optional[np.ndarray]:
-        """The stored value of a constant tensor (densified if sparse), None for activations."""
-        t = self.tensor(i)
-        buf = self.model.Buffers(t.Buffer())
-        if buf is None or buf.DataLength() == 0:
-            return None
-        dtype = _NP_TYPES.get(t.Type())
-        if dtype is None:
-            raise ConvertError(f"{self.source}: tensor {self.name(i)!r} has unsupported type {t.Type()}")
-        raw = np.frombuffer(buf.DataAsNumpy().tobytes(), dtype)
-        sp = t.Sparsity()
-        if sp is not None:
-            return densify(raw, self.shape(i), sp)
-        return raw.reshape(self.shape(i))
-
-    def ops(self):
-        for k in range(self.sg.OperatorsLength()):
-            op = self.sg.Operators(k)
-            code = self.model.OperatorCodes(op.OpcodeIndex())
-            name = self.names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-            ins = [int(op.Inputs(j)) for j in range(op.InputsLength())]
-            outs = [int(op.Outputs(j)) for j in range(op.OutputsLength())]
-            yield k, name, op, ins, outs
-
-
-def _options(op: Any, cls: Any) -> Any:
-    opts = cls()
-    table = op.BuiltinOptions()
-    opts.Init(table.Bytes, table.Pos)
-    return opts
-
-
-def layer_name(tensor_name: str, used: set) -> str:
-    """A valid, unique Keras layer name from a TFLite tensor name (';' and '/' break tf.function)."""
-    base = re.sub(r"[^A-Za-z0-9_]+", "_", tensor_name.split(";")[0]).strip("_")[-60:] or "layer"
-    name, k = base, 1
-    while name in used:
-        k += 1
-        name = f"{base}_{k}"
-    used.add(name)
-    return name
 
 
 def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
@@ -253,9 +49,9 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
     import tflite  # noqa: PLC0415
 
     keras = keras_module()
-    custom = _layers()
+    custom = layers()
     L = keras.layers
-    g = _Graph(data, source)
+    g = Graph(data, source)
     if g.sg.InputsLength() != 1:
         raise ConvertError(f"{source}: expected one input")
     in_idx = int(g.sg.Inputs(0))
@@ -280,9 +76,9 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
         return v
 
     def act(x: Any, fused: int, where: str) -> Any:
-        if fused not in _FUSED:
+        if fused not in FUSED:
             raise ConvertError(f"{source}: unsupported fused activation {fused} in {where}")
-        return x if _FUSED[fused] is None else L.Activation(_FUSED[fused], name=layer_name(where + "_act", used))(x)
+        return x if FUSED[fused] is None else L.Activation(FUSED[fused], name=layer_name(where + "_act", used))(x)
 
     for k, op_name, op, ins, outs in g.ops():
         nm = layer_name(g.name(outs[0]), used)
@@ -291,7 +87,7 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
             consts[outs[0]] = v.astype(np.float32) if op_name == "DEQUANTIZE" else v
             continue
         if op_name == "CONV_2D":
-            o = _options(op, tflite.Conv2DOptions)
+            o = options(op, tflite.Conv2DOptions)
             w = const(ins[1])  # (out, kh, kw, in)
             b = const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
             layer = L.Conv2D(
@@ -300,14 +96,14 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
                 strides=(o.StrideH(), o.StrideW()),
                 padding="same" if o.Padding() == 0 else "valid",
                 dilation_rate=(o.DilationHFactor(), o.DilationWFactor()),
-                activation=_FUSED.get(o.FusedActivationFunction(), "?"),
+                activation=FUSED.get(o.FusedActivationFunction(), "?"),
                 use_bias=b is not None,
                 name=nm,
             )
             y = layer(vals[ins[0]])
             layer.set_weights([w.transpose(1, 2, 3, 0)] + ([b] if b is not None else []))
         elif op_name == "DEPTHWISE_CONV_2D":
-            o = _options(op, tflite.DepthwiseConv2DOptions)
+            o = options(op, tflite.DepthwiseConv2DOptions)
             w = const(ins[1])  # (1, kh, kw, C * mult)
             b = const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
             c_in = g.shape(ins[0])[3]
@@ -318,14 +114,14 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
                 padding="same" if o.Padding() == 0 else "valid",
                 depth_multiplier=mult,
                 dilation_rate=(o.DilationHFactor(), o.DilationWFactor()),
-                activation=_FUSED.get(o.FusedActivationFunction(), "?"),
+                activation=FUSED.get(o.FusedActivationFunction(), "?"),
                 use_bias=b is not None,
                 name=nm,
             )
             y = layer(vals[ins[0]])
             layer.set_weights([w.reshape(w.shape[1], w.shape[2], c_in, mult)] + ([b] if b is not None else []))
         elif op_name == "ADD":
-            o = _options(op, tflite.AddOptions)
+            o = options(op, tflite.AddOptions)
             if ins[0] not in vals or ins[1] not in vals:
                 raise ConvertError(f"{source}: ADD with a constant operand is not supported")
             y = act(L.Add(name=nm)([vals[ins[0]], vals[ins[1]]]), o.FusedActivationFunction(), nm)
@@ -335,7 +131,7 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
             pads = const(ins[1]).astype(int).tolist()
             y = custom["Pad"](pads, name=nm)(vals[ins[0]])
         elif op_name == "MAX_POOL_2D":
-            o = _options(op, tflite.Pool2DOptions)
+            o = options(op, tflite.Pool2DOptions)
             y = L.MaxPooling2D(
                 (o.FilterHeight(), o.FilterWidth()),
                 strides=(o.StrideH(), o.StrideW()),
@@ -344,18 +140,18 @@ def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
             )(vals[ins[0]])
             y = act(y, o.FusedActivationFunction(), nm)
         elif op_name == "RESIZE_BILINEAR":
-            o = _options(op, tflite.ResizeBilinearOptions)
+            o = options(op, tflite.ResizeBilinearOptions)
             size = const(ins[1]).astype(int).tolist()
             size = list(grid.get((size[0], size[1]), (int(round(size[0] * fy)), int(round(size[1] * fx)))))
             y = custom["ResizeBilinear"](size, o.AlignCorners(), o.HalfPixelCenters(), name=nm)(vals[ins[0]])
         elif op_name == "DEPTH_TO_SPACE":
-            o = _options(op, tflite.DepthToSpaceOptions)
+            o = options(op, tflite.DepthToSpaceOptions)
             y = custom["DepthToSpace"](o.BlockSize(), name=nm)(vals[ins[0]])
         elif op_name == "RESHAPE":
             target = tuple(g.shape(outs[0])[1:])
             y = L.Reshape(target if same_size else (-1,) + target[1:], name=nm)(vals[ins[0]])
         elif op_name == "CONCATENATION":
-            o = _options(op, tflite.ConcatenationOptions)
+            o = options(op, tflite.ConcatenationOptions)
             y = L.Concatenate(axis=o.Axis(), name=nm)([vals[i] for i in ins])
             y = act(y, o.FusedActivationFunction(), nm)
         else:
@@ -494,8 +290,8 @@ def skip_blocks(model: Any, adds: Sequence[str]) -> Any:
 def load_keras(path: Path | str) -> Any:
     """Load a .keras file made here (registers the custom layers first)."""
     keras = keras_module()
-    _layers()
+    layers()
     return keras.saving.load_model(str(path), compile=False)
 
 
-__all__ = ("tflite_to_keras", "parity_vs_tflite", "check_images", "densify", "load_blazeface", "load_keras", "fetch_mediapipe", "model_path", "layer_name", "skip_blocks")
+__all__ = ("tflite_to_keras", "parity_vs_tflite", "check_images", "load_blazeface", "load_keras", "fetch_mediapipe", "model_path", "skip_blocks")

@@ -4,7 +4,7 @@ The face-mesh landmark net (mediapipe 0.10.21 wheel, Apache-2.0; 192x192 RGB in,
 landmarks and a face flag out) has features learned on faces: nose, lips, jaw. That is what the
 mask classifier needs, and it is the only pretrained feature extractor available offline here.
 
-The flatbuffer is read with :class:`convert.ports.blazeface_keras._Graph` (fp16 weights behind
+The flatbuffer is read with :class:`convert.ports.graph.Graph` (fp16 weights behind
 DEQUANTIZE, the channel-padding ``Pad`` layer and layer-name sanitizing are reused); this module
 adds the one op BlazeFace lacks, PRELU (per-channel alphas). The net is fully convolutional, so
 :func:`trunk` rebuilds it on a smaller input and stops at a chosen stride with the original weights.
@@ -39,7 +39,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from convert.ports.blazeface_keras import _Graph, _layers, _options, layer_name, mediapipe_dir
+from convert.ports.blazeface_keras import mediapipe_dir
+from convert.ports.graph import Graph, layer_name, layers, options
 from convert.errors import ConvertError
 from convert.tf import keras_module, tensorflow
 
@@ -61,11 +62,11 @@ def model_path(mediapipe_dir: Path | str) -> Path:
     return p
 
 
-def _conv(L: Any, g: _Graph, op: Any, ins: List[int], nm: str, x: Any) -> Any:
+def _conv(L: Any, g: Graph, op: Any, ins: List[int], nm: str, x: Any) -> Any:
     """CONV_2D as a Keras Conv2D with the flatbuffer's (out, kh, kw, in) weights."""
     import tflite  # noqa: PLC0415
 
-    o = _options(op, tflite.Conv2DOptions)
+    o = options(op, tflite.Conv2DOptions)
     if o.FusedActivationFunction() != _FUSED_NONE:
         raise ConvertError(f"{g.source}: {nm} has a fused activation (the landmark net has none)")
     w = g.constant(ins[1]).astype(np.float32).transpose(1, 2, 3, 0)
@@ -77,11 +78,11 @@ def _conv(L: Any, g: _Graph, op: Any, ins: List[int], nm: str, x: Any) -> Any:
     return y
 
 
-def _depthwise(L: Any, g: _Graph, op: Any, ins: List[int], nm: str, x: Any) -> Any:
+def _depthwise(L: Any, g: Graph, op: Any, ins: List[int], nm: str, x: Any) -> Any:
     """DEPTHWISE_CONV_2D (multiplier 1 here) as a Keras DepthwiseConv2D."""
     import tflite  # noqa: PLC0415
 
-    o = _options(op, tflite.DepthwiseConv2DOptions)
+    o = options(op, tflite.DepthwiseConv2DOptions)
     w = g.constant(ins[1]).astype(np.float32)  # (1, kh, kw, C)
     b = g.constant(ins[2]).astype(np.float32)
     c = int(x.shape[-1])
@@ -92,7 +93,7 @@ def _depthwise(L: Any, g: _Graph, op: Any, ins: List[int], nm: str, x: Any) -> A
     return y
 
 
-def _prelu(L: Any, g: _Graph, ins: List[int], nm: str, x: Any, mode: str) -> Any:
+def _prelu(L: Any, g: Graph, ins: List[int], nm: str, x: Any, mode: str) -> Any:
     """PRELU with one alpha per channel (stored (1, 1, C)), shared over height and width.
 
     ``mode`` "layer": a Keras PReLU (TFLite PRELU). "dw": the same function as
@@ -134,8 +135,8 @@ def rebuild(data: bytes, source: str = "face_landmark.tflite", size: int = NATIV
     """
     keras = keras_module()
     L = keras.layers
-    pad_layer = _layers()["Pad"]
-    g = _Graph(data, source)
+    pad_layer = layers()["Pad"]
+    g = Graph(data, source)
     if stride is not None and stride not in CUTS:
         raise ConvertError(f"stride {stride} is not a trunk cut; choose one of {sorted(CUTS)}")
     if stride is None and size != NATIVE_SIZE:
@@ -172,7 +173,7 @@ def rebuild(data: bytes, source: str = "face_landmark.tflite", size: int = NATIV
         elif op_name == "MAX_POOL_2D":
             import tflite  # noqa: PLC0415
 
-            o = _options(op, tflite.Pool2DOptions)
+            o = options(op, tflite.Pool2DOptions)
             y = L.MaxPooling2D((o.FilterHeight(), o.FilterWidth()), strides=(o.StrideH(), o.StrideW()),
                                padding="same" if o.Padding() == 0 else "valid", name=nm)(x)
         elif op_name == "PAD":

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from convert.ports.blazeface_keras import _FUSED, _Graph, _options, layer_name
+from convert.ports.graph import FUSED, Graph, layer_name, options
 from convert.errors import ConvertError
 from convert.tf import keras_module
 
@@ -26,7 +26,7 @@ from convert.tf import keras_module
 _PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE")
 
 
-def dequantized_constant(g: _Graph, i: int) -> np.ndarray:
+def dequantized_constant(g: Graph, i: int) -> np.ndarray:
     """The float32 value of constant tensor ``i``: int8/int32 weights times their (per-channel) scales."""
     v = g.constant(i)
     if v is None:
@@ -48,9 +48,9 @@ def dequantized_constant(g: _Graph, i: int) -> np.ndarray:
 
 
 def _activation(fused: int, source: str, where: str) -> Optional[str]:
-    if fused not in _FUSED:
+    if fused not in FUSED:
         raise ConvertError(f"{source}: op {where} has fused activation {fused}; only none, RELU and RELU6 are supported")
-    return _FUSED[fused]
+    return FUSED[fused]
 
 
 def keras_from_tflite(path: Path | str, output_name: str = "logits", name: str = "mask_classifier") -> Any:
@@ -70,7 +70,7 @@ def keras_from_tflite(path: Path | str, output_name: str = "logits", name: str =
         raise ConvertError(f"{path}: cannot read the model ({exc.strerror})") from None
     keras = keras_module()
     L = keras.layers
-    g = _Graph(data, str(path))
+    g = Graph(data, str(path))
     if g.sg.InputsLength() != 1 or g.sg.OutputsLength() != 1:
         raise ConvertError(f"{path}: expected one input and one output, found {g.sg.InputsLength()} and {g.sg.OutputsLength()}")
     in_idx, out_idx = int(g.sg.Inputs(0)), int(g.sg.Outputs(0))
@@ -90,7 +90,7 @@ def keras_from_tflite(path: Path | str, output_name: str = "logits", name: str =
         x = vals[ins[0]]
         nm = output_name if outs[0] == out_idx else layer_name(g.name(outs[0]), used)
         if op_name == "CONV_2D":
-            o = _options(op, tflite.Conv2DOptions)
+            o = options(op, tflite.Conv2DOptions)
             w = dequantized_constant(g, ins[1])  # (out, kh, kw, in)
             b = dequantized_constant(g, ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
             layer = L.Conv2D(
@@ -101,7 +101,7 @@ def keras_from_tflite(path: Path | str, output_name: str = "logits", name: str =
             y = layer(x)
             layer.set_weights([w.transpose(1, 2, 3, 0)] + ([b] if b is not None else []))
         elif op_name == "DEPTHWISE_CONV_2D":
-            o = _options(op, tflite.DepthwiseConv2DOptions)
+            o = options(op, tflite.DepthwiseConv2DOptions)
             w = dequantized_constant(g, ins[1])  # (1, kh, kw, C * mult)
             b = dequantized_constant(g, ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
             c_in = g.shape(ins[0])[3]
@@ -114,13 +114,13 @@ def keras_from_tflite(path: Path | str, output_name: str = "logits", name: str =
             y = layer(x)
             layer.set_weights([w.reshape(w.shape[1], w.shape[2], c_in, mult)] + ([b] if b is not None else []))
         elif op_name == "MEAN":
-            o = _options(op, tflite.ReducerOptions)
+            o = options(op, tflite.ReducerOptions)
             axes = sorted(int(a) % 4 for a in np.ravel(g.constant(ins[1])))
             if len(g.shape(ins[0])) != 4 or axes != [1, 2]:
                 raise ConvertError(f"{path}: op {where} averages over axes {axes}; only global average pooling (axes 1, 2) is supported")
             y = L.GlobalAveragePooling2D(keepdims=bool(o.KeepDims()), name=nm)(x)
         elif op_name == "FULLY_CONNECTED":
-            o = _options(op, tflite.FullyConnectedOptions)
+            o = options(op, tflite.FullyConnectedOptions)
             if len(g.shape(ins[0])) != 2:
                 raise ConvertError(f"{path}: op {where} has a rank-{len(g.shape(ins[0]))} input; only (batch, features) is supported")
             w = dequantized_constant(g, ins[1])  # (out, in)

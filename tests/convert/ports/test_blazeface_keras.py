@@ -111,9 +111,9 @@ def test_rebuild_at_another_input_size(variant, hw, anchors):
 
 @needs_mp
 def test_full_range_sparse_weights_are_densified():
-    from convert.ports.blazeface_keras import _Graph
+    from convert.ports.graph import Graph
 
-    g = _Graph((MP_DIR / FACE_DIR / MODEL_FILES["full"]).read_bytes(), "full")
+    g = Graph((MP_DIR / FACE_DIR / MODEL_FILES["full"]).read_bytes(), "full")
     sparse = [i for i in range(g.sg.TensorsLength()) if g.tensor(i).Sparsity() is not None]
     assert len(sparse) == 46
     w = g.constant(sparse[0])
