@@ -44,9 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def float_raw(model: Any, x: np.ndarray, dec: Dict[str, Any]) -> Any:
     """The float Keras model's raw (regressors, scores) for one input."""
-    from convert.export.parity import _keras_outputs, detector_outputs
+    from convert.export.parity import keras_outputs, detector_outputs
 
-    return detector_outputs(dec, {tuple(o.shape): o for o in _keras_outputs(model, x)})
+    return detector_outputs(dec, {tuple(o.shape): o for o in keras_outputs(model, x)})
 
 
 def kept_split(float_outs: Sequence[Any], flat: bytes, val_x: Sequence[np.ndarray], dec: Dict[str, Any]) -> Dict[str, List[int]]:

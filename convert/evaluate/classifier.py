@@ -191,7 +191,7 @@ def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
     return out
 
 
-def _r(v: float, nd: int = 4) -> Optional[float]:
+def rounded(v: float, nd: int = 4) -> Optional[float]:
     """Rounded, or None for NaN (JSON has no NaN)."""
     return None if v is None or not math.isfinite(v) else round(float(v), nd)
 
@@ -202,14 +202,14 @@ def sidecar_metrics(m: Dict[str, object]) -> Dict[str, object]:
     return {
         "dataset": "scenes-ilc2021 val split: annotated face boxes cut with the sidecar crop (no jitter), plus not_face boxes",
         "val_crops": m["val_crops"],
-        "face_accuracy": _r(m["face_accuracy"]),
-        "recall": {k: _r(v["recall"]) for k, v in pc.items()},
-        "precision": {k: _r(v["precision"]) for k, v in pc.items()},
-        "mask_called_no_mask": _r(m["mask_called_no_mask"]),
-        "faces_called_not_face": _r(m["faces_called_not_face"]),
-        "int8_float_agreement": _r(m.get("int8_float_agreement", float("nan"))),
-        "ece": _r(m["reliability"]["ece"]),
-        "latency_ms_1thread": _r(m["latency_ms_1thread"], 3),
+        "face_accuracy": rounded(m["face_accuracy"]),
+        "recall": {k: rounded(v["recall"]) for k, v in pc.items()},
+        "precision": {k: rounded(v["precision"]) for k, v in pc.items()},
+        "mask_called_no_mask": rounded(m["mask_called_no_mask"]),
+        "faces_called_not_face": rounded(m["faces_called_not_face"]),
+        "int8_float_agreement": rounded(m.get("int8_float_agreement", float("nan"))),
+        "ece": rounded(m["reliability"]["ece"]),
+        "latency_ms_1thread": rounded(m["latency_ms_1thread"], 3),
     }
 
 

@@ -159,12 +159,12 @@ def calibration_inputs(keras_model: Any, train: Sequence[Tuple[Path, np.ndarray]
                        trim_quantile: float = 0.25, label: str = "") -> Calibration:
     """A seeded ``n`` of the ``train`` scenes, letterboxed; those whose output peaks all stay at or
     below the ``trim_quantile`` quantile set the int8 ranges (outliers would stretch the steps)."""
-    from convert.export.parity import _keras_outputs  # noqa: PLC0415
+    from convert.export.parity import keras_outputs  # noqa: PLC0415
 
     rng = np.random.default_rng(0)
     calib = [train[i] for i in sorted(rng.choice(len(train), min(n, len(train)), replace=False))]
     all_xs = list(scene_inputs(calib, size, label))
-    float_outs = [_keras_outputs(keras_model, x) for x in all_xs]
+    float_outs = [keras_outputs(keras_model, x) for x in all_xs]
     peaks = np.array([[float(np.abs(o).max()) for o in outs] for outs in float_outs])
     keep = np.all(peaks <= np.quantile(peaks, trim_quantile, axis=0), axis=1) if trim_quantile < 1 else np.ones(len(all_xs), bool)
     return Calibration(all_xs, float_outs, [x for x, k in zip(all_xs, keep) if k])
@@ -297,7 +297,7 @@ def corrected_int8(keras_model: Any, xs: Sequence[np.ndarray], fit_xs: Sequence[
     ``fit_xs``, anchors the float model scores >= ``min_score``; ``fit_float``: the Keras model's
     outputs on them when the caller has them already); the Keras model is left as it was.
     Returns (flat, what was fitted) or (the given flat, reason) when the graph has no such heads."""
-    from convert.export.parity import TfliteRunner, _keras_outputs, detector_outputs  # noqa: PLC0415
+    from convert.export.parity import TfliteRunner, keras_outputs, detector_outputs  # noqa: PLC0415
     from convert.export.quantize import quantize_int8  # noqa: PLC0415
 
     if "regressors" not in float_outputs:
@@ -308,7 +308,7 @@ def corrected_int8(keras_model: Any, xs: Sequence[np.ndarray], fit_xs: Sequence[
     run = TfliteRunner(flat)
     rows_f, rows_q, idx = [], [], []
     for k, x in enumerate(fit_xs):
-        outs = fit_float[k] if fit_float is not None else _keras_outputs(keras_model, x)
+        outs = fit_float[k] if fit_float is not None else keras_outputs(keras_model, x)
         rb_f, rs_f = detector_outputs(decoding, {tuple(o.shape): o for o in outs})
         rb_q, _ = detector_outputs(decoding, run(x))
         hot = np.flatnonzero(blazeface.sigmoid_scores(rs_f, decoding) >= min_score)

@@ -74,7 +74,7 @@ def latency_ms(tflite_bytes: bytes, threads: Sequence[int] = (1, 2), runs: int =
     return res
 
 
-def _keras_outputs(keras_model: Any, x: np.ndarray) -> List[np.ndarray]:
+def keras_outputs(keras_model: Any, x: np.ndarray) -> List[np.ndarray]:
     out = keras_model(x, training=False)
     if not isinstance(out, (list, tuple)):
         out = [out]
@@ -110,7 +110,7 @@ def classifier_parity(
     n_cls = len(labels)
     pf, pq = [], []
     for i in range(0, len(x_float), 64):
-        outs = _keras_outputs(keras_model, x_float[i : i + 64])
+        outs = keras_outputs(keras_model, x_float[i : i + 64])
         pf.append(next(o for o in outs if o.shape[-1] == n_cls))
     for x in x_float:
         res = run(x[None])
@@ -228,7 +228,7 @@ def detector_parity(
         x = np.asarray(x, np.float32)
         if x.ndim == 3:
             x = x[None]
-        outs_f = _keras_outputs(keras_model, x)
+        outs_f = keras_outputs(keras_model, x)
         rb_f, rs_f = detector_outputs(decoding, {tuple(o.shape): o for o in outs_f})
         rb_q, rs_q = detector_outputs(decoding, run(x))
         bf, sf, _ = detect_raw(rb_f, rs_f, anchors, decoding, min_score)
@@ -313,4 +313,5 @@ __all__ = (
     "TfliteRunner",
     "iou_matrix",
     "greedy_match",
+    "keras_outputs",
 )

@@ -349,14 +349,14 @@ def scores(tflite_bytes: bytes, crops: cd.CropSet, temperature: float, normaliza
     k = int(np.trace(cm))
     out = {
         "n": n,
-        "accuracy": ev._r(k / n) if n else None,
-        "accuracy_ci95": [ev._r(v) for v in ev.wilson(k, n)],
-        "face_accuracy": ev._r(m["face_accuracy"]),
-        "recall": {lab: {"n": pc["n"], "recall": ev._r(pc["recall"])} for lab, pc in m["per_class"].items()},
+        "accuracy": ev.rounded(k / n) if n else None,
+        "accuracy_ci95": [ev.rounded(v) for v in ev.wilson(k, n)],
+        "face_accuracy": ev.rounded(m["face_accuracy"]),
+        "recall": {lab: {"n": pc["n"], "recall": ev.rounded(pc["recall"])} for lab, pc in m["per_class"].items()},
         "confusion": m["confusion"],
     }
     if "int8_float_agreement" in m:
-        out["int8_float_agreement"] = ev._r(m["int8_float_agreement"])
+        out["int8_float_agreement"] = ev.rounded(m["int8_float_agreement"])
     return out, m
 
 
