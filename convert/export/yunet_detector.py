@@ -58,28 +58,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-write", action="store_true", help="score only; leave models/ untouched")
 
 
-def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, min_score: float,
-                     box_adjust: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
-    """The sidecar fields the build knows (quantization, hashes and dates are filled on write)."""
-    from convert.ports.yunet_keras import OUTPUTS, decoding_fields  # noqa: PLC0415
-
-    w, h = input_wh
-    n = sum((w // s) * (h // s) for s in (8, 16, 32))
-    widths = {"scores": 2, "boxes": 4, "keypoints": 10}
-    return {
-        "kind": "detector",
-        "name": f"yunet-n-{w}x{h}",
-        "input": {"height": h, "width": w, "channels": 3, "color": "BGR",
-                  "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, "resize": "letterbox"},
-        "outputs": {k: {"shape": [1, n, widths[k]]} for k in OUTPUTS},
-        "decoding": decoding_fields(min_score, 0.45, box_adjust),
-        "provenance": {
-            "source_model": source, "source_model_sha256": source_sha,
-            "licence": "Apache-2.0 (YuNet, ShiqiYu/libfacedetection.train; weights trained on WIDER FACE)",
-        },
-    }
-
-
 def calibration_inputs(scenes: Sequence[Any], load: Callable[[Any], np.ndarray], input_wh: Tuple[int, int],
                        n: int, seed: int = 0) -> List[np.ndarray]:
     """Letterboxed BGR 0-255 float inputs (1, H, W, 3) of ``n`` seeded train scenes."""
@@ -337,7 +315,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
 
     log(f"[2/5] int8: {a.calibration_images} letterboxed train scenes as the representative set")
     flat = quantize_int8(model, calibration_inputs(train, load, a.input, a.calibration_images))
-    side = sidecar_template(a.input, source, sha, a.min_score)
+    side = yk.sidecar_template(a.input, source, sha, a.min_score)
 
     log(f"[3/5] box_adjust on {len(train)} train scenes (int8)")
     fit = fit_box_adjust(_Pair(flat, side).model(a.threads), train, load, a.min_score)
@@ -409,4 +387,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_command("maskwatch-convert yunet", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
-__all__ = ("add_arguments", "calibration_inputs", "face_parity", "fit_box_adjust", "main", "run", "sidecar_template")
+__all__ = ("add_arguments", "calibration_inputs", "face_parity", "fit_box_adjust", "main", "run")

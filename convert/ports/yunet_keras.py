@@ -215,5 +215,25 @@ def decoding_fields(default_min_score: float = 0.5, iou: float = 0.45,
     }
 
 
-__all__ = ("DEFAULT_ONNX", "OUTPUTS", "STRIDES", "build_keras", "decoding_fields", "keras_outputs",
+def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, min_score: float,
+                     box_adjust: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
+    """The sidecar fields the build knows (quantization, hashes and dates are filled on write)."""
+    w, h = input_wh
+    n = sum((w // s) * (h // s) for s in (8, 16, 32))
+    widths = {"scores": 2, "boxes": 4, "keypoints": 10}
+    return {
+        "kind": "detector",
+        "name": f"yunet-n-{w}x{h}",
+        "input": {"height": h, "width": w, "channels": 3, "color": "BGR",
+                  "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, "resize": "letterbox"},
+        "outputs": {k: {"shape": [1, n, widths[k]]} for k in OUTPUTS},
+        "decoding": decoding_fields(min_score, 0.45, box_adjust),
+        "provenance": {
+            "source_model": source, "source_model_sha256": source_sha,
+            "licence": "Apache-2.0 (YuNet, ShiqiYu/libfacedetection.train; weights trained on WIDER FACE)",
+        },
+    }
+
+
+__all__ = ("DEFAULT_ONNX", "OUTPUTS", "STRIDES", "build_keras", "decoding_fields", "keras_outputs", "sidecar_template",
            "opencv_faces", "parity_vs_opencv", "read_onnx")

@@ -232,11 +232,11 @@ def choose_threshold(model: Any, holdout: Sequence[dd.Scene], max_false_per_imag
                      log: Callable[[str], None] = print) -> Dict[str, Any]:
     """The score threshold within the false-detection budget on held-out train scenes (float model)."""
     from convert.evaluate import detector as de  # noqa: PLC0415
+    from convert.ports import yunet_keras as yk  # noqa: PLC0415
     from convert.train.detector import bgr_loader  # noqa: PLC0415
-    from convert.export.yunet_detector import sidecar_template  # noqa: PLC0415
 
     h, w = (int(d) for d in model.inputs[0].shape[1:3])
-    side = sidecar_template((w, h), "candidate", "", 0.5)
+    side = yk.sidecar_template((w, h), "candidate", "", 0.5)
     results = de.run_detector(de.make_detector(de.KerasModel(model, side), de.LOW_SCORE), holdout, bgr_loader())
     thr = de.choose_threshold(results, max_false_per_image)
     m = de.metrics_at(results, thr)
