@@ -1,0 +1,172 @@
+"""The shape of the code: no import cycles, no private names across modules, and the service's run path
+free of operator tools.
+
+The import graph is read from the source with ``ast``: every import that runs (at module level or
+inside a function, late imports included) and every ``importlib.import_module`` of a module named
+as a string (the CLI's command table). Imports under ``if TYPE_CHECKING:`` never run and are left
+out.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Set, Tuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("agent", "convert")
+
+
+def module_files() -> Dict[str, Path]:
+    """Dotted module name -> file, for every module of the packages."""
+    out: Dict[str, Path] = {}
+    for pkg in PACKAGES:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+MODULES = module_files()
+
+
+def is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node, less the bodies of ``if TYPE_CHECKING:``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and is_type_checking(child):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
+def resolve(name: str, package: str, level: int) -> str:
+    if level:
+        base = package.split(".")
+        base = base[: len(base) - level + 1]
+        return ".".join(base + ([name] if name else []))
+    return name
+
+
+def imports_of(module: str, path: Path) -> Iterator[Tuple[str, List[str], int]]:
+    """(imported module, names taken from it, line) for each import in ``module`` that runs."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    uses_importlib = False
+    for node in runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, [], node.lineno
+                uses_importlib |= alias.name.startswith("importlib")
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve(node.module or "", package, node.level)
+            uses_importlib |= base.startswith("importlib")
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                yield (sub, [], node.lineno) if sub in MODULES else (base, [alias.name], node.lineno)
+    if uses_importlib:  # a module named in a string and imported by name (the CLI's table)
+        for node in runtime_nodes(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MODULES:
+                yield node.value, [], node.lineno
+
+
+def graph() -> Dict[str, Set[str]]:
+    return {m: {dep for dep, _, _ in imports_of(m, p) if dep in MODULES and dep != m} for m, p in MODULES.items()}
+
+
+def cycles(edges: Dict[str, Set[str]]) -> List[List[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    on_stack: Set[str] = set()
+    found: List[List[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_sees_late_and_importlib_imports():
+    """The reader itself: a function-level import and the CLI's table are edges; TYPE_CHECKING is not."""
+    edges = graph()
+    assert "agent.service.run" in edges["agent.cli"] and "agent.tools.label" in edges["agent.cli"]
+    assert "agent.service.preview_http" in edges["agent.service.preview"]  # imported inside a method
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles():
+    found = cycles(graph())
+    assert not found, "import cycles (each a set of modules that import each other, directly or not):\n" + "\n".join(
+        " <-> ".join(c) for c in found)
+
+
+def test_no_private_name_is_used_across_modules():
+    """``from x import _name`` and ``module._name`` stay inside the module that defines ``_name``."""
+    bad = []
+    for module, path in MODULES.items():
+        modules_bound: Set[str] = set()
+        for dep, names, line in imports_of(module, path):
+            bad += [f"{module}:{line} imports {dep}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
+        tree = ast.parse(path.read_text())
+        for node in runtime_nodes(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    if f"{resolve(node.module, module, node.level)}.{alias.name}" in MODULES:
+                        modules_bound.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                modules_bound.update(a.asname for a in node.names if a.asname and a.name in MODULES)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules_bound
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                bad.append(f"{module}:{node.lineno} uses {node.value.id}.{node.attr}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["run", "--config", "/nonexistent/maskwatch.yaml"]])
+def test_maskwatch_run_loads_no_operator_tool(argv):
+    """The service's path (the CLI, its run command, the pipeline) imports no tool, and no converter."""
+    code = ("import sys\nfrom agent import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "import agent.service.run\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('agent.tools', 'convert', 'tensorflow'))))")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
