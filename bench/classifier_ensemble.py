@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from convert.data import classifier as cd  # noqa: E402
-from convert.evaluate.classifier import Int8Classifier, label_metrics, softmax  # noqa: E402
+from agent.pipeline.classify import softmax  # noqa: E402
+from convert.evaluate.classifier import Int8Classifier, label_metrics  # noqa: E402
 
 
 def row(m: Dict[str, object]) -> Dict[str, float]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from agent.tools.scoring import wilson
 from agent.model import cv2_table, pixel_table
+from agent.pipeline.classify import softmax
 from convert.data import classifier as cd
 from convert.tf import tensorflow
 
@@ -99,13 +100,6 @@ class Int8Classifier:
             self.interp.invoke()
             times.append(time.perf_counter() - t)
         return float(np.median(times) * 1000)
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def reliability(prob: np.ndarray, y: np.ndarray, bins: int = 10) -> Dict[str, object]:

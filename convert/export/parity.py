@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.pipeline.classify import softmax
 from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
 from convert.export.quantize import write_files_atomically
@@ -83,12 +84,6 @@ def keras_outputs(keras_model: Any, x: np.ndarray) -> List[np.ndarray]:
     return [np.asarray(o, np.float32) for o in out]
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def classifier_parity(
     keras_model: Any,
     tflite_bytes: bytes,
@@ -117,7 +112,7 @@ def classifier_parity(
         pq.append(next(v for s, v in res.items() if s[-1] == n_cls))
     zf, zq = np.concatenate(pf), np.concatenate(pq)
     if activation == "softmax":
-        zf, zq = _softmax(zf / temperature), _softmax(zq / temperature)
+        zf, zq = softmax(zf, temperature), softmax(zq, temperature)
     diff = np.abs(zf - zq)
     top_f, top_q = zf.argmax(1), zq.argmax(1)
     report: Dict[str, Any] = {
