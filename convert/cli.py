@@ -89,13 +89,14 @@ def cmd_blazeface(a: argparse.Namespace) -> int:
 def cmd_face_detector(a: argparse.Namespace) -> int:
     """The shipped detector(s): BlazeFace Keras -> int8 + sidecar + parity report in models/."""
     from convert.ports.blazeface_keras import MODEL_FILES, load_blazeface, load_keras  # noqa: PLC0415
+    from agent.model import sha256_of  # noqa: PLC0415
     from convert.export.face_detector import build_face_detector  # noqa: PLC0415
 
     for variant in a.variants:
         stem = "face_detector" if variant == "full" else "face_detector_short"
         if a.keras:
             model = load_keras(a.keras)
-            src_name, sha = a.keras.name, _sha256(a.keras)
+            src_name, sha = a.keras.name, sha256_of(a.keras)
         else:
             model, _, sha = load_blazeface(_mediapipe_dir(a.mediapipe_dir), variant)
             src_name = MODEL_FILES[variant]
@@ -106,12 +107,6 @@ def cmd_face_detector(a: argparse.Namespace) -> int:
             head_correction=not a.no_head_correction,
         )
     return 0
-
-
-def _sha256(path: Path) -> str:
-    import hashlib  # noqa: PLC0415
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

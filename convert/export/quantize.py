@@ -337,10 +337,6 @@ def fill_sidecar(sidecar: Mapping[str, Any], tflite_bytes: bytes, model_file: st
     return side
 
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _sums_text(models_dir: Path, new: Mapping[str, str]) -> str:
     """SHA256SUMS content (``sha256sum`` format) with ``new`` name -> hash entries replaced."""
     entries: Dict[str, str] = {}

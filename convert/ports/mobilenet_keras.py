@@ -18,7 +18,6 @@ wheel (a cat, a cup of coffee) as the port's correctness check: there is no torc
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import pickle
 import sys
@@ -29,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.model import sha256_of
 from convert.ports.blazeface_keras import REPO_ROOT
 from convert.fetch import pip_download
 from convert.errors import ConvertError
@@ -153,10 +153,6 @@ def read_state_dict(path: Path | str) -> Dict[str, np.ndarray]:
     return out
 
 
-def weights_sha256(path: Path | str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # The network in Keras
 
@@ -258,7 +254,7 @@ def check_imagenet(weights: Optional[Path] = None, size: int = 224) -> Dict[str,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Print the port's ImageNet check and each cut's parameter count."""
     path = ensure_weights()
-    print(f"weights {path} sha256 {weights_sha256(path)[:16]}...")
+    print(f"weights {path} sha256 {sha256_of(path)[:16]}...")
     print("ImageNet top-5:", check_imagenet(path))
     sd = read_state_dict(path)
     for i in (6, 10, 13, 16):

@@ -10,6 +10,7 @@ import pytest
 pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 
+from agent.model import sha256_of  # noqa: E402
 from convert.ports import landmark_keras as lk  # noqa: E402
 from convert.ports import mobilenet_keras as mk  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
@@ -31,7 +32,7 @@ def test_reads_the_torchvision_state_dict_without_torch(state):
     assert all(v.dtype == np.float32 or k.endswith("num_batches_tracked") for k, v in state.items())
     assert np.all(state["features.0.1.running_var"] > 0)
     # the file name's hash prefix is torchvision's: the bytes are theirs
-    assert mk.weights_sha256(WEIGHTS).startswith("b0353104")
+    assert sha256_of(WEIGHTS).startswith("b0353104")
 
 
 @needs_weights
