@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Seq
 import cv2
 import numpy as np
 
+from agent.pipeline.detect import letterbox as agent_letterbox
 from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
 
@@ -112,15 +113,10 @@ def read_split(root: Path, split: str) -> List[Tuple[Path, np.ndarray]]:
 
 
 def letterbox(image_bgr: np.ndarray, size: int) -> Tuple[np.ndarray, float, float, float]:
-    """BGR frame -> (RGB uint8 size x size canvas, scale, pad_x, pad_y), as the agent does it."""
-    h, w = image_bgr.shape[:2]
-    s = min(size / w, size / h)
-    nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    px, py = (size - nw) // 2, (size - nh) // 2
-    canvas = np.zeros((size, size, 3), np.uint8)
-    interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
-    canvas[py : py + nh, px : px + nw] = cv2.resize(image_bgr, (nw, nh), interpolation=interp)
-    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), nw / w, float(px), float(py)
+    """BGR frame -> (RGB uint8 size x size canvas, scale, pad_x, pad_y): the agent's own letterbox
+    (:func:`agent.pipeline.detect.letterbox`), so calibration sees what the agent feeds."""
+    canvas, lb = agent_letterbox(image_bgr, size, size)
+    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), lb.scale_x, lb.pad_x, lb.pad_y
 
 
 def preprocess(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
