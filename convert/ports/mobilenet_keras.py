@@ -233,13 +233,15 @@ def trunk(size: int, last_block: int, weights: Optional[Path] = None) -> Any:
     return build(read_state_dict(weights or ensure_weights()), size, last_block, name="mobilenet_v2_trunk")
 
 
-def check_imagenet(weights: Optional[Path] = None, size: int = 224) -> Dict[str, List[int]]:
+def check_imagenet(weights: Optional[Path] = None, size: int = 224,
+                   state: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, List[int]]:
     """Top-5 ImageNet classes of the whole ported net on scikit-image's cat and coffee photos
-    (cats are classes 281-285; espresso 967, cup 968, coffee mug 504)."""
+    (cats are classes 281-285; espresso 967, cup 968, coffee mug 504); ``state``: the weights
+    already read (else read from ``weights``)."""
     import cv2  # noqa: PLC0415
     from skimage import data  # noqa: PLC0415
 
-    model = build(read_state_dict(weights or ensure_weights()), size, 18, top=True)
+    model = build(state if state is not None else read_state_dict(weights or ensure_weights()), size, 18, top=True)
     out = {}
     for name in ("chelsea", "coffee"):
         im = getattr(data, name)()
@@ -255,8 +257,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Print the port's ImageNet check and each cut's parameter count."""
     path = ensure_weights()
     print(f"weights {path} sha256 {sha256_of(path)[:16]}...")
-    print("ImageNet top-5:", check_imagenet(path))
     sd = read_state_dict(path)
+    print("ImageNet top-5:", check_imagenet(path, state=sd))
     for i in (6, 10, 13, 16):
         print(f"features[{i}]: {build(sd, 96, i).count_params()} parameters")
     return 0
