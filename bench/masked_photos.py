@@ -41,6 +41,7 @@ from real_photos import FACES, config_with, detect_json, fetch  # noqa: E402  (a
 from convert.data import classifier as cd  # noqa: E402
 from agent.tools.scoring import match_greedy  # noqa: E402
 from convert.evaluate.detector import make_detector  # noqa: E402
+from convert.paths import DEFAULT_DATA_ROOT  # noqa: E402
 
 PLACEMENTS = {"none": "no_mask", "correct": "mask", "under_nose": "incorrect_mask", "chin": "incorrect_mask"}
 SCALES = (1.0, 0.5)
@@ -102,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--keypoints-from", type=Path, action="append", default=None,
                    help="detector sidecar(s) whose keypoints place the masks, first match wins (default: the original"
                         " BlazeFace, then the fine-tuned face_detector_door for faces it misses)")
-    p.add_argument("--data-root", type=Path, default=cd.DEFAULT_DATA_ROOT)
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     p.add_argument("--gallery", type=Path, default=None, help="write the astronaut's tiles here (.jpg or .png)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

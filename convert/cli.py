@@ -23,9 +23,9 @@ from typing import Dict, Optional, Sequence
 
 from convert.errors import ConvertError
 from convert.tf import settings
+from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SCENES = REPO_ROOT.parent / "shared" / "datasets" / "scenes-ilc2021"
+DEFAULT_SCENES = DEFAULT_DATA_ROOT / "scenes-ilc2021"
 DEFAULT_MODELS = REPO_ROOT / "models"
 DEFAULT_KERAS_DIR = REPO_ROOT / "build" / "keras"
 

@@ -37,12 +37,11 @@ from agent.pipeline.crop import CropSpec, crop_face
 from agent.pipeline.track import iou  # the runtime's IoU: one definition for both sides
 from agent.types import Box
 from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
+from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 LABELS: Tuple[str, ...] = ("mask", "incorrect_mask", "no_mask", "not_face")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Where crops are cached unless --out says otherwise (trainers, finetune and the card read it too).
 DEFAULT_CROPS = REPO_ROOT / "build" / "classifier" / "crops.npz"
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
 DEFAULT_FACE_DETECTOR = mediapipe_dir() / FACE_DIR / MODEL_FILES["short"]  # fetched by ensure_mediapipe()
 
 # faces/<folder> -> label; the folder name is also the crop's source tag.

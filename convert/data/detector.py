@@ -41,8 +41,6 @@ from agent.pipeline.crop import warp_shrinking
 from convert.data.classifier import MaskTemplate, is_frontal, paste_mask
 from convert.export.parity import iou_matrix
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
 SCENES = "scenes-ilc2021"
 FACE_LABELS: Tuple[str, ...] = ("mask", "no_mask", "incorrect_mask")
 # Mirror image: subject's right eye <-> left eye, right ear <-> left ear (sidecar keypoint_names).

@@ -28,6 +28,7 @@ from agent.model import cv2_table, pixel_table
 from agent.pipeline.classify import softmax
 from convert.data import classifier as cd
 from convert.tf import tensorflow
+from convert.paths import REPO_ROOT
 
 START, END = "<!-- classifier:start -->", "<!-- classifier:end -->"
 FACE_LABELS = cd.LABELS[:3]
@@ -334,7 +335,7 @@ def _crops_path(rebuild: Sequence[str]) -> str:
         words = line.split()
         if "convert.data.classifier" in words and "--out" in words[:-1]:
             return words[words.index("--out") + 1]
-    return str(cd.DEFAULT_CROPS.relative_to(cd.REPO_ROOT))
+    return str(cd.DEFAULT_CROPS.relative_to(REPO_ROOT))
 
 
 def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[str, object]) -> str:
@@ -465,7 +466,7 @@ def float_master(model: Path, sidecar: Dict[str, object]) -> Optional[Path]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="evaluate-classifier", description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=cd.REPO_ROOT / "models" / "mask_classifier.tflite")
+    p.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "mask_classifier.tflite")
     p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS)
     p.add_argument("--keras", type=Path, default=None,
                    help="float model for the int8/float agreement (default: the float master the sidecar's"

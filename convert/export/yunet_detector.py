@@ -29,9 +29,8 @@ import numpy as np
 
 from convert.errors import ConvertError, run_command
 from convert.tf import tf_threads
+from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets"
 DEFAULT_MODELS = REPO_ROOT / "models"
 DEFAULT_BUILD = REPO_ROOT / "build"
 START, END = "<!-- detector-yunet:start -->", "<!-- detector-yunet:end -->"

@@ -25,12 +25,12 @@ from convert.errors import ConvertError
 from convert.fetch import pip_download
 from convert.ports.graph import FUSED, Graph, layer_name, layers, options
 from convert.tf import keras_module
+from convert.paths import REPO_ROOT
 
 MEDIAPIPE_VERSION = "0.10.21"
 FACE_DIR = "mediapipe/modules/face_detection"
 # What is unpacked from the wheel: the face-detection and face-landmark graphs (Apache-2.0).
 UNPACKED_DIRS = (FACE_DIR, "mediapipe/modules/face_landmark")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_FILES = {
     "short": "face_detection_short_range.tflite",
     "full": "face_detection_full_range_sparse.tflite",

@@ -44,6 +44,7 @@ from convert.ports.blazeface_keras import mediapipe_dir
 from convert.ports.graph import Graph, layer_name, layers, options
 from convert.errors import ConvertError
 from convert.tf import keras_module, tensorflow
+from convert.paths import REPO_ROOT
 
 LANDMARK_FILE = "mediapipe/modules/face_landmark/face_landmark.tflite"
 NATIVE_SIZE = 192
@@ -477,7 +478,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from convert.ports.blazeface_keras import load_keras  # noqa: PLC0415
 
     a = _arguments().parse_args(argv)
-    if a.models_dir.resolve() == (cd.REPO_ROOT / "models").resolve():
+    if a.models_dir.resolve() == (REPO_ROOT / "models").resolve():
         print("error: this trainer writes candidates only; --models-dir must not be the shipped models/", file=sys.stderr)
         return 2
     tf = tensorflow()

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from agent.model import sha256_of
-from convert.ports.blazeface_keras import REPO_ROOT
+from convert.paths import REPO_ROOT
 from convert.fetch import pip_download
 from convert.errors import ConvertError
 from convert.tf import keras_module

@@ -24,9 +24,9 @@ import numpy as np
 from agent.pipeline.detectors import yunet as yunet_family
 from convert.errors import ConvertError
 from convert.tf import keras_module
+from convert.paths import SHARED_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ONNX = REPO_ROOT.parent / "shared" / "models" / "yunet" / "yunet_n_dynamic.onnx"
+DEFAULT_ONNX = SHARED_ROOT / "models" / "yunet" / "yunet_n_dynamic.onnx"
 STRIDES = (8, 16, 32)
 HEADS = ("cls", "obj", "bbox", "kps")  # the ONNX output prefixes, one of each per stride
 # The sidecar's logical outputs and the heads that make them (scores = cls and obj side by side).

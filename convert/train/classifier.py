@@ -28,8 +28,8 @@ import numpy as np
 
 from convert.data import classifier as cd
 from convert.tf import tensorflow
+from convert.paths import REPO_ROOT
 
-REPO_ROOT = cd.REPO_ROOT
 BUILD_DIR = REPO_ROOT / "build" / "classifier"
 MODEL_STEM = "mask_classifier"
 # model_float_input = (pixel_0_255 - MEAN) / STD: written to the sidecar, applied by the agent

@@ -39,8 +39,8 @@ from convert.data.classifier import DEFAULT_FACE_DETECTOR, FaceFinder, load_mask
 from convert.export.face_detector import ANCHORS, sidecar_template
 from convert.export.representative import source_sha256
 from convert.tf import tensorflow
+from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
-REPO_ROOT = dd.REPO_ROOT
 BUILD_DIR = REPO_ROOT / "build" / "detector"
 KERAS_DIR = REPO_ROOT / "build" / "keras"
 ORIGINAL_TFLITE = mediapipe_dir() / FACE_DIR / MODEL_FILES["full"]  # fetched by ensure_mediapipe()
@@ -435,7 +435,7 @@ def ft_sidecar(template: Dict[str, Any], threshold: float, train_info: Dict[str,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``train-detector`` (shared with the convert CLI)."""
-    p.add_argument("--data-root", type=Path, default=dd.DEFAULT_DATA_ROOT,
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
                    help=f"folder holding {dd.SCENES}/ (default ../shared/datasets)")
     p.add_argument("--keras", type=Path, default=None, help="Keras model to start from (default: the"
                    " original --variant rebuilt from the mediapipe wheel at --input)")

@@ -48,9 +48,10 @@ import numpy as np
 from convert.data import classifier as cd
 from convert.errors import ConvertError
 from convert.tf import tensorflow
+from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 Log = Callable[[str], None]
-DEFAULT_BASE = cd.REPO_ROOT / "models" / "mask_classifier.json"
+DEFAULT_BASE = REPO_ROOT / "models" / "mask_classifier.json"
 IGNORED_FOLDERS = ("unlabeled",)
 # "<run>_t<track>_f<frame>.png" (agent.tools.collect): crops of one track are one person
 _TRACK_NAME = re.compile(r"^(?P<track>.+_t\d+)_f\d+$")
@@ -443,7 +444,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--site-weight", type=float, default=4.0, help="loss weight of a site crop relative to a base crop (default 4)")
     p.add_argument("--holdout", type=float, default=0.25, help="fraction of site tracks kept aside for the comparison (default 0.25)")
     p.add_argument("--base-limit", type=int, default=None, metavar="N", help="at most N base images per split (tiny runs)")
-    p.add_argument("--data-root", type=Path, default=cd.DEFAULT_DATA_ROOT, help="folder holding scenes-ilc2021/ (base crops)")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding scenes-ilc2021/ (base crops)")
     p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS, help="base crop cache, used when cut with the same settings")
     p.add_argument("--seed", type=int, default=0, help="seed of training, base crops and calibration sample")
     p.add_argument("--switch-config", type=Path, metavar="FILE", help="also point FILE's classifier.model at the new model (FILE.bak keeps the old)")

@@ -35,8 +35,8 @@ from agent.pipeline.detectors.yunet import grid
 from convert.data import detector as dd
 from convert.errors import ConvertError, run_command
 from convert.tf import tensorflow, tf_threads
+from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of train scenes held out to choose the threshold")
     p.add_argument("--max-false", type=float, default=0.4, help="false detections / image allowed at the chosen threshold")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data-root", type=Path, default=REPO_ROOT.parent / "shared" / "datasets")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     p.add_argument("--onnx", type=Path, default=None, help="YuNet ONNX (default ../shared/models/yunet/yunet_n_dynamic.onnx)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "yunet" / "yunet_ft.keras")
     p.add_argument("--log-every", type=int, default=50)

@@ -136,8 +136,9 @@ def test_masked_photo_variants_paste_masks_where_the_placement_says(astronaut, a
     placement changes the lower face, a lowered mask leaves the nose tip as it was, and the photo
     itself is the first variant, untouched."""
     from convert.data import classifier as cd
+    from convert.paths import DEFAULT_DATA_ROOT
 
-    root = cd.DEFAULT_DATA_ROOT
+    root = DEFAULT_DATA_ROOT
     if not (root / "mask-templates" / "masks.cfg").is_file():
         pytest.skip("../shared/datasets/mask-templates not here")
     bench = _load(REPO / "bench" / "masked_photos.py")

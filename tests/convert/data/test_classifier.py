@@ -10,8 +10,9 @@ import pytest
 
 from agent.pipeline.crop import crop_face, roll_angle
 from convert.data import classifier as cd
+from convert.paths import DEFAULT_DATA_ROOT
 
-DATA = cd.DEFAULT_DATA_ROOT
+DATA = DEFAULT_DATA_ROOT
 needs_data = pytest.mark.skipif(not (DATA / "scenes-ilc2021" / "boxes.csv").is_file(), reason=f"datasets not at {DATA}")
 
 

@@ -8,6 +8,7 @@ import pytest
 from agent.pipeline.detectors import blazeface
 from convert.data import detector as dd
 from convert.export.parity import iou_matrix
+from convert.paths import DEFAULT_DATA_ROOT
 
 # A BlazeFace full-range style decoding block (MediaPipe SsdAnchorsCalculatorOptions): test data,
 # so the tests do not depend on which detector is shipped.
@@ -145,9 +146,9 @@ def test_unlabelled_faces_are_ignore_regions(dec):
 
 @pytest.fixture(scope="module")
 def real_scenes():
-    if not (dd.DEFAULT_DATA_ROOT / dd.SCENES / "boxes.csv").is_file():
+    if not (DEFAULT_DATA_ROOT / dd.SCENES / "boxes.csv").is_file():
         pytest.skip("scenes-ilc2021 not available")
-    return dd.read_scenes(dd.DEFAULT_DATA_ROOT, "train")[:40]
+    return dd.read_scenes(DEFAULT_DATA_ROOT, "train")[:40]
 
 
 def test_read_scenes(real_scenes):
@@ -292,15 +293,15 @@ def _plain_augment(**kw) -> dd.AugmentConfig:
 def templates():
     from convert.data.classifier import load_mask_templates
 
-    if not (dd.DEFAULT_DATA_ROOT / "mask-templates" / "masks.cfg").is_file():
+    if not (DEFAULT_DATA_ROOT / "mask-templates" / "masks.cfg").is_file():
         pytest.skip("mask-templates not available")
-    return dd.shrink_templates(load_mask_templates(dd.DEFAULT_DATA_ROOT), 160)
+    return dd.shrink_templates(load_mask_templates(DEFAULT_DATA_ROOT), 160)
 
 
 def test_shrunk_templates_keep_anchors_on_the_mask(templates):
     from convert.data.classifier import load_mask_templates
 
-    for t, full in zip(templates, load_mask_templates(dd.DEFAULT_DATA_ROOT)):
+    for t, full in zip(templates, load_mask_templates(DEFAULT_DATA_ROOT)):
         assert max(t.bgra.shape[:2]) <= 160 and t.name == full.name
         # anchors keep their place relative to the template's pixels
         rel = t.points / [t.bgra.shape[1], t.bgra.shape[0]]

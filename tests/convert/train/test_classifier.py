@@ -11,8 +11,9 @@ import pytest
 from convert.data import classifier as cd
 from convert.evaluate import classifier as ev
 from convert.train import classifier as tc
+from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
-DATA = cd.DEFAULT_DATA_ROOT
+DATA = DEFAULT_DATA_ROOT
 needs_data = pytest.mark.skipif(not (DATA / "scenes-ilc2021" / "boxes.csv").is_file(), reason=f"datasets not at {DATA}")
 
 
@@ -73,7 +74,7 @@ def test_regenerating_the_shipped_card_keeps_its_hand_written_notes(tmp_path):
     """`python -m convert.evaluate.classifier` rewrites the block between the classifier markers:
     the shipped card keeps in there only the headings card_section writes, and the notes after it
     (why the model ships, what was tried) and the detector sections survive a rewrite."""
-    shipped = (cd.REPO_ROOT / "models" / "MODEL_CARD.md").read_text()
+    shipped = (REPO_ROOT / "models" / "MODEL_CARD.md").read_text()
     block = shipped.split(ev.START, 1)[1].split(ev.END, 1)[0]
     headings = [line for line in block.splitlines() if line.startswith("#") or line.startswith("**")]
     assert headings == ["## Mask classifier (`mask_classifier.tflite`)", "### Data",

@@ -9,6 +9,7 @@ import pytest
 
 from convert.data import detector as dd
 from convert.train import detector as td
+from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 
 def test_learning_rate_warms_up_then_decays():
@@ -121,7 +122,7 @@ def test_missing_inputs_are_one_clear_error(tmp_path, capsys):
 
 def _data_root_without(tmp_path, missing: str):
     """A data root of links to ../shared/datasets with one part (``mask-templates`` or a faces/ folder) left out."""
-    src = dd.DEFAULT_DATA_ROOT
+    src = DEFAULT_DATA_ROOT
     if not (src / dd.SCENES / "boxes.csv").is_file():
         pytest.skip("datasets not available")
     root = tmp_path / "data"
@@ -185,7 +186,7 @@ def test_tiny_training_run(tmp_path):
     pytest.importorskip("tensorflow")
     if not list(td.KERAS_DIR.glob("*full_range*.keras")):
         pytest.skip("Keras rebuild of BlazeFace full range not built")
-    baseline = td.REPO_ROOT / "models" / "face_detector.json"
+    baseline = REPO_ROOT / "models" / "face_detector.json"
     if not baseline.is_file():
         pytest.skip("baseline detector not built")
     out = tmp_path / "ft.keras"
@@ -221,7 +222,7 @@ def test_skip_blocks_option_lists_add_layers():
 
 
 def test_target_sidecar_follows_variant_and_size():
-    base = json.loads((td.REPO_ROOT / "models" / "face_detector.json").read_text())
+    base = json.loads((REPO_ROOT / "models" / "face_detector.json").read_text())
     side = td.target_sidecar(base, "short", (192, 144))
     assert (side["input"]["width"], side["input"]["height"]) == (192, 144)
     dec = side["decoding"]

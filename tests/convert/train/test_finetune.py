@@ -18,10 +18,11 @@ from agent.pipeline.crop import CropSpec, crop_face
 from convert.data import classifier as cd
 from convert.train import finetune as ft
 from convert.cli import main as convert_main
+from convert.paths import DEFAULT_DATA_ROOT
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "models" / "mask_classifier.json"
-SCENES = cd.DEFAULT_DATA_ROOT / "scenes-ilc2021"
+SCENES = DEFAULT_DATA_ROOT / "scenes-ilc2021"
 needs_data = pytest.mark.skipif(not (SCENES / "boxes.csv").is_file(), reason=f"datasets not at {SCENES}")
 needs_model = pytest.mark.skipif(not SHIPPED.is_file(), reason=f"{SHIPPED} not built")
 
@@ -208,7 +209,7 @@ def test_keras_rebuild_agrees_with_its_int8_model(tmp_path):
     from convert.train import classifier as tc
     from convert.ports.tflite_keras import keras_from_tflite
 
-    tr, va, _ = cd.build_crops(cd.DEFAULT_DATA_ROOT, cd.DataConfig(limit=25), face_detector=None, log=lambda *a: None)
+    tr, va, _ = cd.build_crops(DEFAULT_DATA_ROOT, cd.DataConfig(limit=25), face_detector=None, log=lambda *a: None)
     x = np.concatenate([tr.x, va.x])
     assert len(x) > 300
     tf.keras.utils.set_random_seed(0)
