@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from agent.config import repo_root
 from agent.model import sha256_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -55,10 +56,6 @@ class InstallReport:
     warnings: List[str] = field(default_factory=list)
     next_steps: List[str] = field(default_factory=list)
     config_written: bool = False
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 def find_exec() -> Path:
