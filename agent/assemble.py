@@ -60,7 +60,7 @@ def make_publisher(cfg: Config) -> Publisher:
         from agent.pipeline.publish.mqtt import MqttPublisher
 
         try:
-            return MqttPublisher(cfg.mqtt, cfg.runtime.camera, cfg.runtime.state_dir)
+            return MqttPublisher(cfg.mqtt, cfg.runtime.camera, cfg.runtime.state_dir, alert_labels=cfg.alerts.labels)
         except ValueError as exc:  # credentials that cannot be read, a camera name unfit for topics
             raise UsageError(publisher_error_message(cfg.source_file, str(exc))) from None
     # Under systemd stdout goes to the journal, which must hold no face images: crops stay out

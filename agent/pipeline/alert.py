@@ -18,6 +18,7 @@ from agent.types import AlertEvent, Track
 
 # Faces in an alert's optional thumbnail are cut like the classifier's crops, at this size.
 _THUMB_SCALE = 1.6
+DEFAULT_LABELS = ("no_mask", "incorrect_mask")  # the alerting labels when the config names none
 
 
 @dataclass
@@ -25,7 +26,7 @@ class AlertConfig:
     """``alerts:`` section -- which people raise an alert."""
 
     labels: List[str] = field(
-        default_factory=lambda: ["no_mask", "incorrect_mask"],
+        default_factory=lambda: list(DEFAULT_LABELS),
         metadata={"help": "decided labels that raise an alert"},
     )
     min_track_age: int = field(default=5, metadata={"help": "frames a person must be seen before an alert"})

@@ -49,7 +49,7 @@ def start(cfg: Config) -> Tuple[Pipeline, FrameSource]:
 def publisher_key(cfg: Config) -> Tuple[Any, ...]:
     """What the publisher is built from: a reload rebuilds it only when this changes."""
     if cfg.mqtt.enabled:
-        return ("mqtt", cfg.mqtt, cfg.runtime.camera, cfg.runtime.state_dir)
+        return ("mqtt", cfg.mqtt, cfg.runtime.camera, cfg.runtime.state_dir, tuple(cfg.alerts.labels))
     return ("stdout", cfg.runtime.stats_interval_s > 0)
 
 

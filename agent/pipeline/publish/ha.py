@@ -10,7 +10,9 @@ wired to ``<prefix>availability``, where ``stopped`` (clean exit) counts as unav
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
+
+from agent.pipeline.alert import DEFAULT_LABELS
 
 STATUS_ONLINE = "online"
 
@@ -50,8 +52,9 @@ def node_id(camera: str) -> str:
 
 
 def discovery_messages(prefix: str, camera: str, discovery_prefix: str = "homeassistant",
-                       version: str = "") -> List[Message]:
-    """(topic, config) pairs to publish retained; ``prefix`` is the agent's topic prefix."""
+                       version: str = "", event_types: Sequence[str] = DEFAULT_LABELS) -> List[Message]:
+    """(topic, config) pairs to publish retained; ``prefix`` is the agent's topic prefix, ``event_types``
+    the labels that raise an alert (``alerts.labels``, checked against the classifier's sidecar)."""
     node = node_id(camera)
     device: Dict[str, Any] = {
         "identifiers": [node],
@@ -82,7 +85,7 @@ def discovery_messages(prefix: str, camera: str, discovery_prefix: str = "homeas
             "name": "Mask alert",
             "unique_id": f"{node}_alert",
             "state_topic": prefix + "alert",
-            "event_types": ["no_mask", "incorrect_mask"],
+            "event_types": list(event_types),
             # HA wants {"event_type": ...}; the other keys become the event's attributes.
             "value_template": (
                 "{{ {'event_type': value_json.label, 'id': value_json.id, 'score': value_json.score,"

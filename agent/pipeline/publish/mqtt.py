@@ -18,11 +18,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields
-from typing import Any, Deque, Dict, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, Mapping, Optional, Sequence, Tuple
 
 from typing import TYPE_CHECKING
 
 from agent import __version__
+from agent.pipeline.alert import DEFAULT_LABELS
 from agent.pipeline.publish.ha import STATUS_ONLINE, discovery_messages, status_topic
 from agent.pipeline.publish.stdout import alert_payload, iso_utc
 from agent.types import AlertEvent
@@ -306,10 +307,12 @@ class MqttPublisher:
     """
 
     def __init__(self, config: MqttConfig, camera: str, state_dir: str = DEFAULT_STATE_DIR,
-                 logger: Optional[logging.Logger] = None, version: str = __version__) -> None:
+                 logger: Optional[logging.Logger] = None, version: str = __version__,
+                 alert_labels: Sequence[str] = DEFAULT_LABELS) -> None:
         self.config = config.resolved(camera, state_dir)
         self.camera = camera
         self.version = version
+        self.alert_labels = tuple(alert_labels)  # Home Assistant's event types
         self.log = logger or logging.getLogger("maskwatch.mqtt")
         cfg = self.config
         self._window = 20  # alerts handed to paho at once; the rest wait in the spool only
@@ -590,7 +593,8 @@ class MqttPublisher:
 
     def _publish_discovery(self) -> None:
         ha = self.config.homeassistant
-        for topic, body in discovery_messages(self.config.prefix, self.camera, ha.discovery_prefix, self.version):
+        for topic, body in discovery_messages(self.config.prefix, self.camera, ha.discovery_prefix, self.version,
+                                                self.alert_labels):
             self._client.publish(topic, _json(body), qos=1, retain=True)
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -163,3 +163,12 @@ def test_readme_recipe_fires_once_per_alert_and_never_on_a_restart():
     (action,) = automation["actions"]
     message = jinja2.Environment().from_string(action["data"]["message"])
     assert message.render(trigger={"to_state": state(t3, "incorrect_mask")}) == "incorrect mask at the doorway"
+
+
+def test_event_types_are_the_alerting_labels(tmp_path):
+    """The event entity lists what alerts.labels lets through (checked against the classifier's
+    sidecar when the pipeline is built), not a list of its own."""
+    event = dict(discovery_messages(PREFIX, "door", event_types=["no_mask"]))["homeassistant/event/maskwatch_door/alert/config"]
+    assert event["event_types"] == ["no_mask"]
+    pub = MqttPublisher(MqttConfig(enabled=True), camera="door", state_dir=str(tmp_path), alert_labels=["no_mask"])
+    assert pub.alert_labels == ("no_mask",)
