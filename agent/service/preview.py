@@ -218,12 +218,12 @@ class PreviewServer:
             self._jpeg = (seq, buf.tobytes())
             return self._jpeg[1]
 
-    def _client_joined(self) -> None:
+    def client_joined(self) -> None:
         with self._cond:
             self._clients += 1
         log.info("preview: a viewer connected (%d watching)", self._clients)
 
-    def _client_left(self) -> None:
+    def client_left(self) -> None:
         with self._cond:
             self._clients -= 1
         log.info("preview: a viewer left (%d watching)", self._clients)

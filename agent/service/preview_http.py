@@ -12,12 +12,31 @@ import sys
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from agent.service.preview import PreviewServer
+from typing import Any, Optional, Protocol, Tuple
 
 log = logging.getLogger("maskwatch.preview")
+
+
+class Feed(Protocol):
+    """What the HTTP side serves from (:class:`agent.service.preview.PreviewServer` is the one):
+    named here so that this module needs nothing of preview.py."""
+
+    camera: str
+    config: Any  # max_fps
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def snapshot(self) -> Optional[bytes]: ...
+
+    def wait_newer(self, seq: int, timeout: float) -> Optional[Tuple[int, bytes]]: ...
+
+    def wait_stopping(self, timeout: float) -> bool: ...
+
+    def client_joined(self) -> None: ...
+
+    def client_left(self) -> None: ...
+
 
 BOUNDARY = "maskwatchframe"
 
@@ -38,7 +57,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a viewer left open never keeps the agent from exiting
     allow_reuse_address = True  # a restart may bind while old connections sit in TIME_WAIT
     allow_reuse_port = False  # ... but never share the port with a running program
-    preview: "PreviewServer"
+    preview: Feed
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # One log line instead of socketserver's traceback on stderr; the agent keeps running.
@@ -74,12 +93,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _stream(self, preview: "PreviewServer") -> None:
+    def _stream(self, preview: Feed) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        preview._client_joined()
+        preview.client_joined()
         try:
             seq = 0  # frames are numbered from 1
             period = 1.0 / preview.config.max_fps
@@ -100,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             pass  # the viewer closed the page
         finally:
-            preview._client_left()
+            preview.client_left()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
         log.debug("preview: %s %s", self.address_string(), format % args)
