@@ -84,9 +84,9 @@ def warp_shrinking(image: np.ndarray, m: np.ndarray, size: Tuple[int, int],
     averages) while the affine ``m`` zooms out more than 2x (bilinear sampling alone would alias).
 
     The mip-map rule: halve until the warp is left at most 2:1. Halving is OpenCV's fastest
-    INTER_AREA path, and only the part of the image the output samples is halved. A 300 px face
-    cut to 64 px in a 640x480 frame costs 0.1-0.2 ms here (a free-factor INTER_AREA to 2:1, as
-    before, cost 0.75-1.1 ms and set the crop off by up to a quarter of an output pixel).
+    INTER_AREA path, and only the part of the image the output samples is halved: several times
+    faster than a free-factor INTER_AREA to 2:1, which also set the crop off by up to a quarter of
+    an output pixel (``maskwatch bench`` times the classify stage, crops included).
     """
     zoom = math.hypot(m[0, 0], m[0, 1])
     if zoom < 0.5:

@@ -40,8 +40,8 @@ class ReconfigureError(ValueError):
 def set_image_threads(n: int) -> None:
     """Run OpenCV's image operations (letterbox, crops, colour tables) on ``n`` threads, like the
     models (``runtime.num_threads``): a 1-thread agent leaves the other core to the camera, and on
-    images this small OpenCV's second thread saves nothing (a frame 3.67 vs 3.84 and 3.55 vs 3.55 ms
-    on one thread vs two, interleaved here). Process-wide: OpenCV has one pool."""
+    images this small OpenCV's second thread saves nothing (``maskwatch bench --threads 1 2`` shows
+    it). Process-wide: OpenCV has one pool."""
     cv2.setNumThreads(int(n))
 
 
@@ -90,9 +90,9 @@ def rss_mb(pid: Union[int, str] = "self") -> float:
     """Resident memory of a process now, in MB (MiB, as ``top``; Linux /proc; this process's peak
     elsewhere, nan for another process there).
 
-    RSS counts the library code pages the process has mapped (OpenCV alone is 70 MB of code) as
-    well as its own memory, and how many of those pages a mapping brings in depends on the
-    kernel's page cache: the same agent reads 85-134 MB on this development box (README).
+    RSS counts the library code pages the process has mapped (OpenCV's are many) as well as its
+    own memory, and how many of those pages a mapping brings in depends on the kernel's page
+    cache: the same agent reads differently from run to run (:func:`anon_mb` is the steady part).
     """
     kb = _proc_kb(f"/proc/{pid}/status", "VmRSS:")
     if kb is not None:

@@ -1,7 +1,7 @@
 """The preview's HTTP side (http.server), imported only when the preview is enabled.
 
 Kept apart from agent/service/preview.py so that an agent with the preview off (the default) never loads
-http.server and ssl (~7 MB of RSS on a 120 MB budget).
+http.server and ssl (megabytes of RSS against the agent's small memory budget).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``maskwatch label DIR``: sort the crops of a site folder into label folders in a local web page.
 
 One page (agent/tools/label_page.html) on 127.0.0.1 only -- it shows faces -- served by the stdlib's
-http.server (agent/tools/label_http.py, imported only when the command runs: every ``maskwatch``
-invocation builds this module's parser, and the service must not load http.server and ssl), so
+http.server (agent/tools/label_http.py, imported only when the command runs: ``maskwatch --help``
+builds this module's parser, and only labelling should load http.server and ssl), so
 labelling needs no new dependency. The page shows one crop of ``DIR/unlabeled`` at
 a time with the model's guess from ``crops.csv``; keys 1-4 (or the buttons) move it into
 ``DIR/<label>``, ``u`` moves the last one back. Crops are moved (``os.replace`` within DIR), never

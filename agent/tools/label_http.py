@@ -1,8 +1,8 @@
 """The labelling page's HTTP side (http.server), imported only when ``maskwatch label`` runs.
 
-Kept apart from agent/tools/label.py, like agent/service/preview_http.py from agent/service/preview.py: the CLI builds
-every subcommand's parser on each start, and the service must not load http.server and ssl
-(~7 MB of RSS on a 120 MB budget).
+Kept apart from agent/tools/label.py, like agent/service/preview_http.py from agent/service/preview.py: the CLI
+imports label.py to build the parser (``maskwatch --help``), and nothing but labelling should load
+http.server and ssl (megabytes of RSS).
 """
 
 from __future__ import annotations

@@ -400,8 +400,8 @@ class MqttPublisher:
 
     def _note_drops(self, n: int, flush: bool = False) -> None:
         """Log alerts dropped for room: the first drop at once, later ones summed into one line at
-        most every SPOOL_FULL_LOG_S (a flood of alerts against a full spool logged one line per
-        drop: 5,900 lines in 7 s). ``flush`` logs what is still unsaid (at close)."""
+        most every SPOOL_FULL_LOG_S (a flood of alerts against a full spool would otherwise log
+        thousands of lines a second). ``flush`` logs what is still unsaid (at close)."""
         self._drops_unlogged += n
         now = time.monotonic()
         due = self._drops_logged_at is None or now - self._drops_logged_at >= SPOOL_FULL_LOG_S
