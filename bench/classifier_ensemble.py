@@ -9,7 +9,7 @@ could reach; it is not a shippable model, it costs one invoke per member).
 
 Models of different input sizes (e.g. the 48 px shipped model and an older 96 px one) each need
 crops cut at their size: give ``--crops`` once per model, in the models' order; the caches must
-hold the same val faces in the same order (``classifier_data`` with the same data and seed), which
+hold the same val faces in the same order (``maskwatch-convert classifier-data`` with the same data and seed), which
 is checked.
 
 Inputs go through the agent's own pixel table (convert.evaluate.classifier.Int8Classifier), with

@@ -279,7 +279,7 @@ def _height_line(m: Dict[str, object]) -> str:
 
 
 def _detector_line(info: Dict[str, object]) -> str:
-    """The data bullet for faces framed by the agent's own detector (classifier_data --agent-detector)."""
+    """The data bullet for faces framed by the agent's own detector (maskwatch-convert classifier-data --agent-detector)."""
     d = info.get("agent_detector")
     if not d:
         return "- No faces framed by the shipped detector: scene faces are cut from jittered annotator boxes."
@@ -330,7 +330,7 @@ def _origin(source: str, info: Dict[str, object], size: int) -> Tuple[str, List[
 
 
 def _crops_path(rebuild: Sequence[str]) -> str:
-    """Where the rebuild lines cache the crops: classifier_data's ``--out``, else its default."""
+    """Where the rebuild lines cache the crops: classifier-data's ``--out``, else its default."""
     for line in rebuild:
         words = line.split()
         if "convert.data.classifier" in words and "--out" in words[:-1]:

@@ -319,7 +319,7 @@ def make_sidecar(
             ] + (["mask-templates (aqeelanwar/MaskTheFace, MIT): synthetic mask / incorrect_mask on unmasked train faces"] if "synthetic" in data_info else []),
             "crops": {k: v for k, v in data_info.items() if k in ("train_counts", "val_counts", "face_detector", "faces_skipped", "synthetic", "agent_detector")},
             "representative_data": f"{n_representative} train crops (all classes), normalized as input.normalization",
-            # the trainer's own command lines, so evaluate_classifier can rewrite the card's Rebuild later
+            # the trainer's own command lines, so convert.evaluate.classifier can rewrite the card's Rebuild later
             **({"recipe": list(data_info["recipe"])} if data_info.get("recipe") else {}),
         },
         "metrics": metrics,
@@ -371,7 +371,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-model", type=Path, default=BUILD_DIR / "mask_classifier.keras")
     p.add_argument("--load", action="store_true", help="skip training: load --out-model (e.g. to --export it again)")
     p.add_argument("--synthetic", action="store_true",
-                   help="add the synthetic mask/incorrect_mask crops (CROPS.synthetic.npz, made by classifier_data --synthetic N); "
+                   help="add the synthetic mask/incorrect_mask crops (CROPS.synthetic.npz, made by classifier-data --synthetic N); "
                         "a tenth of their source images is held out and scored apart")
     p.add_argument("--init-from", type=Path, default=None, help="start from this Keras model instead of random weights (fine-tuning)")
     p.add_argument("--subsample", type=int, default=None, help="train on a random N of the real train crops (short fine-tuning runs)")

@@ -338,7 +338,7 @@ def apply_config_switch(config: Path, new_text: str) -> Path:
 
 def scores(tflite_bytes: bytes, crops: cd.CropSet, temperature: float, normalization: Dict[str, Any],
            model=None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(accuracy (all classes and faces only) and per-class recall, evaluate_classifier's full metrics)
+    """(accuracy (all classes and faces only) and per-class recall, convert.evaluate.classifier's full metrics)
     of an int8 model on ``crops`` (pixels normalized as the sidecar's ``normalization``), through LiteRT."""
     from convert.evaluate import classifier as ev
 
