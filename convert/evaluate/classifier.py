@@ -27,6 +27,7 @@ from agent.tools.scoring import wilson
 from agent.model import cv2_table, pixel_table
 from agent.pipeline.classify import softmax
 from convert.data import classifier as cd
+from convert.evaluate.card import update_card
 from convert.tf import tensorflow
 from convert.paths import REPO_ROOT
 
@@ -436,26 +437,13 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
     return "\n".join(lines) + "\n"
 
 
-def update_card(card: Path, section: str, start: str = START, end: str = END) -> None:
-    """Replace the text between a section's markers (default the classifier's), or append the
-    section; leaves the rest of the card alone."""
-    text = card.read_text() if card.is_file() else "# Model card\n\n"
-    if start in text and end in text:
-        pre, rest = text.split(start, 1)
-        _, post = rest.split(end, 1)
-        text = pre + section.rstrip("\n") + post
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    card.write_text(text)
-
-
 def write_outputs(models_dir: Path, m: Dict[str, object], info: Dict[str, object], sidecar: Dict[str, object]) -> None:
     """Figures under models/figures/ and the card section."""
     fig_dir = models_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     plot_confusion(np.asarray(m["confusion"]), fig_dir / "classifier_confusion.png")
     plot_reliability(m["reliability"], fig_dir / "classifier_reliability.png")
-    update_card(models_dir / "MODEL_CARD.md", card_section(m, info, sidecar))
+    update_card(models_dir / "MODEL_CARD.md", card_section(m, info, sidecar), START, END)
 
 
 def float_master(model: Path, sidecar: Dict[str, object]) -> Optional[Path]:

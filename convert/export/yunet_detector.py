@@ -370,7 +370,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     log(f"[5/5] writing {a.models_dir / a.stem}.tflite + .json + .keras + parity report")
     write_model_pair(a.models_dir, a.stem, flat, side, extra={f"{a.stem}.keras": master.read_bytes()})
     write_parity_report(a.models_dir, a.stem, {"kind": "detector", **parity})
-    from convert.evaluate.classifier import update_card  # noqa: PLC0415
+    from convert.evaluate.card import update_card  # noqa: PLC0415
 
     figures = a.models_dir / "figures"
     figures.mkdir(exist_ok=True)

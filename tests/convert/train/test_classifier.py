@@ -10,6 +10,7 @@ import pytest
 
 from convert.data import classifier as cd
 from convert.evaluate import classifier as ev
+from convert.evaluate.card import update_card
 from convert.train import classifier as tc
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -60,16 +61,6 @@ def test_label_metrics_count_the_card_figures_from_probabilities():
     assert m["per_class"]["incorrect_mask"]["recall_ci95"] == ev.wilson(1, 2)
 
 
-def test_update_card_replaces_only_its_section(tmp_path):
-    card = tmp_path / "MODEL_CARD.md"
-    card.write_text("# Model card\n\n## Face detector\ntext\n")
-    ev.update_card(card, f"{ev.START}\n## Mask classifier\nv1\n{ev.END}\n")
-    ev.update_card(card, f"{ev.START}\n## Mask classifier\nv2\n{ev.END}\n")
-    text = card.read_text()
-    assert "## Face detector\ntext" in text and "v2" in text and "v1" not in text
-    assert text.count(ev.START) == 1
-
-
 def test_regenerating_the_shipped_card_keeps_its_hand_written_notes(tmp_path):
     """`python -m convert.evaluate.classifier` rewrites the block between the classifier markers:
     the shipped card keeps in there only the headings card_section writes, and the notes after it
@@ -82,7 +73,7 @@ def test_regenerating_the_shipped_card_keeps_its_hand_written_notes(tmp_path):
                         "### Known failure cases and limits"]
     card = tmp_path / "MODEL_CARD.md"
     card.write_text(shipped)
-    ev.update_card(card, f"{ev.START}\n## Mask classifier (`mask_classifier.tflite`)\nregenerated\n{ev.END}\n")
+    update_card(card, f"{ev.START}\n## Mask classifier (`mask_classifier.tflite`)\nregenerated\n{ev.END}\n", ev.START, ev.END)
     after = card.read_text()
     assert block not in after and "regenerated" in after
     assert after.replace(f"{ev.START}\n## Mask classifier (`mask_classifier.tflite`)\nregenerated\n{ev.END}",
