@@ -9,7 +9,7 @@ bench/real_photos.py) at the three placements the classifier must tell apart: ov
 every face, at the photos' own size and at half of it (faces ~50-65 px, a doorway camera's
 distance). Mask anchors come from the original BlazeFace's keypoints (models/face_detector.json;
 face_detector_door.json for faces it misses),
-placed as convert.data.classifier.paste_mask places the classifier's synthetic masks: synthetic
+placed as convert.data.masks.paste_mask places the classifier's synthetic masks: synthetic
 masks, so read the figures apart from real ones. For each placement it prints faces found
 (IoU >= 0.5 with the hand-drawn box), the labels given, and what raises an alert
 (config.yaml alert.labels: no_mask, incorrect_mask).
@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from real_photos import FACES, config_with, detect_json, fetch  # noqa: E402  (a sibling script: with tests/ on sys.path, tests/bench is the package "bench")
-from convert.data import classifier as cd  # noqa: E402
 from agent.tools.scoring import match_greedy  # noqa: E402
+from convert.data.masks import MaskTemplate, load_mask_templates, paste_mask  # noqa: E402
 from convert.evaluate.detector import make_detector  # noqa: E402
 from convert.paths import DEFAULT_DATA_ROOT  # noqa: E402
 
@@ -59,7 +59,7 @@ def face_keypoints(image: np.ndarray, boxes: Sequence[Tuple[float, ...]], sideca
     return out
 
 
-def variants(image: np.ndarray, kps: Sequence[Optional[np.ndarray]], templates: Sequence[cd.MaskTemplate],
+def variants(image: np.ndarray, kps: Sequence[Optional[np.ndarray]], templates: Sequence[MaskTemplate],
              seed: int) -> List[Tuple[str, str, np.ndarray]]:
     """(placement, template, image): the photo as it is, then each template at each placement on every face."""
     out = [("none", "-", image)]
@@ -69,7 +69,7 @@ def variants(image: np.ndarray, kps: Sequence[Optional[np.ndarray]], templates: 
             img = image
             for k in kps:
                 if k is not None:
-                    img = cd.paste_mask(img, k, t, placement, rng)
+                    img = paste_mask(img, k, t, placement, rng)
             out.append((placement, t.name, img))
     return out
 
@@ -110,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a.keypoints_from = a.keypoints_from or [REPO / "models" / "face_detector.json", REPO / "models" / "face_detector_door.json"]
     from agent.tools.demo import astronaut_bgr  # noqa: PLC0415 - scikit-image is the demo extra
 
-    templates = cd.load_mask_templates(a.data_root)
+    templates = load_mask_templates(a.data_root)
     photos = {"t1.jpg": cv2.imread(str(fetch())), "astronaut.png": astronaut_bgr()}
     rows: Dict[Tuple[str, float], Counter] = {}
     tiles: List[Tuple[str, np.ndarray]] = []

@@ -38,7 +38,7 @@ import numpy as np
 from agent.pipeline.detectors import blazeface
 from agent.pipeline.detect import Letterbox
 from agent.pipeline.crop import warp_shrinking
-from convert.data.classifier import MaskTemplate, is_frontal, paste_mask
+from convert.data.masks import MaskTemplate, is_frontal, paste_mask
 from convert.export.parity import iou_matrix
 
 SCENES = "scenes-ilc2021"
@@ -424,7 +424,7 @@ def paste_synthetic_masks(view: np.ndarray, kps: np.ndarray, kps_ok: np.ndarray,
     Only faces whose original-model keypoints are trusted, that look frontal (the templates are
     frontal) and are >= 8 px between the eyes' midpoint and the mouth get one. The face box and
     keypoint targets stay as they were: a mask does not move a face. Placement comes from
-    :func:`convert.data.classifier.mask_points`, the classifier's own synthetic masks; a random
+    :func:`convert.data.masks.mask_points`, the classifier's own synthetic masks; a random
     tint varies the templates' colours.
     """
     out = list(labels)

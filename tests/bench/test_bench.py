@@ -135,7 +135,7 @@ def test_masked_photo_variants_paste_masks_where_the_placement_says(astronaut, a
     """The masked-photos bench on the astronaut: keypoints from the shipped original detector, each
     placement changes the lower face, a lowered mask leaves the nose tip as it was, and the photo
     itself is the first variant, untouched."""
-    from convert.data import classifier as cd
+    from convert.data.masks import load_mask_templates
     from convert.paths import DEFAULT_DATA_ROOT
 
     root = DEFAULT_DATA_ROOT
@@ -144,7 +144,7 @@ def test_masked_photo_variants_paste_masks_where_the_placement_says(astronaut, a
     bench = _load(REPO / "bench" / "masked_photos.py")
     (kps,) = bench.face_keypoints(astronaut, [astronaut_face], [REPO / "models" / "face_detector.json"])
     assert kps is not None and kps.shape == (6, 2)
-    templates = cd.load_mask_templates(root, names=("surgical",))
+    templates = load_mask_templates(root, names=("surgical",))
     out = bench.variants(astronaut, [kps], templates, seed=0)
     assert [(p, t) for p, t, _ in out] == [("none", "-"), ("correct", "surgical"), ("under_nose", "surgical"), ("chin", "surgical")]
     assert out[0][2] is astronaut

@@ -176,46 +176,6 @@ def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
     assert "scenes-ilc2021" in err and "--data-root" in err
 
 
-def _frontal_keypoints() -> np.ndarray:
-    # right eye, left eye, nose tip, mouth centre, right ear, left ear (image coordinates)
-    return np.array([[80, 100], [120, 100], [100, 125], [100, 150], [55, 110], [145, 110]], float)
-
-
-def test_mask_points_place_the_top_edge_by_placement():
-    rng = np.random.default_rng(0)
-    kps = _frontal_keypoints()
-    nose_y, mouth_y = kps[2, 1], kps[3, 1]
-    for _ in range(50):
-        ok, low, chin = (cd.mask_points(kps, p, rng) for p in ("correct", "under_nose", "chin"))
-        assert ok[1, 1] < nose_y  # covers the nose
-        assert nose_y < low[1, 1] < mouth_y  # nose uncovered, mouth covered
-        assert chin[1, 1] > mouth_y  # mouth uncovered
-        for pts in (ok, low, chin):
-            assert pts[0, 0] < pts[1, 0] < pts[2, 0] and pts[4, 1] > pts[1, 1]
-    with pytest.raises(ValueError):
-        cd.mask_points(kps, "forehead", rng)
-
-
-def test_is_frontal():
-    kps = _frontal_keypoints()
-    assert cd.is_frontal(kps)
-    side = kps.copy()
-    side[2, 0] = 130  # nose beyond the left eye: a profile
-    assert not cd.is_frontal(side)
-
-
-@needs_data
-def test_paste_mask_covers_the_lower_face_only():
-    templates = cd.load_mask_templates(DATA)
-    assert {t.name for t in templates} == set(cd.FRONTAL_TEMPLATES)
-    img = np.full((240, 200, 3), 128, np.uint8)
-    out = cd.paste_mask(img, _frontal_keypoints(), templates[0], "correct", np.random.default_rng(0))
-    changed = np.any(out != img, axis=2)
-    ys = np.nonzero(changed.any(axis=1))[0]
-    assert changed.sum() > 1500
-    assert 100 < ys.min() < 125 and 150 < ys.max() < 200  # from the nose bridge to under the chin
-
-
 @needs_data
 def test_build_synthetic_balances_templates_and_labels():
     if not cd.DEFAULT_FACE_DETECTOR.is_file():

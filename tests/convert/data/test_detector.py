@@ -291,7 +291,7 @@ def _plain_augment(**kw) -> dd.AugmentConfig:
 
 @pytest.fixture(scope="module")
 def templates():
-    from convert.data.classifier import load_mask_templates
+    from convert.data.masks import load_mask_templates
 
     if not (DEFAULT_DATA_ROOT / "mask-templates" / "masks.cfg").is_file():
         pytest.skip("mask-templates not available")
@@ -299,7 +299,7 @@ def templates():
 
 
 def test_shrunk_templates_keep_anchors_on_the_mask(templates):
-    from convert.data.classifier import load_mask_templates
+    from convert.data.masks import load_mask_templates
 
     for t, full in zip(templates, load_mask_templates(DEFAULT_DATA_ROOT)):
         assert max(t.bgra.shape[:2]) <= 160 and t.name == full.name
