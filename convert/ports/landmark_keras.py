@@ -43,7 +43,7 @@ from agent.model import sha256_of
 from convert.ports.blazeface_keras import mediapipe_dir
 from convert.ports.graph import Graph, layer_name, layers, options
 from convert.errors import ConvertError
-from convert.tf import keras_module, tensorflow
+from convert.tf import keras_module, tf_threads
 from convert.paths import REPO_ROOT
 
 LANDMARK_FILE = "mediapipe/modules/face_landmark/face_landmark.tflite"
@@ -481,9 +481,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.models_dir.resolve() == (REPO_ROOT / "models").resolve():
         print("error: this trainer writes candidates only; --models-dir must not be the shipped models/", file=sys.stderr)
         return 2
-    tf = tensorflow()
-    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(a.threads)
+    tf_threads(a.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731
     tr, va, syn_val, info, size = _data(a)
     out_dir = a.out_dir or a.crops.parent / (f"mnv2_c{a.cut}_{size}" if a.backbone == "mobilenet_v2" else f"landmark_s{a.stride}_{size}")

@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from convert.data import classifier as cd
-from convert.tf import tensorflow
+from convert.tf import tensorflow, tf_threads
 from convert.paths import REPO_ROOT
 
 BUILD_DIR = REPO_ROOT / "build" / "classifier"
@@ -382,11 +382,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(a: argparse.Namespace, log=print) -> int:
     """Execute ``train-classifier`` with parsed options."""
     tf = tensorflow()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(a.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(a.threads)
-    except RuntimeError:  # TF already initialized in this process (tests, the convert CLI): keep its setting
-        pass
+    tf_threads(a.threads)  # kept as it is when TF already started in this process (tests, the convert CLI)
     cfg = cd.config_from_args(a)
     if a.crops.is_file() and not a.rebuild_crops:
         tr, va, info = cd.load_crops(a.crops)

@@ -39,7 +39,7 @@ from convert.data.classifier import DEFAULT_FACE_DETECTOR, FaceFinder, read_scen
 from convert.data.masks import load_mask_templates
 from convert.export.face_detector import ANCHORS, sidecar_template
 from convert.export.representative import source_sha256
-from convert.tf import tensorflow
+from convert.tf import tensorflow, tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 BUILD_DIR = REPO_ROOT / "build" / "detector"
@@ -556,9 +556,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         return 2
     from convert.ports.blazeface_keras import load_keras  # noqa: PLC0415 - registers its custom layers
 
-    tf = tensorflow()
-    tf.config.threading.set_intra_op_parallelism_threads(a.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(a.threads)
+    tf_threads(a.threads)
     cv2.setNumThreads(1)
     np.random.seed(a.seed)
     base = read_json(a.baseline)

@@ -47,7 +47,7 @@ import numpy as np
 
 from convert.data import classifier as cd
 from convert.errors import ConvertError
-from convert.tf import tensorflow
+from convert.tf import tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 Log = Callable[[str], None]
@@ -572,7 +572,7 @@ def run(a: argparse.Namespace, log: Log = print, warn: Optional[Log] = None) -> 
     if a.holdout > 0 and not held.any():
         warn("warning: fewer than 2 site tracks: nothing held out, the site comparison is skipped")
 
-    _tf_threads(a.threads)
+    tf_threads(a.threads)
     cfg = cd.DataConfig(size=size, scale=float(crop.get("scale", 1.3)), shift_y=float(crop.get("shift_y", 0.0)),
                         seed=a.seed, limit=a.base_limit)
     tr, va, base_info = base_crops(a.data_root, a.crops, cfg, step)
@@ -654,17 +654,6 @@ def derived_sidecar(base: Dict[str, Any], base_file: str, base_sha: str, tempera
         metrics["site_holdout"] = {k: v for k, v in sets["site held-out"]["new"].items() if k != "confusion"}
     side["metrics"] = metrics
     return side
-
-
-def _tf_threads(threads: int) -> None:
-    """Set TensorFlow's intra/inter-op threads (kept as they are when TF already started)."""
-
-    tf = tensorflow()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # TF already initialized in this process (tests, the convert CLI)
-        pass
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
