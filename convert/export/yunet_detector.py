@@ -187,7 +187,7 @@ def _opencv_check(parity: Mapping[str, Any]) -> str:
     check = parity.get("keras_vs_opencv")
     if not check:
         return ("checked against `cv2.FaceDetectorYN` running the ONNX file by `maskwatch-convert yunet` without"
-                " --keras and by tests/convert/test_yunet_keras.py")
+                " --keras and by tests/convert/ports/test_yunet_keras.py")
     d = check["max_abs_diff"]
     return (f"against `cv2.FaceDetectorYN` on {check['images']} real val images: {check['paired']} of"
             f" {check['faces_opencv']} faces paired, max |diff| box {d['box_px']:.1e} px, keypoints"
@@ -216,8 +216,8 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
         "",
         f"YuNet-n (ShiqiYu/libfacedetection.train, Apache-2.0, weights trained on WIDER FACE; `NOTICE`), source"
         f" `{prov['source_model']}` (ONNX sha256 {str(prov.get('source_model_sha256', ''))[:16]}...), rebuilt as Keras"
-        f" from the ONNX file's own graph (`convert/yunet_keras.py`; {_opencv_check(par)})"
-        + (", fine-tuned here on scenes-ilc2021 train (`convert/train_yunet.py`: the untouched model as teacher on"
+        f" from the ONNX file's own graph (`convert/ports/yunet_keras.py`; {_opencv_check(par)})"
+        + (", fine-tuned here on scenes-ilc2021 train (`convert/train/yunet.py`: the untouched model as teacher on"
            " everything but labelled faces, positives chosen by its boxes, low learning rate)"
            if "fine-tuned" in str(prov["source_model"]) else "")
         + f", int8 at"
