@@ -5,6 +5,7 @@ Subcommands:
   face-detector  BlazeFace (Keras) -> int8 models/face_detector*.tflite + sidecar + parity report
   quantize       any Keras/SavedModel + sidecar template + representative images -> int8 model pair
   yunet          YuNet (ONNX) -> Keras -> int8 models/face_detector_yunet.tflite + sidecar + reports
+  float16        the float16 variant of a shipped int8 model (STEM.fp16.tflite + sidecar, parity row)
   ...            training subcommands of other convert modules (train-classifier, ...) when present
 
 User errors print one line naming the file/key and the fix, and exit 2.
@@ -40,6 +41,7 @@ EXTERNAL: Dict[str, str] = {
     "finetune": "convert.train.finetune",
     "yunet": "convert.export.yunet_detector",
     "train-yunet": "convert.train.yunet",
+    "float16": "convert.export.float16",
 }
 
 

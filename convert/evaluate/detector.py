@@ -27,7 +27,7 @@ import numpy as np
 from agent.pipeline.detect import DetectorConfig, FaceDetector
 from agent.tools.scoring import match_greedy, wilson
 from convert.data.detector import FACE_LABELS, Scene
-from convert.export.parity import iou_matrix
+from convert.export.parity import greedy_match, iou_matrix
 
 IOU_THRESHOLD = 0.5
 MIN_HEIGHT = 40.0
@@ -307,6 +307,33 @@ def plot_curves(curves: Mapping[str, Tuple[Dict[str, np.ndarray], float]], path:
     plt.close(fig)
 
 
-__all__ = ["KerasModel", "ImageResult", "make_detector", "match", "run_detector", "metrics_at", "curve",
+def face_parity(float_model: Any, int8_model: Any, scenes: Sequence[Any], load: Callable[[Any], np.ndarray],
+                min_score: float, iou_match: float = 0.9) -> Dict[str, Any]:
+    """Float vs int8 faces (frame pixels, the agent's detector on both) matched at IoU >= ``iou_match``."""
+
+    df, dq = make_detector(float_model, min_score), make_detector(int8_model, min_score)
+    n_f = n_q = kept = kept50 = 0
+    ious, sdiff = [], []
+    for s in scenes:
+        img = load(s)
+        ff, fq = df.detect(img), dq.detect(img)
+        bf = np.array([f.box for f in ff]).reshape(-1, 4)
+        bq = np.array([f.box for f in fq]).reshape(-1, 4)
+        iou = iou_matrix(bf, bq)
+        pairs = greedy_match(iou, iou_match)
+        n_f, n_q, kept, kept50 = n_f + len(ff), n_q + len(fq), kept + len(pairs), kept50 + len(greedy_match(iou, 0.5))
+        ious += [float(iou[i, j]) for i, j in pairs]
+        sdiff += [abs(ff[i].face_score - fq[j].face_score) for i, j in pairs]
+    return {
+        "n_images": len(scenes), "min_score": min_score, "iou_match": iou_match,
+        "faces_float": n_f, "faces_int8": n_q, "kept_fraction": round(kept / n_f, 5) if n_f else 1.0,
+        "kept_fraction_iou50": round(kept50 / n_f, 5) if n_f else 1.0,
+        "matched_iou_mean": round(float(np.mean(ious)), 5) if ious else None,
+        "score_diff_mean": round(float(np.mean(sdiff)), 5) if sdiff else None,
+        "score_diff_max": round(float(np.max(sdiff)), 5) if sdiff else None,
+    }
+
+
+__all__ = ["KerasModel", "ImageResult", "face_parity", "make_detector", "match", "run_detector", "metrics_at", "curve",
            "choose_threshold", "keypoint_shift", "plot_curves", "wilson", "false_detection_kinds",
            "recall_by_input_size", "SIZE_BINS"]

@@ -129,7 +129,7 @@ def quantize_float16(model: Any) -> bytes:
     shapes = [tuple(int(d) if d is not None else 1 for d in t.shape) for t in model.outputs]
     if len(set(shapes)) != len(shapes):
         raise ConvertError(f"output shapes {shapes} are not unique: outputs are found by shape after conversion")
-    tf = _tf()
+    tf = tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]

@@ -55,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a fine-tuned YuNet .keras to export instead of the ONNX weights (the ONNX check is skipped)")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow / LiteRT threads")
     p.add_argument("--no-write", action="store_true", help="score only; leave models/ untouched")
+    p.add_argument("--float16", action="store_true",
+                   help="also build the float16 variant (maskwatch-convert float16 --stem STEM) after writing")
 
 
 def calibration_inputs(scenes: Sequence[Any], load: Callable[[Any], np.ndarray], input_wh: Tuple[int, int],
@@ -99,35 +101,6 @@ def fit_box_adjust(model: Any, scenes: Sequence[Any], load: Callable[[Any], np.n
             dets.append(boxes[i])
             gts.append(g[j])
     return box_adjust_from_pairs(np.asarray(dets), np.asarray(gts))
-
-
-def face_parity(float_model: Any, int8_model: Any, scenes: Sequence[Any], load: Callable[[Any], np.ndarray],
-                min_score: float, iou_match: float = 0.9) -> Dict[str, Any]:
-    """Float vs int8 faces (frame pixels, the agent's detector on both) matched at IoU >= ``iou_match``."""
-    from convert.evaluate import detector as de  # noqa: PLC0415
-    from convert.export.parity import greedy_match, iou_matrix  # noqa: PLC0415
-
-    df, dq = de.make_detector(float_model, min_score), de.make_detector(int8_model, min_score)
-    n_f = n_q = kept = kept50 = 0
-    ious, sdiff = [], []
-    for s in scenes:
-        img = load(s)
-        ff, fq = df.detect(img), dq.detect(img)
-        bf = np.array([f.box for f in ff]).reshape(-1, 4)
-        bq = np.array([f.box for f in fq]).reshape(-1, 4)
-        iou = iou_matrix(bf, bq)
-        pairs = greedy_match(iou, iou_match)
-        n_f, n_q, kept, kept50 = n_f + len(ff), n_q + len(fq), kept + len(pairs), kept50 + len(greedy_match(iou, 0.5))
-        ious += [float(iou[i, j]) for i, j in pairs]
-        sdiff += [abs(ff[i].face_score - fq[j].face_score) for i, j in pairs]
-    return {
-        "n_images": len(scenes), "min_score": min_score, "iou_match": iou_match,
-        "faces_float": n_f, "faces_int8": n_q, "kept_fraction": round(kept / n_f, 5) if n_f else 1.0,
-        "kept_fraction_iou50": round(kept50 / n_f, 5) if n_f else 1.0,
-        "matched_iou_mean": round(float(np.mean(ious)), 5) if ious else None,
-        "score_diff_mean": round(float(np.mean(sdiff)), 5) if sdiff else None,
-        "score_diff_max": round(float(np.max(sdiff)), 5) if sdiff else None,
-    }
 
 
 def failure_gallery(results: Sequence[Any], scenes: Sequence[Any], load: Callable[[Any], np.ndarray],
@@ -334,7 +307,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         metrics["recall_by_input_px"] = de.recall_by_input_size(at, val, a.min_score, a.input)
         scores[name] = {"metrics": metrics, "curve": de.curve(low), "results": at}
         log(f"  {name} at {a.min_score}: {_brief(metrics)}")
-    parity = face_parity(float_model, int8_model, val, load, a.min_score)
+    parity = de.face_parity(float_model, int8_model, val, load, a.min_score)
     parity["latency_ms"] = latency_ms(flat)
     parity["size_bytes"] = len(flat)
     if check is not None:
@@ -378,6 +351,10 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     gallery = failure_gallery(scores["int8"]["results"], val, load, a.min_score, figures / f"{a.stem}_failures.jpg")
     log(f"  failures figure: {gallery['misses']} misses, {gallery['false']} false detections on val")
     update_card(a.models_dir / "MODEL_CARD.md", card_section(report, side, a.stem), START, END)
+    if a.float16:  # the rewritten sidecar no longer pins the old variant: build the new master's
+        from convert.export.float16 import build  # noqa: PLC0415
+
+        build(a.models_dir, a.stem, a.data_root, threads=a.threads, log=log)
     log(f"done in {time.time() - t0:.0f} s")
     return 0
 
@@ -386,4 +363,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_command("maskwatch-convert yunet", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
-__all__ = ("add_arguments", "calibration_inputs", "face_parity", "fit_box_adjust", "main", "run")
+__all__ = ("add_arguments", "calibration_inputs", "fit_box_adjust", "main", "run")
