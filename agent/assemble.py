@@ -16,6 +16,7 @@ from agent.pipeline.loop import Pipeline, set_image_threads
 from agent.pipeline.publish.stdout import Publisher, StdoutPublisher
 from agent.pipeline.track import Tracker
 from agent.service.preview import PreviewServer
+from agent.variants import choose_model
 
 log = logging.getLogger("maskwatch")
 
@@ -24,7 +25,10 @@ def load_models(cfg: Config) -> Tuple[FaceDetector, MaskClassifier]:
     """Load and check both models (the step most likely to fail on a new box: do it first)."""
     threads = cfg.runtime.num_threads
     set_image_threads(threads)
-    return FaceDetector(cfg.detector, threads), MaskClassifier(cfg.classifier, threads)
+    # runtime.precision picks each model's variant (timing them when auto); the choice is logged.
+    detector = choose_model(cfg.detector.model, "detector", threads, cfg.runtime.precision).model
+    classifier = choose_model(cfg.classifier.model, "classifier", threads, cfg.runtime.precision).model
+    return FaceDetector(cfg.detector, threads, model=detector), MaskClassifier(cfg.classifier, threads, model=classifier)
 
 
 def build_pipeline(cfg: Config, publisher: Publisher,

@@ -59,6 +59,12 @@ class RuntimeConfig:
     log_level: Literal["debug", "info", "warning", "error"] = field(
         default="info", metadata={"help": "log level of messages on stderr"}
     )
+    precision: Literal["auto", "int8", "float16"] = field(
+        default="auto",
+        metadata={"help": "which variant of each model runs: auto times the int8 and float16 variants a sidecar pins"
+                  " (about a second at start) and keeps the faster; int8 / float16: that one; a sidecar pinning no"
+                  " variants runs as named"},
+    )
     ready_timeout_s: float = field(
         default=READY_ANYWAY_S,
         metadata={"help": "a camera down at start: tell systemd we are up after this many seconds (and keep retrying)"},

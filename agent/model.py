@@ -109,6 +109,7 @@ class Model:
     input_quant: Tuple[float, int]  # (scale, zero_point); scale 0 = not quantized
     output_index: Dict[str, int]  # logical name -> tensor index
     batch: int = 1
+    choice: str = ""  # how runtime.precision picked this file among the sidecar's variants (agent/variants.py)
     _out_quant: Dict[str, Tuple[float, int]] = field(default_factory=dict)  # name -> (scale, zero point)
 
     def __post_init__(self) -> None:
@@ -124,6 +125,10 @@ class Model:
     @property
     def version(self) -> str:
         return str(self.meta.get("version", "unknown"))
+
+    @property
+    def precision(self) -> str:
+        return precision_of(self.meta)
 
     @property
     def input_size(self) -> Tuple[int, int]:
@@ -161,6 +166,14 @@ class Model:
     def run(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
         """Run on a prepared input tensor; returns float32 outputs by logical name (dequantized)."""
         return {name: self.dequantize(name, raw) for name, raw in self.run_raw(tensor).items()}
+
+
+def precision_of(meta: Mapping[str, Any]) -> str:
+    """A sidecar's precision: its ``precision`` key (a variant's), else its input tensor's kind
+    (int8 models keep float heads in places, so the input is what tells them apart)."""
+    if meta.get("precision"):
+        return str(meta["precision"])
+    return "float32" if str(meta["input"].get("dtype")) == "float32" else "int8"
 
 
 def pixel_table(normalization: Optional[Mapping[str, Sequence[float]]], dtype: Any,
@@ -274,4 +287,5 @@ def match_outputs(
     return found
 
 
-__all__ = ["Model", "ModelError", "RUNTIMES", "cv2_table", "find_interpreter", "load_model", "read_sidecar", "sha256_of"]
+__all__ = ["Model", "ModelError", "RUNTIMES", "cv2_table", "find_interpreter", "load_model", "precision_of", "read_sidecar",
+           "sha256_of"]

@@ -74,6 +74,7 @@ def _copy_model(src_json: Path, dst: Path, change: Callable[[Dict[str, Any]], No
     meta = json.loads(Path(src_json).read_text())
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(src_json).parent / meta["model_file"], dst / meta["model_file"])
+    meta.pop("variants", None)  # the pair alone: the variants it pins stay behind (tests/agent/test_variants.py)
     change(meta)
     out = dst / Path(src_json).name
     out.write_text(json.dumps(meta))
@@ -99,7 +100,8 @@ def models_config(tmp_path_factory, detector_json, classifier_json) -> Path:
     d = tmp_path_factory.mktemp("cfg")
     p = d / "config.yaml"
     p.write_text(
-        "runtime:\n  camera: test-door\n  stats_interval_s: 0\n  state_dir: " + str(d) + "\n"
+        # int8 as named: the same scores on every host, and no second of timing per test (auto: test_variants.py)
+        "runtime:\n  camera: test-door\n  stats_interval_s: 0\n  precision: int8\n  state_dir: " + str(d) + "\n"
         f"detector:\n  model: {detector_json}\n"
         f"classifier:\n  model: {classifier_json}\n"
     )

@@ -76,7 +76,8 @@ class Reloader:
             new = run_config(self.args)
             old = self.cfg
             models_changed = (new.detector.model != old.detector.model or new.classifier.model != old.classifier.model
-                              or new.runtime.num_threads != old.runtime.num_threads)
+                              or new.runtime.num_threads != old.runtime.num_threads
+                              or new.runtime.precision != old.runtime.precision)
             detector, classifier = load_models(new) if models_changed else (None, None)
             publisher = make_publisher(new) if publisher_key(new) != publisher_key(old) else None
             if new.source != old.source:

@@ -8,6 +8,7 @@ from agent.config import find_config, load_config
 from agent.errors import EXIT_OK
 from agent.pipeline.source import classify_uri, import_picamera2, redact_uri
 from agent.tools.detect import Detector
+from agent.variants import variant_names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,8 +25,11 @@ def run(args: argparse.Namespace) -> int:
     where = path or "<defaults>"
     print(f"{where}: ok")
     print(f"  camera {cfg.runtime.camera!r}, source {redact_uri(cfg.source.uri)!r}, {cfg.runtime.num_threads} thread(s)")
-    for m in (run.detector.model, run.classifier.model):
+    for m, named in ((run.detector.model, cfg.detector.model), (run.classifier.model, cfg.classifier.model)):
         print(f"  {m.meta['kind']}: {m.name} {m.version} ({m.model_path}, runtime {m.runtime})")
+        variants = ", ".join(f"{p} {name}" for p, name in variant_names(named).items())
+        print(f"    runs {m.choice}\n    variants ({cfg.source_file or '<defaults>'}: runtime.precision"
+              f" {cfg.runtime.precision}): {variants}")
     print(f"  alerts: {', '.join(cfg.alerts.labels)} -> {'MQTT ' + cfg.mqtt.host if cfg.mqtt.enabled else 'stdout'}")
     return EXIT_OK
 
