@@ -63,7 +63,10 @@ def test_collect_label_finetune_evaluate(tmp_path, walkers_clip, detector_json, 
     for side in (detector_json, classifier_json):
         meta = json.loads(side.read_text())
         master = meta.get("provenance", {}).get("float_model")  # the classifier's float weights
-        for name in (side.name, meta["model_file"]) + ((master,) if master else ()):
+        # and the variants the sidecar pins (runtime.precision: auto refuses a pair copied without them)
+        variants = [v["sidecar"] for v in meta.get("variants", {}).values()]
+        variants += [json.loads((side.parent / v).read_text())["model_file"] for v in variants]
+        for name in (side.name, meta["model_file"], *variants) + ((master,) if master else ()):
             shutil.copy(side.parent / name, models / name)
     config = tmp_path / "config.yaml"
     config.write_text("runtime:\n  camera: site-test\n  stats_interval_s: 0\n"
