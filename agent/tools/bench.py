@@ -11,18 +11,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from agent.assemble import build_pipeline, load_models
-from agent.config import load_config, repo_root
+from agent.config import Config, load_config, repo_root
 from agent.errors import EXIT_OK, UsageError
 from agent.pipeline.loop import STAGES, anon_mb, cpu_summary, rss_mb
 from agent.pipeline.publish.stdout import StdoutPublisher
 from agent.pipeline.source import FrameSource, SourceConfig, open_source
 from agent.types import Frame
+from agent.variants import choose_model, variant_names
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -79,6 +80,32 @@ def bench_frames(source: Optional[str], count: int, max_pixels: int, size: Optio
     return [fit_frame(frame, size) if size else frame]
 
 
+def bench_precisions(cfg: Config) -> List[str]:
+    """The precisions both configured models can run (a bench row each): the named sidecars' own
+    and the variants both pin."""
+    det = variant_names(cfg.detector.model, "detector")
+    return [p for p in variant_names(cfg.classifier.model, "classifier") if p in det]
+
+
+def bench_run(cfg: Config, frames: Sequence[np.ndarray], count: int,
+              warmup: int) -> Tuple[Dict[str, Dict[str, float]], float, float, float, float]:
+    """One bench row: the pipeline of ``cfg`` on ``frames`` cycled ``count`` times after ``warmup``;
+    (stage timings, fps, RSS MB, anonymous MB, mean faces per frame)."""
+    sink = open(os.devnull, "w")
+    pipeline = build_pipeline(cfg, StdoutPublisher(stream=sink))
+    for i in range(warmup):
+        pipeline.process(Frame(frames[i % len(frames)], time.time(), i))
+    pipeline.timings = type(pipeline.timings)()
+    t0 = time.perf_counter()
+    faces = []
+    for i in range(count):
+        r = pipeline.process(Frame(frames[i % len(frames)], t0 + i / 15.0, i))
+        faces.append(len(r.faces))
+    wall = time.perf_counter() - t0
+    sink.close()
+    return pipeline.timings.summary(), count / wall, rss_mb(), anon_mb(), float(np.mean(faces))
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     size = parse_size(args.size) if args.size else None
@@ -99,43 +126,41 @@ def run(args: argparse.Namespace) -> int:
         keep = with_faces
     frames = bench_frames(args.source, args.distinct, cfg.source.max_pixels, size, keep)
     keep = detector = classifier = None  # these interpreters are not part of the RSS figure
+    precisions = args.precision or bench_precisions(cfg)
     rows = []
-    for threads in args.threads:
-        run_cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, num_threads=threads),
-                                      preview=dataclasses.replace(cfg.preview, enabled=False))
-        sink = open(os.devnull, "w")
-        pipeline = build_pipeline(run_cfg, StdoutPublisher(stream=sink))
-        for i in range(args.warmup):
-            pipeline.process(Frame(frames[i % len(frames)], time.time(), i))
-        pipeline.timings = type(pipeline.timings)()
-        t0 = time.perf_counter()
-        faces = []
-        for i in range(args.frames):
-            r = pipeline.process(Frame(frames[i % len(frames)], t0 + i / 15.0, i))
-            faces.append(len(r.faces))
-        wall = time.perf_counter() - t0
-        sink.close()
-        s = pipeline.timings.summary()
-        rows.append((threads, s, args.frames / wall, rss_mb(), anon_mb(), float(np.mean(faces))))
-        del pipeline  # free the interpreters before the next setting
+    for precision in precisions:
+        for threads in args.threads:
+            run_cfg = dataclasses.replace(
+                cfg, runtime=dataclasses.replace(cfg.runtime, num_threads=threads, precision=precision),
+                preview=dataclasses.replace(cfg.preview, enabled=False))
+            rows.append((precision, threads, *bench_run(run_cfg, frames, args.frames, args.warmup)))
     h, w = frames[0].shape[:2]
     held = sum(f.nbytes for f in frames) / 2**20
     print(f"maskwatch bench: {len(frames)} distinct frame(s) {w}x{h} ({held:.0f} MB held, inside RSS), "
           f"{args.frames} frames per run (+{args.warmup} warm-up)")
     cols = ["total", *STAGES]
-    print(f"{'threads':>7} {'faces':>5} " + " ".join(f"{c + ' med/p95 ms':>22}" for c in cols)
+    print(f"{'threads':>7} {'faces':>5} {'precision':>9} " + " ".join(f"{c + ' med/p95 ms':>22}" for c in cols)
           + f" {'fps':>7} {'RSS MB':>7} {'anon MB':>7}")
-    for threads, s, fps, rss, anon, nf in rows:
+    for precision, threads, s, fps, rss, anon, nf in rows:
         cells = " ".join(f"{s[c]['median']:>10.2f} /{s[c]['p95']:>9.2f}" if c in s else f"{'-':>22}" for c in cols)
-        print(f"{threads:>7} {nf:>5.1f} {cells} {fps:>7.1f} {rss:>7.1f} {anon:>7.1f}")
+        print(f"{threads:>7} {nf:>5.1f} {precision:>9} {cells} {fps:>7.1f} {rss:>7.1f} {anon:>7.1f}")
+    auto = {}
+    for threads in args.threads:  # what `runtime.precision: auto` keeps here, and the invoke times it went by
+        auto[threads] = {kind: choose_model(getattr(cfg, kind).model, kind, threads, "auto")
+                         for kind in ("detector", "classifier")}
+        print(f"runtime.precision auto, {threads} thread(s): "
+              + "; ".join(f"{kind} {c.describe()}" for kind, c in auto[threads].items()))
     print(f"(RSS counts the library code pages mapped too, as many as the page cache hands over; anon = the"
           f" process's own allocations; load average"
           f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     cpu = cpu_summary()
     print(f"CPU: {cpu['name']}; int8-relevant features: {' '.join(cpu['features']) or 'none found'}")
     if args.json:
-        print(json.dumps([{"threads": t, "ms": s, "fps": round(f, 1), "rss_mb": round(r, 1), "anon_mb": round(p, 1),
-                           "faces": n, "cpu": cpu} for t, s, f, r, p, n in rows]))
+        print(json.dumps([{"precision": pr, "threads": t, "ms": s, "fps": round(f, 1), "rss_mb": round(r, 1),
+                           "anon_mb": round(p, 1), "faces": n, "cpu": cpu,
+                           "auto": {k: {"runs": c.model.precision, "invoke_ms": c.timings_ms}
+                                    for k, c in auto[t].items()}}
+                          for pr, t, s, f, r, p, n in rows]))
     return EXIT_OK
 
 
@@ -150,7 +175,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--precision", nargs="+", choices=["int8", "float16"], metavar="P",
+                   help="model variants to time, int8 and/or float16 (default: each one both models have)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
 
 
-__all__ = ["add_arguments", "bench_frames", "fit_frame", "parse_size", "run"]
+__all__ = ["add_arguments", "bench_frames", "bench_precisions", "bench_run", "fit_frame", "parse_size", "run"]

@@ -15,11 +15,19 @@ def test_bench_prints_a_table(capsys, models_config):
     assert main(["bench", "--config", str(models_config), "--frames", "5", "--warmup", "1", "--threads", "1", "2",
                  "--json"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1].split()[:2] == ["threads", "faces"]
+    assert out[1].split()[:3] == ["threads", "faces", "precision"]
     rows = json.loads(out[-1])
-    assert [r["threads"] for r in rows] == [1, 2]
+    # a row per variant both shipped models pin and thread count: int8 and float16 both timed
+    assert [(r["precision"], r["threads"]) for r in rows] == [("int8", 1), ("int8", 2), ("float16", 1), ("float16", 2)]
+    assert [ln.split()[2] for ln in out[2:6]] == ["int8", "int8", "float16", "float16"]
     assert 1.0 <= rows[0]["faces"] <= 3.0  # the budget case: up to 3 faces in a 640x480 doorway
+    assert rows[2]["faces"] == rows[0]["faces"]  # float16 finds the same faces
     assert rows[0]["ms"]["total"]["median"] > 0 and rows[0]["rss_mb"] > 0
+    # and what auto keeps, per thread count, with both invoke times it went by
+    auto = [ln for ln in out if ln.startswith("runtime.precision auto, ")]
+    assert len(auto) == 2 and all(ln.count("median invoke int8 ") == 2 and ln.count(", float16 ") == 2 for ln in auto)
+    assert set(rows[0]["auto"]["detector"]["invoke_ms"]) == {"int8", "float16"}
+    assert rows[0]["auto"]["detector"]["runs"] in ("int8", "float16")
     # figures carry the CPU they were measured on (int8 speed depends on its instruction set)
     assert out[-2].startswith("CPU: ") and rows[0]["cpu"]["name"] in out[-2]
 
