@@ -240,10 +240,13 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
     from agent.pipeline.detect import FaceDetector
     from agent.pipeline.loop import set_image_threads
     from agent.tools.detect import face_json
+    from agent.variants import choose_model
 
     threads = cfg.runtime.num_threads
     set_image_threads(threads)
-    detector = FaceDetector(cfg.detector, threads)
+    # the detector runs as the agent would (runtime.precision); each --classifier file as named
+    detector = FaceDetector(cfg.detector, threads, model=choose_model(cfg.detector.model, "detector", threads,
+                                                                      cfg.runtime.precision).model)
     # the config's thresholds / batching apply to every model; only the sidecar changes
     classifiers = [MaskClassifier(dataclasses.replace(cfg.classifier, model=os.path.abspath(p)), threads)
                    for p in args.classifiers]
