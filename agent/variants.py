@@ -119,10 +119,11 @@ def choose_model(sidecar: Path | str, kind: str, num_threads: int = 1, precision
     named = precision_of(meta)
     if precision != "auto":
         if precision not in options:
+            build = f"build it (maskwatch-convert float16 --stem {path.stem}), " if precision == "float16" else ""
             raise ModelError(
                 f"{path}: `runtime.precision` is {precision}, but this {kind} has no {precision} variant"
-                f" (it has: {', '.join(options)})\n  fix: build it (maskwatch-convert {precision} --stem {path.stem}),"
-                " name its sidecar in the config, or set runtime.precision: auto"
+                f" (it has: {', '.join(options)})\n  fix: {build}name a {precision} model's sidecar in the config, or set"
+                " runtime.precision: auto"
             )
         model = (load(path, kind=kind, num_threads=num_threads) if precision == named
                  else load_pinned(path, meta, precision, kind, num_threads, load))
@@ -135,16 +136,18 @@ def choose_model(sidecar: Path | str, kind: str, num_threads: int = 1, precision
     fastest = min(ms, key=ms.__getitem__)
     keep_named = fastest != named and ms[fastest] > ms[named] * (1.0 - KEEP_NAMED_MARGIN)
     best = named if keep_named else fastest
-    why = f"{fastest} is less than {KEEP_NAMED_MARGIN:.0%} faster, the named one kept" if keep_named else "the fastest"
+    why = f"kept, {fastest} is less than {KEEP_NAMED_MARGIN:.0%} faster" if keep_named else "the fastest"
     w, h = models[best].input_size
-    reason = f"auto: {why} of {len(ms)} timed for {probe_s:g} s at {w}x{h}, {num_threads} thread(s)"
+    reason = f"auto ({len(ms)} timed for {probe_s:g} s at {w}x{h}, {num_threads} thread(s)): {why}"
     return _chosen(Choice(models[best], ms, reason))
 
 
 def _chosen(choice: Choice) -> Choice:
-    """Record the choice on the model (``check-config`` prints it) and log it."""
+    """Record the choice on the model (``check-config`` prints it) and log it: at info when variants
+    were timed (the host decided), else at debug (the config did; commands keep stderr quiet)."""
     choice.model.choice = choice.describe()
-    log.info("%s: %s", choice.model.meta.get("kind", "model"), choice.model.choice)
+    log.log(logging.INFO if choice.timings_ms else logging.DEBUG, "%s: %s", choice.model.meta.get("kind", "model"),
+            choice.model.choice)
     return choice
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -70,8 +71,20 @@ def test_auto_times_both_variants_and_the_slow_one_loses(detector_json, slow, ke
     assert set(choice.timings_ms) == {"int8", "float16"}
     assert choice.timings_ms[slow] >= 20.0 and choice.timings_ms[slow] > choice.timings_ms[kept]  # the 20 ms sleep
     text = choice.describe()
-    assert text.startswith(f"{kept} ({choice.model.model_path.name}): auto: the fastest of 2")
-    assert "320x256" in text and "int8" in text and "float16" in text  # the choice and both times, for the log
+    assert text.startswith(f"{kept} ({choice.model.model_path.name}): auto (2 timed for 0.05 s at 320x256, 1 thread(s)):"
+                           " the fastest; median invoke int8 ")  # the choice and both times, for the log
+    assert f"float16 {choice.timings_ms['float16']:.2f} ms" in text
+
+
+def test_the_auto_choice_is_logged_with_both_times(caplog, detector_json):
+    fp16_of(detector_json)
+    with caplog.at_level(logging.DEBUG, logger="maskwatch.model"):
+        choice = choose_model(detector_json, "detector", probe_s=PROBE_S)
+        choose_model(detector_json, "detector", precision="int8")  # the config decided: debug only
+    records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "maskwatch.model"]
+    assert records[0] == (logging.INFO, f"detector: {choice.describe()}")
+    assert "median invoke int8 " in records[0][1] and ", float16 " in records[0][1]
+    assert records[1][0] == logging.DEBUG and "runtime.precision: int8" in records[1][1]
 
 
 def test_auto_on_the_classifier_times_both_too(classifier_json):
@@ -132,7 +145,8 @@ def test_a_precision_the_model_lacks_names_the_key_and_the_fix(model_copy):
     with pytest.raises(ModelError) as e:
         choose_model(primary, "detector", precision="float16")
     msg = str(e.value)
-    assert str(primary) in msg and "`runtime.precision` is float16" in msg and "it has: int8" in msg and "fix:" in msg
+    assert str(primary) in msg and "`runtime.precision` is float16" in msg and "it has: int8" in msg
+    assert "fix: build it (maskwatch-convert float16 --stem face_detector_yunet)" in msg
 
 
 def config_for(tmp_path: Path, detector: Path, classifier: Path, precision: str) -> Path:

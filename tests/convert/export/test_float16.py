@@ -125,3 +125,14 @@ def test_a_missing_float_master_names_the_file_and_key_and_writes_nothing(int8_d
 def test_an_unknown_stem_names_the_sidecar(tmp_path):
     with pytest.raises(ConvertError, match="nope.json: model sidecar not found"):
         build(tmp_path, "nope")
+
+
+def test_yunet_builds_the_float16_variant_when_asked():
+    """`maskwatch-convert yunet --float16`: the int8 rebuild drops the old pin, the flag builds the new one."""
+    import argparse
+
+    from convert.export.yunet_detector import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args(["--float16"]).float16 and not p.parse_args([]).float16
