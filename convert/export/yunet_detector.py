@@ -114,14 +114,13 @@ def failure_gallery(results: Sequence[Any], scenes: Sequence[Any], load: Callabl
         found = {int(j) for j in r.matched[r.scores >= threshold] if j >= 0}
         for j, (box, label) in enumerate(zip(s.boxes, s.labels)):
             if j not in found and box[3] - box[1] >= min_height:
-                misses.append((float(box[3] - box[1]), s, box, f"missed {label}", label_color(label)))
+                misses.append((float(box[3] - box[1]), s, r, box, f"missed {label}", label_color(label)))
         for k in np.flatnonzero((r.scores >= threshold) & (r.matched < 0)):
-            false.append((float(r.scores[k]), s, r.boxes[k], f"false {r.scores[k]:.2f}", (60, 60, 200)))
+            false.append((float(r.scores[k]), s, r, r.boxes[k], f"false {r.scores[k]:.2f}", (60, 60, 200)))
     picked = sorted(misses, key=lambda t: -t[0])[:n] + sorted(false, key=lambda t: -t[0])[:n]
     tiles, captions, colors = [], [], []
-    for _, scene, box, caption, color in picked:
+    for _, scene, res, box, caption, color in picked:
         img = load(scene).copy()
-        res = next(r for r, sc in zip(results, scenes) if sc is scene)
         for b in res.boxes[res.scores >= threshold]:
             cv2.rectangle(img, tuple(int(v) for v in b[:2]), tuple(int(v) for v in b[2:]), (60, 60, 200), 2)
         for b in scene.boxes:

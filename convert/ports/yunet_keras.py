@@ -161,15 +161,18 @@ def keras_outputs(model: Any, bgr_input: np.ndarray) -> Dict[str, np.ndarray]:
     return {n: np.asarray(o)[0] for n, o in zip(OUTPUTS, outs)}
 
 
-def opencv_faces(onnx_path: Path, bgr_input: np.ndarray, score: float = 0.5, nms: float = 0.45) -> np.ndarray:
-    """``cv2.FaceDetectorYN`` on an input already at the model size: (N, 15) rows of x, y, w, h,
-    five keypoints, score."""
+def opencv_detector(onnx_path: Path, width: int, height: int, score: float = 0.5, nms: float = 0.45) -> Any:
+    """``cv2.FaceDetectorYN`` running the ONNX file on inputs of ``width`` x ``height``."""
     from agent.logs import quiet_opencv  # noqa: PLC0415 - opencv 5's dnn warns at every create
 
     quiet_opencv()
-    h, w = bgr_input.shape[:2]
-    det = cv2.FaceDetectorYN.create(str(onnx_path), "", (w, h), score, nms, 5000)
-    _, faces = det.detect(np.ascontiguousarray(bgr_input))
+    return cv2.FaceDetectorYN.create(str(onnx_path), "", (width, height), score, nms, 5000)
+
+
+def opencv_faces(detector: Any, bgr_input: np.ndarray) -> np.ndarray:
+    """An :func:`opencv_detector` on an input at its size: (N, 15) rows of x, y, w, h, five
+    keypoints, score."""
+    _, faces = detector.detect(np.ascontiguousarray(bgr_input))
     return np.zeros((0, 15), np.float32) if faces is None else np.asarray(faces, np.float32)
 
 
@@ -185,12 +188,13 @@ def parity_vs_opencv(model: Any, onnx_path: Path, images: Sequence[np.ndarray], 
 
     h, w = (int(d) for d in model.inputs[0].shape[1:3])
     decoder = yunet_family.Decoder(decoding_fields(), (w, h))
+    reference = opencv_detector(onnx_path, w, h, score, nms)  # one for every image: they share the size
     worst = {"box_px": 0.0, "keypoint_px": 0.0, "score": 0.0}
     n_ref = n_ours = n_pairs = 0
     for img in images:
         x, _ = letterbox(img, w, h)
         boxes, scores, kps = decoder.decode(lambda _n, v: np.asarray(v, np.float32), keras_outputs(model, x), score, nms)
-        ref = opencv_faces(onnx_path, x, score, nms)
+        ref = opencv_faces(reference, x)
         ref_boxes = np.concatenate([ref[:, :2], ref[:, :2] + ref[:, 2:4]], axis=1)
         pairs = greedy_match(iou_matrix(boxes, ref_boxes), 0.5)
         n_ref, n_ours, n_pairs = n_ref + len(ref), n_ours + len(boxes), n_pairs + len(pairs)
@@ -236,4 +240,4 @@ def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, mi
 
 
 __all__ = ("DEFAULT_ONNX", "OUTPUTS", "STRIDES", "build_keras", "decoding_fields", "keras_outputs", "sidecar_template",
-           "opencv_faces", "parity_vs_opencv", "read_onnx")
+           "opencv_detector", "opencv_faces", "parity_vs_opencv", "read_onnx")

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent.pipeline.detectors.yunet import grid
+from agent.pipeline.detectors.yunet import decode_boxes, grid
 from convert.data import detector as dd
 from convert.errors import ConvertError, run_command
 from convert.tf import tensorflow, tf_threads
@@ -56,16 +56,8 @@ class TrainConfig:
     kps_weight: float = 0.1
 
 
-def decode_boxes(raw: np.ndarray, cells: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """(..., N, 4) raw box outputs -> x1y1x2y2 input pixels (the agent decoder's formula)."""
-    s = steps[:, None]
-    centre = (cells + raw[..., :2]) * s
-    size = np.exp(np.minimum(raw[..., 2:], 20.0)) * s
-    return np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
-
-
 def encode_boxes(boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`decode_boxes` for (N, 4) boxes at their cells."""
+    """Inverse of the agent's :func:`decode_boxes` for (N, 4) boxes at their cells."""
     s = steps[:, None]
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     size = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-3)
@@ -300,4 +292,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_command("maskwatch-convert train-yunet", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
-__all__ = ("TrainConfig", "assign", "decode_boxes", "encode_boxes", "main", "run", "targets", "train")
+__all__ = ("TrainConfig", "assign", "encode_boxes", "main", "run", "targets", "train")

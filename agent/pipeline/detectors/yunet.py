@@ -34,6 +34,15 @@ def grid(width: int, height: int, strides: List[int]) -> Tuple[np.ndarray, np.nd
     return np.concatenate(cells).astype(np.float64), np.concatenate(steps).astype(np.float64)
 
 
+def decode_boxes(codes: np.ndarray, cells: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """(..., N, 4) box outputs (dx, dy, dw, dh in cells) at (N, 2) cells of (N,) strides -> x1y1x2y2
+    input pixels; also what fine-tuning decodes its teacher's boxes with."""
+    s = steps[:, None]
+    centre = (cells + codes[..., :2]) * s
+    size = np.exp(np.minimum(codes[..., 2:], 20.0)) * s  # a bound far above any face, below overflow
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
+
+
 class Decoder:
     """The ``yunet`` family; raises KeyError / ValueError on a bad ``decoding``."""
 
@@ -61,10 +70,7 @@ class Decoder:
             return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, k, 2))
         # Only the cells above the threshold are dequantized and decoded: a few of ~1700.
         cell, step = self.cells[keep], self.steps[keep, None]
-        reg = read("boxes", raw["boxes"].reshape(-1, 4)[keep]).astype(np.float64)
-        centre = (cell + reg[:, :2]) * step
-        size = np.exp(np.minimum(reg[:, 2:], 20.0)) * step  # a bound far above any face, below overflow
-        boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+        boxes = decode_boxes(read("boxes", raw["boxes"].reshape(-1, 4)[keep]).astype(np.float64), cell, self.steps[keep])
         pts = read("keypoints", raw["keypoints"].reshape(-1, 2 * k)[keep]).astype(np.float64).reshape(-1, k, 2)
         kps = (cell[:, None, :] + pts) * step[:, :, None]
         scores = score[keep].astype(np.float64)
@@ -83,4 +89,4 @@ def check_input_size(width: int, height: int, strides: List[int]) -> None:
                          f" (e.g. {int(math.ceil(width / m) * m)}x{int(math.ceil(height / m) * m)})")
 
 
-__all__ = ("Decoder", "KEYPOINT_NAMES", "check_input_size", "grid")
+__all__ = ("Decoder", "KEYPOINT_NAMES", "check_input_size", "decode_boxes", "grid")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.pipeline.detectors.yunet import grid
+from agent.pipeline.detectors.yunet import decode_boxes, grid
 from convert.data import detector as dd
 from convert.train import yunet as ty
 
@@ -19,7 +19,7 @@ SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
 def test_encode_inverts_decode():
     rng = np.random.default_rng(0)
     raw = rng.normal(0, 1, (len(CELLS), 4))
-    boxes = ty.decode_boxes(raw, CELLS, STEPS)
+    boxes = decode_boxes(raw, CELLS, STEPS)
     np.testing.assert_allclose(ty.encode_boxes(boxes, CELLS, STEPS), raw, atol=1e-9)
 
 
@@ -59,7 +59,7 @@ def test_targets_raise_positives_and_keep_the_teacher_elsewhere():
     t = ty.targets([t_scores, t_boxes, np.zeros((1, len(CELLS), 10))], [ex], CELLS, STEPS, ty.TrainConfig())
     assert t["pos"][0, c] == 1 and t["pos"].sum() >= 1
     assert (t["score_t"][0, c] == 1).all() and np.allclose(t["score_t"][0, t["pos"][0] == 0], 0.1)
-    np.testing.assert_allclose(ty.decode_boxes(t["box_t"][0, c:c + 1], CELLS[c:c + 1], STEPS[c:c + 1]), gt, atol=1e-4)
+    np.testing.assert_allclose(decode_boxes(t["box_t"][0, c:c + 1], CELLS[c:c + 1], STEPS[c:c + 1]), gt, atol=1e-4)
 
 
 @pytest.mark.tf
@@ -90,7 +90,7 @@ def test_giou_of_codes_is_the_giou_of_the_decoded_boxes():
                   tf.constant(STEPS[:, None], tf.float32)).numpy()[0]
     from convert.export.parity import iou_matrix
 
-    ba, bb = ty.decode_boxes(a[0], CELLS, STEPS), ty.decode_boxes(b[0], CELLS, STEPS)
+    ba, bb = decode_boxes(a[0], CELLS, STEPS), decode_boxes(b[0], CELLS, STEPS)
     for i in (0, 500, len(CELLS) - 1):
         iou = iou_matrix(ba[i:i + 1], bb[i:i + 1])[0, 0]
         hull = np.prod(np.maximum(ba[i, 2:], bb[i, 2:]) - np.minimum(ba[i, :2], bb[i, :2]))
