@@ -372,7 +372,7 @@ def build_crops(
                 for _ in range(cfg.scene_copies[f.label]):
                     box = jitter_box(f.box, rng, cfg.jitter_centre, cfg.jitter_size)
                     out.add(img, box, f.label, "scenes", name, rng.uniform(-cfg.max_roll_deg, cfg.max_roll_deg), fh)
-            else:
+            elif agent_detector is None:  # with a detector, val faces are cut as it frames them (below)
                 out.add(img, f.box, f.label, "scenes", name, face_h=fh)
             if rng.random() < cfg.partial_per_face:
                 b = partial_face_box(f.box, [g.box for g in fs], rng, cfg.scale)
@@ -383,12 +383,19 @@ def build_crops(
     log(f"scenes-ilc2021: {len(images)} images, {len(train.y)} train / {len(val.y)} val crops ({time.time() - t0:.0f} s)")
     if agent_detector is not None:
         info["agent_detector"] = {"model": agent_detector.name, **detector_crops(root, cfg, agent_detector, train, log=log)}
+        info["agent_detector"]["val"] = detector_crops(root, cfg, agent_detector, val, scales=(1.0,), log=log,
+                                                       split="val", min_iou=0.5)
 
     if face_detector is not None:
-        finder = FaceFinder(face_detector)
-        n_fit = 600 if cfg.limit is None else 120  # tiny runs: a rougher fit, faster
-        info["face_detector"] = {"model": face_detector.name, **finder.fit_adjust(root, [f for f in faces if f.split == "train"], n=n_fit, seed=cfg.seed)}
-        log(f"face detector box convention fitted: {info['face_detector']}")
+        # the agent's detector re-frames the faces/ sets when given (its box convention is the agent's)
+        det = agent_face_detector(agent_detector) if agent_detector is not None else None
+        if det is None:
+            finder = FaceFinder(face_detector)
+            n_fit = 600 if cfg.limit is None else 120  # tiny runs: a rougher fit, faster
+            info["face_detector"] = {"model": face_detector.name, **finder.fit_adjust(root, [f for f in faces if f.split == "train"], n=n_fit, seed=cfg.seed)}
+            log(f"face detector box convention fitted: {info['face_detector']}")
+        else:
+            info["face_detector"] = {"model": agent_detector.name, "keypoints": "levelled by its eyes, as at run time"}
         skipped: Dict[str, int] = {}
         for folder, label in FACE_FOLDERS.items():
             files = sorted((root / "faces" / folder).glob("*.jpg"))
@@ -399,6 +406,13 @@ def build_crops(
             miss = 0
             for p in files:
                 img = cv2.imread(str(p))
+                if img is not None and det is not None:
+                    found = face_image_detection(det, img)
+                    if found is None:
+                        miss += 1
+                        continue
+                    train.add(img, found[0], label, folder, f"{folder}/{p.name}", face_h=found[0][3] - found[0][1], keypoints=found[1])
+                    continue
                 got = finder.detect(img) if img is not None else None
                 if got is None:
                     miss += 1
@@ -419,24 +433,23 @@ def build_crops(
 
 
 def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder", scales: Sequence[float] = (1.0, 0.6),
-                   log=print) -> Dict[str, object]:
+                   log=print, split: str = "train", min_iou: float = 0.4) -> Dict[str, object]:
     """Add train faces framed by the agent's own detector (``detector`` sidecar) and cut exactly as
     the agent cuts them at run time: its box, its eye keypoints levelling the crop.
 
     Annotator boxes with random jitter only imitate a detector; these crops carry its real box
     offsets and keypoint-driven roll. Each train image is also run at smaller ``scales`` (faces
     farther from the door, coarser boxes). A detection takes the label of the annotated face it
-    overlaps at IoU >= 0.4. Detections that overlap no annotated face are counted, never used as
+    overlaps at IoU >= ``min_iou``. Detections that overlap no annotated face are counted, never used as
     ``not_face``: looked at, most of them are real faces the annotators left unboxed (people in
     the background), and teaching the classifier to drop real faces would hide unmasked people.
-    Returns counts by kind and the scales.
+    ``split`` "val" (scale 1.0, ``min_iou`` 0.5: the pipeline's matching rule) gives the faces the
+    classifier is scored on, as the shipped detector frames them. Returns counts by kind and the scales.
     """
-    from agent.pipeline.detect import DetectorConfig, FaceDetector  # noqa: PLC0415 (a model load; only when asked)
-
-    det = FaceDetector(DetectorConfig(model=str(detector), min_face_px=8.0))
+    det = agent_face_detector(detector)
     by_image: Dict[str, List[SceneFace]] = {}
     for f in read_scene_faces(root):
-        if f.split == "train":
+        if f.split == split:
             by_image.setdefault(f.image, []).append(f)
     images = sorted(by_image)[: cfg.limit] if cfg.limit is not None else sorted(by_image)
     counts: Dict[str, int] = {"matched": 0, "loose": 0, "unannotated": 0, "missed": 0}
@@ -452,7 +465,7 @@ def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder",
             for d in det.detect(img):
                 ious = [iou(d.box, fb) for fb, _ in faces]
                 k = int(np.argmax(ious))
-                if ious[k] >= 0.4:
+                if ious[k] >= min_iou and k not in found:
                     found.add(k)
                     out.add(img, d.box, faces[k][1], "detector", name, face_h=d.box[3] - d.box[1], keypoints=d.keypoints)
                     counts["matched"] += 1
@@ -461,34 +474,83 @@ def detector_crops(root: Path, cfg: DataConfig, detector: Path, out: "_Builder",
                 else:
                     counts["loose"] += 1  # a loose box on a real face: its label would not be honest
             counts["missed"] += len(faces) - len(found)
-    log(f"detector crops ({detector.name}, scales {list(scales)}): {counts} from {len(images)} train images ({time.time() - t0:.0f} s)")
+    log(f"detector crops ({detector.name}, scales {list(scales)}): {counts} from {len(images)} {split} images ({time.time() - t0:.0f} s)")
     return {**counts, "scales": [float(v) for v in scales]}
+
+
+def face_image_detection(det, img: np.ndarray) -> Optional[Tuple[Box, np.ndarray]]:
+    """(box, keypoints) of the best-scored face the agent's detector ``det`` finds in a face-crop
+    image (a faces/ set image), padded by a quarter of its height of black on each side as a
+    letterboxed frame would be, so a face filling the image is still seen whole; None if none."""
+    pad = img.shape[0] // 4
+    faces = det.detect(cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)))
+    if not faces or faces[0].keypoints is None:
+        return None
+    return tuple(float(v) - pad for v in faces[0].box), faces[0].keypoints.astype(np.float64) - pad  # type: ignore[return-value]
+
+
+def agent_face_detector(sidecar: Path):
+    """The agent's own face detector from its sidecar, keeping faces down to 8 px (what crops are cut from)."""
+    from agent.pipeline.detect import DetectorConfig, FaceDetector  # noqa: PLC0415 (a model load; only when asked)
+
+    return FaceDetector(DetectorConfig(model=str(sidecar), min_face_px=8.0))
 
 
 # ---------------------------------------------------------------- synthetic masks
 
 
-def build_synthetic(
-    root: Path, cfg: DataConfig, face_detector: Path, n_faces: int = 3000, log=print
-) -> Tuple[CropSet, Dict[str, object]]:
-    """Masks pasted on unmasked train faces: half placed correctly (``mask``), half lowered (``incorrect_mask``).
+PLACEMENTS: Tuple[Tuple[str, str], ...] = (("correct", "mask"), ("under_nose", "incorrect_mask"), ("chin", "incorrect_mask"))
 
-    Each template is used equally often for both placements, so a template cannot stand for a
+
+def build_synthetic(
+    root: Path, cfg: DataConfig, face_detector: Path, n_faces: int = 3000, log=print,
+    agent_detector: Optional[Path] = None,
+) -> Tuple[CropSet, Dict[str, object]]:
+    """Masks pasted on unmasked train faces: over nose and mouth (``mask``), just under the nose and
+    on the chin (``incorrect_mask``), the three placements in equal numbers.
+
+    Each template is used equally often for every placement, so a template cannot stand for a
     class. Faces: scenes-ilc2021 ``train`` no_mask faces (>= 40 px), then faces/vggface2/no_mask
     and faces/web/no_mask; never a ``val`` image. Sources are tagged ``synthetic/<label>``.
+
+    With ``agent_detector`` (the shipped detector's sidecar) the masks are placed from *its*
+    keypoints (YuNet: eyes, nose tip, mouth corners), and the masked image goes through the detector
+    again: the crop is cut from the box and keypoints it finds on the masked face, as the agent would
+    cut it (a masked face it no longer finds is skipped and counted). Without it, MediaPipe BlazeFace
+    short range places the masks and the crop is cut from its box with a random roll.
     """
     rng = np.random.default_rng(cfg.seed + 1000)
     spec = cfg.crop_spec()
     templates = load_mask_templates(root)
-    finder = FaceFinder(face_detector)
-    adjust = finder.fit_adjust(root, [f for f in read_scene_faces(root) if f.split == "train"], n=600 if cfg.limit is None else 120, seed=cfg.seed)
+    det = agent_face_detector(agent_detector) if agent_detector is not None else None
+    finder = FaceFinder(face_detector) if det is None else None
+    adjust = None if finder is None else finder.fit_adjust(
+        root, [f for f in read_scene_faces(root) if f.split == "train"], n=600 if cfg.limit is None else 120, seed=cfg.seed)
     out = _Builder(spec)
     tmpl_used: List[str] = []
+    lost: Dict[str, int] = {p: 0 for p, _ in PLACEMENTS}
+
+    def find(img: np.ndarray, near: Optional[Box] = None) -> Optional[Tuple[Box, np.ndarray]]:
+        """(box, keypoints) of the face: the detection best overlapping ``near`` (IoU >= 0.4), or
+        the best-scored one of a face-crop image (padded as a letterboxed frame would be)."""
+        if det is None:
+            return None
+        if near is None:
+            return face_image_detection(det, img)
+        faces = sorted((f for f in det.detect(img) if iou(f.box, near) >= 0.4), key=lambda f: -iou(f.box, near))
+        if not faces or faces[0].keypoints is None:
+            return None
+        return faces[0].box, faces[0].keypoints.astype(np.float64)
 
     def candidates() -> Iterator[Tuple[str, np.ndarray, Box, np.ndarray]]:
         faces = [f for f in read_scene_faces(root) if f.split == "train" and f.label == "no_mask" and min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= 40]
         for f in faces[: cfg.limit] if cfg.limit else faces:
             img = cv2.imread(str(root / "scenes-ilc2021" / "images" / f.image))
+            if det is not None:
+                got = find(img, f.box)
+                if got is not None:
+                    yield f.image, img, got[0], got[1]
+                continue
             x1, y1, x2, y2 = f.box
             s = 1.8 * max(x2 - x1, y2 - y1)
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -504,7 +566,14 @@ def build_synthetic(
             for k in rng.permutation(len(files))[: cfg.limit] if cfg.limit else rng.permutation(len(files)):
                 p = files[int(k)]
                 img = cv2.imread(str(p))
-                got = finder.detect_keypoints(img) if img is not None else None
+                if img is None:
+                    continue
+                if det is not None:
+                    got2 = find(img)
+                    if got2 is not None:
+                        yield f"{folder}/{p.name}", img, got2[0], got2[1]
+                    continue
+                got = finder.detect_keypoints(img)
                 if got is not None:
                     yield f"{folder}/{p.name}", img, got[0], got[2]
 
@@ -514,21 +583,32 @@ def build_synthetic(
             break
         if not is_frontal(kps):
             continue
-        t = templates[(k // 2) % len(templates)]
-        correct = k % 2 == 0
-        placement = "correct" if correct else ("under_nose" if rng.random() < 0.7 else "chin")
-        label = "mask" if correct else "incorrect_mask"
+        t = templates[(k // len(PLACEMENTS)) % len(templates)]
+        placement, label = PLACEMENTS[k % len(PLACEMENTS)]
         syn = paste_mask(img, kps, t, placement, rng)
-        jb = jitter_box(box, rng, cfg.jitter_centre, cfg.jitter_size)
-        out.add(syn, jb, label, f"synthetic/{label}", name, rng.uniform(-cfg.max_roll_deg, cfg.max_roll_deg), box[3] - box[1])
-        tmpl_used.append(f"{t.name}:{placement}")
         k += 1
+        if det is not None:
+            # as the agent sees it: the masked face found again, cut from that box and its keypoints
+            got = find(syn, box) if not name.startswith(("vggface2/", "web/")) else find(syn)
+            if got is None:
+                lost[placement] += 1
+                continue
+            out.add(syn, got[0], label, f"synthetic/{label}", name, face_h=got[0][3] - got[0][1], keypoints=got[1])
+        else:
+            jb = jitter_box(box, rng, cfg.jitter_centre, cfg.jitter_size)
+            out.add(syn, jb, label, f"synthetic/{label}", name, rng.uniform(-cfg.max_roll_deg, cfg.max_roll_deg), box[3] - box[1])
+        tmpl_used.append(f"{t.name}:{placement}")
     crops = out.done()
-    info = {
-        "n": len(crops), "templates": sorted(set(tmpl_used)),
-        "counts": {lab: int((crops.y == i).sum()) for i, lab in enumerate(LABELS)}, "face_detector": adjust,
+    info: Dict[str, object] = {
+        "n": len(crops), "faces": n_faces, "templates": sorted(set(tmpl_used)),
+        "counts": {lab: int((crops.y == i).sum()) for i, lab in enumerate(LABELS)},
+        "placements": {p: sum(1 for u in tmpl_used if u.endswith(":" + p)) for p, _ in PLACEMENTS},
     }
-    log(f"synthetic: {info['counts']}")
+    if det is not None:
+        info["agent_detector"] = {"model": agent_detector.name, "not_found_after_pasting": lost}
+    else:
+        info["face_detector"] = adjust
+    log(f"synthetic: {info['counts']} by placement {info['placements']}" + (f", lost {lost}" if det is not None else ""))
     return crops, info
 
 
@@ -576,10 +656,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="classifier_data", description=__doc__.splitlines()[0])
     add_arguments(p)
     p.add_argument("--out", type=Path, default=DEFAULT_CROPS)
-    p.add_argument("--synthetic", type=int, default=0, help="also paste masks on N unmasked train faces (half correct, half lowered)")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="also paste masks on N unmasked train faces (a third each: over nose and mouth, under the nose, on the chin;"
+                        " placed from --agent-detector's keypoints when given)")
     p.add_argument("--synthetic-only", action="store_true", help="only (re)make the synthetic crops")
     a = p.parse_args(argv)
-    if not a.no_faces and not a.face_detector.is_file():
+    # with --agent-detector the faces/ sets and synthetic masks use it, not BlazeFace short range
+    if not a.no_faces and a.agent_detector is None and not a.face_detector.is_file():
         print(f"error: {a.face_detector}: face detector not found; pass --face-detector PATH or --no-faces", file=sys.stderr)
         return 2
     if a.agent_detector is not None and not a.agent_detector.is_file():
@@ -593,7 +676,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             save_crops(a.out, tr, va, info)
             print(f"wrote {a.out}: train {info['train_counts']}, val {info['val_counts']}")
         if a.synthetic:
-            syn, sinfo = build_synthetic(a.data_root, config_from_args(a), a.face_detector, a.synthetic)
+            syn, sinfo = build_synthetic(a.data_root, config_from_args(a), a.face_detector, a.synthetic,
+                                         agent_detector=a.agent_detector)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

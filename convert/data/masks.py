@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -41,13 +41,28 @@ def load_mask_templates(root: Path, names: Sequence[str] = FRONTAL_TEMPLATES) ->
     return out
 
 
+def face_points(kps: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """(right eye, left eye, nose tip, mouth centre, right-to-left ear vector or None) from a detector's keypoints.
+
+    BlazeFace gives 6 (eyes, nose tip, mouth centre, ears); YuNet gives 5 (eyes, nose tip, the two
+    mouth corners: their midpoint is the mouth centre, and without ears the width is unknown).
+    """
+    k = np.asarray(kps, float)
+    if len(k) == 5:
+        return k[0], k[1], k[2], (k[3] + k[4]) / 2, None
+    if len(k) >= 6:
+        return k[0], k[1], k[2], k[3], k[5] - k[4]
+    raise ValueError(f"need 5 (YuNet) or 6 (BlazeFace) keypoints, not {len(k)}")
+
+
 def mask_points(kps: np.ndarray, placement: str, rng: np.random.Generator) -> np.ndarray:
-    """Where a template's anchors a..f go on a face, from BlazeFace keypoints (6, 2).
+    """Where a template's anchors a..f go on a face, from a detector's keypoints (YuNet's 5 or
+    BlazeFace's 6, see :func:`face_points`).
 
     ``placement``: "correct" (nose bridge to under the chin), "under_nose" (top edge lowered
     below the nose tip: the commonest real incorrect_mask), or "chin" (mask pulled onto the chin).
     """
-    re, le, nose, mouth, rear, lear = (np.asarray(k, float) for k in kps[:6])
+    re, le, nose, mouth, ears = face_points(kps)
     eye_mid = (re + le) / 2
     v = mouth - eye_mid
     d = max(float(np.hypot(*v)), 1.0)
@@ -56,7 +71,9 @@ def mask_points(kps: np.ndarray, placement: str, rng: np.random.Generator) -> np
     if np.dot(hu, le - re) < 0:
         hu = -hu
     iod = float(np.hypot(*(le - re)))
-    half_w = float(np.clip(abs(np.dot(lear - rear, hu)) / 2 * 0.95, 0.8 * iod, 1.6 * iod))
+    # without ears (YuNet) a frontal face is about 2.6 eye distances wide at the cheeks
+    span_w = 2.6 * iod if ears is None else abs(float(np.dot(ears, hu)))
+    half_w = float(np.clip(span_w / 2 * 0.95, 0.8 * iod, 1.6 * iod))
     j = lambda s: rng.uniform(-s, s) * d  # noqa: E731 (placement jitter)
     chin = mouth + (0.8 + rng.uniform(-0.05, 0.1)) * d * vu
     if placement == "correct":
@@ -108,4 +125,4 @@ def paste_mask(bgr: np.ndarray, kps: np.ndarray, template: MaskTemplate, placeme
     return out.astype(np.uint8)
 
 
-__all__ = ["FRONTAL_TEMPLATES", "MaskTemplate", "is_frontal", "load_mask_templates", "mask_points", "paste_mask"]
+__all__ = ["FRONTAL_TEMPLATES", "MaskTemplate", "face_points", "is_frontal", "load_mask_templates", "mask_points", "paste_mask"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from agent.tools.scoring import wilson
 from agent.model import cv2_table, pixel_table
-from agent.pipeline.classify import softmax
+from agent.pipeline.classify import pick_label, softmax
 from convert.data import classifier as cd
 from convert.evaluate.card import update_card
 from convert.tf import tensorflow
@@ -150,10 +150,51 @@ def label_metrics(prob: np.ndarray, y: np.ndarray) -> Dict[str, object]:
     }
 
 
+# the labels config.yaml's alert.labels raises an alert for, and the `mask` thresholds the card's curve steps through
+ALERT_LABELS: Tuple[str, ...] = ("incorrect_mask", "no_mask")
+MASK_THRESHOLDS: Tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+# the most masked faces an alerting threshold may alert on the tuning fold (the pipeline target is 2 %)
+MASK_ALERT_BUDGET = 0.01
+
+
+def alert_curve(prob: np.ndarray, y: np.ndarray, grid: Sequence[float] = MASK_THRESHOLDS) -> List[Dict[str, object]]:
+    """What ``classifier.thresholds: {mask: T}`` does to the alert decision, per T of ``grid``: the
+    share of ``incorrect_mask`` faces alerted (decided ``incorrect_mask`` or ``no_mask``, the alert
+    labels), of ``no_mask`` faces alerted and of ``mask`` faces falsely alerted, with counts and 95 %
+    Wilson intervals. Labels are picked by the agent's own rule (:func:`agent.pipeline.classify.pick_label`);
+    ``not_face`` crops are left out, faces decided ``not_face`` count as not alerted."""
+    labels = list(cd.LABELS)
+    alert = [labels.index(lab) for lab in ALERT_LABELS]
+    rows = []
+    for t in grid:
+        pred = np.array([pick_label(p, labels, {"mask": float(t)} if t else {}) for p in prob], np.int64)
+        row: Dict[str, object] = {"mask_threshold": float(t)}
+        for key, lab in (("incorrect_alerted", "incorrect_mask"), ("no_mask_alerted", "no_mask"), ("mask_alerted", "mask")):
+            m = y == labels.index(lab)
+            k, n = int(np.isin(pred[m], alert).sum()), int(m.sum())
+            row[key] = {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": wilson(k, n)}
+        rows.append(row)
+    return rows
+
+
+def choose_mask_threshold(curve: Sequence[Dict[str, object]], budget: float = MASK_ALERT_BUDGET) -> float:
+    """The ``mask`` threshold of ``curve`` (from the tuning fold, never val) that alerts on the most
+    ``incorrect_mask`` faces while alerting on at most ``budget`` of the masked ones (0 when none does)."""
+    ok = [r for r in curve if r["mask_alerted"]["rate"] <= budget]  # type: ignore[index]
+    if not ok:
+        return 0.0
+    best = max(ok, key=lambda r: (r["incorrect_alerted"]["rate"], r["no_mask_alerted"]["rate"], -r["mask_threshold"]))  # type: ignore[index]
+    return float(best["mask_threshold"])  # type: ignore[arg-type]
+
+
 def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
-                   normalization: Mapping[str, Sequence[float]], model=None) -> Dict[str, object]:
+                   normalization: Mapping[str, Sequence[float]], model=None,
+                   tune_set: Optional[cd.CropSet] = None) -> Dict[str, object]:
     """Every figure of the card for one int8 model on the val crops (float model optional, for
-    agreement); pixels become tensors through ``normalization``, the sidecar's ``input.normalization``."""
+    agreement); pixels become tensors through ``normalization``, the sidecar's ``input.normalization``.
+
+    ``tune_set``: held-out train crops (the trainer's ``--tune-fold``); the alert threshold is chosen
+    on its detector-framed faces (:func:`choose_mask_threshold`) and the alert curve shown for both."""
     mean = np.asarray(normalization["mean"], np.float32)
     std = np.asarray(normalization["std"], np.float32)
     xv = (val_set.x.astype(np.float32) - mean) / std
@@ -164,6 +205,13 @@ def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
     y = val_set.y
     faces = y < 3
     out: Dict[str, object] = {"val_crops": int(len(y)), **label_metrics(prob, y)}
+    out["alert_curve_val"] = alert_curve(prob, y)
+    if tune_set is not None and len(tune_set):
+        framed = tune_set.source == "detector"
+        tp = softmax(clf.logits_uint8(tune_set.x[framed], normalization), temperature)
+        out["alert_curve_tune"] = alert_curve(tp, tune_set.y[framed])
+        out["thresholds"] = {"mask": choose_mask_threshold(out["alert_curve_tune"])}
+        out["tune_crops"] = int(framed.sum())
     out.update({
         "temperature": float(temperature),
         "reliability": reliability(prob, y),
@@ -192,11 +240,13 @@ def rounded(v: float, nd: int = 4) -> Optional[float]:
     return None if v is None or not math.isfinite(v) else round(float(v), nd)
 
 
-def sidecar_metrics(m: Dict[str, object]) -> Dict[str, object]:
-    """The compact subset of ``evaluate_bytes`` that goes into the sidecar's ``metrics``."""
+def sidecar_metrics(m: Dict[str, object], info: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """The compact subset of ``evaluate_bytes`` that goes into the sidecar's ``metrics`` (``info``: the crops' build info)."""
     pc = m["per_class"]
     return {
-        "dataset": "scenes-ilc2021 val split: annotated face boxes cut with the sidecar crop (no jitter), plus not_face boxes",
+        "dataset": ("scenes-ilc2021 val split: faces as the shipped detector frames them (IoU >= 0.5 with an annotated face), "
+                    "cut with the sidecar crop and its keypoints, plus not_face boxes" if _framed_by_detector(info or {}) else
+                    "scenes-ilc2021 val split: annotated face boxes cut with the sidecar crop (no jitter), plus not_face boxes"),
         "val_crops": m["val_crops"],
         "face_accuracy": rounded(m["face_accuracy"]),
         "recall": {k: rounded(v["recall"]) for k, v in pc.items()},
@@ -206,6 +256,7 @@ def sidecar_metrics(m: Dict[str, object]) -> Dict[str, object]:
         "int8_float_agreement": rounded(m.get("int8_float_agreement", float("nan"))),
         "ece": rounded(m["reliability"]["ece"]),
         "latency_ms_1thread": rounded(m["latency_ms_1thread"], 3),
+        **({"thresholds": m["thresholds"]} if "thresholds" in m else {}),
     }
 
 
@@ -285,10 +336,16 @@ def _detector_line(info: Dict[str, object]) -> str:
     if not d:
         return "- No faces framed by the shipped detector: scene faces are cut from jittered annotator boxes."
     sizes = " and ".join(f"{v:g}x" for v in d.get("scales", [1.0, 0.6]))
-    return (f"- **Faces as the agent frames them**: `train` scenes run through `{d['model']}` at {sizes} size; every "
+    line = (f"- **Faces as the agent frames them**: `train` scenes run through `{d['model']}` at {sizes} size; every "
             f"detection overlapping an annotated face (IoU >= 0.4) cut by the agent's own path (its box, levelled by its eye "
             f"keypoints) with that face's label: {d['matched']} crops ({d['loose']} loose boxes and {d['unannotated']} "
             "detections of no annotated face, mostly people the annotators did not box, left out: never used as not_face).")
+    v = d.get("val")
+    if v:
+        line += (f" **`val` faces are cut the same way** (full size, the pipeline's matching rule: IoU >= 0.5 with an annotated "
+                 f"face): {v['matched']} faces found and scored; {v['missed']} annotated faces the detector misses (or boxes too "
+                 "loosely) are not classifier faces and are left out, as the whole-pipeline figures count them.")
+    return line
 
 
 def _synthetic_line(info: Dict[str, object]) -> str:
@@ -296,12 +353,51 @@ def _synthetic_line(info: Dict[str, object]) -> str:
     if not syn:
         return "- No synthetic faces: every training face is a real photo (or the faces/ sets' own pasted masks)."
     rec = syn.get("held_out_recall", {})
+    det = (syn.get("agent_detector") or {}).get("model")
+    if det:
+        how = (f"pasted from the keypoints of `{det}` (eyes, nose tip, mouth corners), a third each over nose and mouth (`mask`), "
+               "just under the nose and on the chin (`incorrect_mask`), each template equally often in all three "
+               f"({json.dumps(syn.get('placements') or {})}); the masked image goes through the detector again and is cut "
+               "from the box and keypoints it finds there, as the agent would cut it")
+    else:
+        how = ("pasted from BlazeFace keypoints, half placed correctly (`mask`), half lowered under the nose or onto the chin "
+               "(`incorrect_mask`), each template equally often in both")
     return (
         f"- **Synthetic** (mask-templates, aqeelanwar/MaskTheFace, MIT): {syn['train']} crops of unmasked train faces with a frontal template "
-        "pasted from BlazeFace keypoints, half placed correctly (`mask`), half lowered under the nose or onto the chin (`incorrect_mask`), "
-        "each template equally often in both. Scored apart on a held-out tenth of their source images "
+        f"{how}. Scored apart on a held-out tenth of their source images "
         f"({syn['held_out']} crops): recall {json.dumps({k: round(v, 3) for k, v in rec.items()})}. The metrics below are real faces only."
     )
+
+
+def _framed_by_detector(info: Dict[str, object]) -> bool:
+    """Whether the val faces were cut as the agent's detector frames them (classifier-data --agent-detector)."""
+    return bool((info.get("agent_detector") or {}).get("val"))
+
+
+def _alert_lines(m: Dict[str, object]) -> List[str]:
+    """The card's alert-decision block: the chosen ``mask`` threshold and the trade-off curve on the
+    tuning fold (where it was chosen) and on val (where it is only reported)."""
+    curves = [(k, name) for k, name in (("alert_curve_tune", "tuning fold of train (chosen here)"), ("alert_curve_val", "val"))
+              if m.get(k)]
+    if not curves:
+        return []
+    lines = ["", "### The alert decision (`alert.labels`: incorrect_mask, no_mask; `classifier.thresholds`)"]
+    if "thresholds" in m:
+        t = m["thresholds"]["mask"]
+        lines.append(
+            f"A face whose `mask` probability is below T gets its next label. T = **{t:g}** was chosen on the tuning fold "
+            f"({m.get('tune_crops', 0)} detector-framed crops of held-out train images, never trained on): the most "
+            f"`incorrect_mask` faces alerted with at most {100 * MASK_ALERT_BUDGET:g} % of masked faces alerted. "
+            "Incorrectly worn masks alerted (as `incorrect_mask` or `no_mask`) against masked faces falsely alerted, per T:")
+    lines += ["", "| `mask` threshold T | " + " | ".join(f"{r['mask_threshold']:g}" for r in m[curves[0][0]]) + " |",
+              "|---" * (1 + len(m[curves[0][0]])) + "|"]
+    for key, name in curves:
+        rows = m[key]
+        lines.append(f"| {name}: incorrect alerted / masked alerted | " + " | ".join(
+            f"{_pct(r['incorrect_alerted']['rate'])} / {_pct(r['mask_alerted']['rate'])}" for r in rows) + " |")
+    rows = m[curves[-1][0]]
+    lines.append(f"| val: unmasked (`no_mask`) alerted | " + " | ".join(_pct(r["no_mask_alerted"]["rate"]) for r in rows) + " |")
+    return lines
 
 
 # sidecar provenance.source_model prefixes of the trainers that start from pretrained trunks
@@ -358,23 +454,29 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         "### Data",
         "- **scenes-ilc2021** (ILC 2021 face-mask dataset, jolignier/face-mask-dataset-ilc-2021; no licence file was published): "
         "`train` split faces cut several times with box jitter (centre +-8 %, size +-10 %, like detector boxes) and a roll of +-10 degrees; "
-        "`val` split used only for temperature fitting and the figures below.",
+        + ("`val` split used only for the figures below (faces as the shipped detector frames them)." if _framed_by_detector(info)
+           else "`val` split used only for temperature fitting and the figures below."),
         "- **faces/web** (chandrikadeb7/Face-Mask-Detection, MIT) and **faces/vggface2**, **faces/vggface2-synthetic** "
         "(datarootsio/tutorial-face-mask-detection, MIT repository; VGGFace2 faces; the synthetic set has masks pasted on): "
-        "each image re-framed with MediaPipe BlazeFace short range (Apache-2.0), its box mapped to the annotators' convention "
-        f"(fitted on scene faces: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in info.get('face_detector', {}).items()})}), "
-        f"then cut like a scene face. Images without a detected face were skipped: {json.dumps(info.get('faces_skipped', {}))}.",
+        + (f"each image re-framed by the agent's detector `{info.get('face_detector', {}).get('model')}` (padded by a quarter of its "
+           "height, as a letterboxed frame shows a face) and cut from its box, levelled by its eye keypoints, as at run time. "
+           if "dx" not in info.get("face_detector", {}) else
+           "each image re-framed with MediaPipe BlazeFace short range (Apache-2.0), its box mapped to the annotators' convention "
+           f"(fitted on scene faces: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in info.get('face_detector', {}).items()})}), "
+           "then cut like a scene face. ")
+        + f"Images without a detected face were skipped: {json.dumps(info.get('faces_skipped', {}))}.",
         "- **not_face**: random background boxes of scene images (IoU < 0.1 and < 10 % of any face inside the crop) and partial-face boxes "
         "(a face cut by the crop border or a close-up of one feature, < 35 % of any face inside).",
-        f"- Crops: `agent.pipeline.crop.crop_face` with `crop` = {json.dumps(sidecar['crop'])} and keypoints=None (roll 0) plus the roll augmentation; "
-        "at run time the agent levels the eyes from detector keypoints. "
+        f"- Crops: `agent.pipeline.crop.crop_face` with `crop` = {json.dumps(sidecar['crop'])}; annotator boxes with keypoints=None plus the "
+        "roll augmentation, detector-framed faces levelled by the detector's eye keypoints as at run time. "
         f"Train crops per class: {json.dumps(info.get('train_counts', {}))}; val: {json.dumps(info.get('val_counts', {}))}.",
         _detector_line(info),
         _synthetic_line(info),
         f"- Training augmentation: horizontal flip, brightness/contrast/saturation/hue, shrink to 10-{size} px and back (p=0.5), blur, grey, noise. "
         "Balanced class weights (capped at 3), AdamW + cosine LR" + ("." if pretrained else ", BatchNorm momentum 0.9."),
         "",
-        "### Metrics (int8, LiteRT, scenes-ilc2021 `val` crops, annotator boxes)",
+        ("### Metrics (int8, LiteRT, scenes-ilc2021 `val` faces as the shipped detector frames them)" if _framed_by_detector(info)
+         else "### Metrics (int8, LiteRT, scenes-ilc2021 `val` crops, annotator boxes)"),
         "Inputs are quantized through the same pixel table as `agent.model` (float64, `np.round`), so these are the agent's numbers.",
         "",
         f"Face accuracy (3 face classes, {sum(pc[k]['n'] for k in FACE_LABELS)} faces): **{_pct(m['face_accuracy'])}** "
@@ -396,11 +498,13 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         f"Faces dropped as `not_face`: {_pct(m['faces_called_not_face'])}.",
         f"- int8/float top-1 agreement: **{_pct(m.get('int8_float_agreement', float('nan')))}** (target ≥ 99 %); "
         f"float face accuracy {_pct(m.get('float_face_accuracy', float('nan')))}.",
-        f"- Calibration: ECE {m['reliability']['ece']:.3f} after temperature {m['temperature']:.3f} (fitted on these same val logits, so optimistic), "
-        f"{m['ece_uncalibrated']:.3f} before.",
+        f"- Calibration: ECE {m['reliability']['ece']:.3f} after temperature {m['temperature']:.3f} "
+        + ("(fitted on the tuning fold of train), " if "thresholds" in m else "(fitted on these same val logits, so optimistic), ")
+        + f"{m['ece_uncalibrated']:.3f} before.",
         f"- Size: **{m['size_bytes'] / 1024:.0f} KB** (target ≤ 500 KB). Latency: **{m['latency_ms_1thread']:.3f} ms per crop**, 1 thread, "
-        "median of 300 invokes on the build machine's CPU (x86-64, shared; target ≤ 0.5 ms).",
+        "median of 300 invokes on the build machine's CPU (x86-64, shared; target ≤ 0.3 ms).",
     ]
+    lines += _alert_lines(m)
     if "face_accuracy_by_height" in m:
         lines.append(
             "- Face accuracy by face-box height: "
@@ -429,8 +533,11 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         f"its val errors: {_errors_of(m, 'incorrect_mask')}. Masked val faces' errors: {_errors_of(m, 'mask')}; "
         f"unmasked: {_errors_of(m, 'no_mask')}.",
         _height_line(m),
-        "- Validation uses annotator boxes without eye alignment; detector boxes and keypoint alignment at run time differ slightly.",
-        "- The faces/ sets' tight crops show replicated border pixels more often than scene faces; the temperature and metrics are from the same val split.",
+        ("- Validation covers the faces the shipped detector finds (IoU >= 0.5): its misses are the detector's, counted by the whole-pipeline figures."
+         if _framed_by_detector(info) else
+         "- Validation uses annotator boxes without eye alignment; detector boxes and keypoint alignment at run time differ slightly."),
+        "- The faces/ sets' tight crops show replicated border pixels more often than scene faces"
+        + ("." if "thresholds" in m else "; the temperature and metrics are from the same val split."),
         "- Not tested on infrared/night images, heavy occlusion (hands, scarves) or profile faces beyond ~45 degrees.",
         END,
     ]
@@ -484,7 +591,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
     m = evaluate_bytes(a.model.read_bytes(), va, float(sidecar["output"]["temperature"]),
                        sidecar["input"]["normalization"], model=model)
-    print(json.dumps(sidecar_metrics(m), indent=1))
+    print(json.dumps(sidecar_metrics(m, info), indent=1))
     if not a.no_write:
         write_outputs(a.model.parent, m, info, sidecar)
         print(f"wrote {a.model.parent / 'figures'} and {a.model.parent / 'MODEL_CARD.md'}")

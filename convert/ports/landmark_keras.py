@@ -389,6 +389,9 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--subsample", type=int, default=None, help="train on a random N of the train crops (exploration)")
     p.add_argument("--synthetic", action="store_true", help="add CROPS.synthetic.npz (nine tenths; the rest scored apart)")
+    p.add_argument("--tune-fold", type=float, default=0.0,
+                   help="hold out this fraction of the train images (every crop of an image together) from training: the"
+                        " temperature and the alert thresholds are chosen on it instead of on val (0: temperature on val)")
     p.add_argument("--out-dir", type=Path, default=None, help="Keras model, checkpoint and log (default: next to --crops)")
     p.add_argument("--load", action="store_true", help="skip training: load OUT_DIR/mask_classifier.keras (e.g. to --export again)")
     p.add_argument("--export", action="store_true")
@@ -397,8 +400,18 @@ def _arguments() -> argparse.ArgumentParser:
     return p
 
 
+def tune_fold_mask(images: np.ndarray, fraction: float) -> np.ndarray:
+    """True for crops whose source image falls in the tuning fold: a fixed ``fraction`` of image names
+    by hash (so every crop of an image, synthetic ones included, falls on the same side)."""
+    import zlib  # noqa: PLC0415
+
+    cut = int(round(fraction * 1000))
+    return np.array([zlib.crc32(b"tune:" + str(n).encode()) % 1000 < cut for n in images], bool)
+
+
 def _data(a: argparse.Namespace) -> Tuple[Any, Any, Any, Dict[str, Any], int]:
-    """(train, val, held-out synthetic or None, crop info, input size) as the options ask."""
+    """(train, val, held-out synthetic or None, crop info, input size) as the options ask; with
+    ``--tune-fold`` the held-out train crops are in ``info["tune_set"]`` (not trained on)."""
     from convert.data import classifier as cd  # noqa: PLC0415
     from convert.train import classifier as tc  # noqa: PLC0415
 
@@ -413,8 +426,24 @@ def _data(a: argparse.Namespace) -> Tuple[Any, Any, Any, Dict[str, Any], int]:
         syn, _, sinfo = cd.load_crops(cd.synthetic_path(a.crops))
         tr, syn_val = tc.merge_synthetic(tr, _resize_crops(syn, size))
         info["synthetic"] = {"train": int(np.char.startswith(tr.source.astype(str), "synthetic").sum()),
-                             "held_out": len(syn_val), "templates": sinfo.get("templates")}
+                             "held_out": len(syn_val), "templates": sinfo.get("templates"),
+                             "placements": sinfo.get("placements"), "agent_detector": sinfo.get("agent_detector"),
+                             "faces": sinfo.get("faces")}
+    if a.tune_fold:
+        held = tune_fold_mask(tr.image, a.tune_fold)
+        tune = _pick(tr, held & ~np.char.startswith(tr.source.astype(str), "synthetic"))
+        tr = _pick(tr, ~held)
+        info["tune_fold"] = {"fraction": a.tune_fold, "crops": len(tune),
+                             "counts": {lab: int((tune.y == i).sum()) for i, lab in enumerate(cd.LABELS)}}
+        info["tune_set"] = tune
     return tr, va, syn_val, info, size
+
+
+def _pick(s: Any, m: np.ndarray) -> Any:
+    """The crops of a CropSet where ``m`` is True."""
+    from convert.data import classifier as cd  # noqa: PLC0415
+
+    return cd.CropSet(s.x[m], s.y[m], s.source[m], s.image[m], None if s.box_h is None else s.box_h[m])
 
 
 def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=print) -> Tuple[Any, Dict[str, Any]]:
@@ -436,17 +465,19 @@ def fit(a: argparse.Namespace, tr: Any, va: Any, size: int, out_dir: Path, log=p
     return model, history
 
 
-def recipe(a: argparse.Namespace, crop_size: int, agent_detector: Optional[str] = None) -> List[str]:
+def recipe(a: argparse.Namespace, crop_size: int, agent_detector: Optional[str] = None, syn_n: int = 0) -> List[str]:
     """The command lines that rebuild this model from ``crop_size`` px crops (the model card prints
-    them); ``agent_detector``: the detector sidecar's file name when the crops were made with it."""
+    them); ``agent_detector``: the detector sidecar's file name when the crops were made with it;
+    ``syn_n``: how many faces got synthetic masks (classifier-data --synthetic N), 0 when unknown."""
     model_opts = (f" --backbone {a.backbone} --cut {a.cut}" if a.backbone != "landmark" else "") + (f" --size {a.size}" if a.size else "") + f" --head {a.head}" + (f" --expand {a.expand}" if a.expand else "")
     return [
         f"python -m convert.data.classifier --size {crop_size} --out {a.crops}"
         + (f" --agent-detector models/{agent_detector}" if agent_detector else "")
-        + ("  # then --synthetic N --synthetic-only" if a.synthetic else ""),
+        + (f" --synthetic {syn_n}" if a.synthetic and syn_n else "  # then --synthetic N --synthetic-only" if a.synthetic else ""),
         f"python -m convert.ports.landmark_keras --crops {a.crops} --stride {a.stride} --prelu {a.prelu}{model_opts} \\",
         f"    --freeze-epochs {a.freeze_epochs} --epochs {a.epochs} --lr {a.lr:g} --seed {a.seed} --threads {a.threads}"
-        + (f" --mixup {a.mixup:g}" if a.mixup else "") + (f" --label-smoothing {a.label_smoothing:g}" if a.label_smoothing else "") + " \\",
+        + (f" --mixup {a.mixup:g}" if a.mixup else "") + (f" --label-smoothing {a.label_smoothing:g}" if a.label_smoothing else "")
+        + (f" --tune-fold {a.tune_fold:g}" if a.tune_fold else "") + " \\",
         f"    --representative {a.representative} --export --models-dir build/cand_models/NAME"
         + (" --synthetic" if a.synthetic else ""),
     ]
@@ -495,8 +526,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model, history = fit(a, tr, va, size, out_dir, log)
     train_s = time.time() - t0
     log(f"trained in {train_s:.0f} s")
-    temperature = tc.fit_temperature(model.predict(tc.normalize(va.x), batch_size=256, verbose=0), va.y)
-    log(f"temperature (fitted on val logits): {temperature:.3f}")
+    tune = info.pop("tune_set", None)
+    fit_on = va if tune is None else tune
+    temperature = tc.fit_temperature(model.predict(tc.normalize(fit_on.x), batch_size=256, verbose=0), fit_on.y)
+    log(f"temperature (fitted on {'val' if tune is None else 'the tuning fold of train'} logits): {temperature:.3f}")
     if syn_val is not None and len(syn_val):
         pred = np.argmax(model.predict(tc.normalize(syn_val.x), batch_size=256, verbose=0), axis=1)
         info["synthetic"]["held_out_recall"] = {lab: float((pred[syn_val.y == i] == i).mean()) for i, lab in enumerate(cd.LABELS) if (syn_val.y == i).any()}
@@ -509,10 +542,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.export:
         source = _source_words(a, size)
         cfg = cd.DataConfig(**{k: v for k, v in info["config"].items() if k in cd.DataConfig.__dataclass_fields__})
-        info["recipe"] = recipe(a, int(info["config"]["size"]), (info.get("agent_detector") or {}).get("model"))
+        syn_n = int((info.get("synthetic") or {}).get("faces") or 0)
+        info["recipe"] = recipe(a, int(info["config"]["size"]), (info.get("agent_detector") or {}).get("model"), syn_n)
         a.models_dir.mkdir(parents=True, exist_ok=True)
         tc.export(model, tr, va, cfg, temperature, info, a.models_dir, a.seed, log=log, source_model=source,
-                  n_representative=a.representative)
+                  n_representative=a.representative, tune_set=tune)
     return 0
 
 

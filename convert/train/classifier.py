@@ -257,11 +257,30 @@ def merge_synthetic(train_set: cd.CropSet, syn: cd.CropSet) -> Tuple[cd.CropSet,
     return merged, pick(syn, held)
 
 
-def licence_line(pretrained: bool) -> str:
+def licence_line(pretrained: bool, source_model: str = "", synthetic: bool = False, crop_detector: bool = False) -> str:
     """The sidecar's ``provenance.licence``: a pretrained trunk keeps its own terms (torchvision's
-    BSD-3 weights, MediaPipe's Apache-2.0 model), which models/NOTICE spells out."""
-    trunk = "; pretrained trunk under its own terms, see models/NOTICE" if pretrained else ""
-    return f"Apache-2.0 (what maskwatch trained){trunk}; training data: see MODEL_CARD.md"
+    BSD-3-Clause weights, MediaPipe's Apache-2.0 model), which models/NOTICE spells out; so do the
+    crop detector (YuNet, Apache-2.0) and the synthetic masks' templates (MaskTheFace, MIT)."""
+    trunk = ""
+    if pretrained:
+        terms = "BSD-3-Clause" if "BSD-3-Clause" in source_model else "Apache-2.0" if "Apache-2.0" in source_model else "its own terms"
+        trunk = f"; pretrained trunk under {terms}, see models/NOTICE"
+    extra = ("; crops framed by the shipped detector (see provenance.crop_detector)" if crop_detector else "") + (
+        "; synthetic masks from MaskTheFace templates (MIT)" if synthetic else "")
+    return f"Apache-2.0 (what maskwatch trained){trunk}{extra}; training data: see MODEL_CARD.md"
+
+
+def crop_detector_line(data_info: Dict[str, object]) -> Optional[str]:
+    """Which detector framed the crops (``classifier-data --agent-detector``), with its own provenance
+    and licence from its sidecar in models/; None when the crops were cut from annotator boxes only."""
+    d = data_info.get("agent_detector")
+    if not d:
+        return None
+    name = str(d["model"])  # type: ignore[index]
+    side = REPO_ROOT / "models" / name
+    prov = json.loads(side.read_text()).get("provenance", {}) if side.is_file() else {}
+    return (f"models/{name}: {prov.get('source_model', 'the shipped face detector')}; {prov.get('licence', 'licence: see its sidecar')}"
+            "; its boxes and keypoints frame and level the train and val faces as at run time")
 
 
 def make_sidecar(
@@ -311,13 +330,16 @@ def make_sidecar(
             "source_model": source_model or "trained from scratch by convert/train/classifier.py (no pretrained weights)",
             "converter": f"tensorflow {tf.__version__}",
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "licence": licence_line(pretrained=source_model is not None),
+            "licence": licence_line(pretrained=source_model is not None, source_model=source_model or "",
+                                    synthetic="synthetic" in data_info, crop_detector=bool(data_info.get("agent_detector"))),
+            **({"crop_detector": crop_detector_line(data_info)} if data_info.get("agent_detector") else {}),
             "datasets": [
                 "scenes-ilc2021 (ILC 2021 face-mask dataset, train split; val split for temperature and metrics)",
                 "faces/web (chandrikadeb7/Face-Mask-Detection, MIT)",
                 "faces/vggface2, faces/vggface2-synthetic (datarootsio/tutorial-face-mask-detection, MIT; VGGFace2 faces)",
             ] + (["mask-templates (aqeelanwar/MaskTheFace, MIT): synthetic mask / incorrect_mask on unmasked train faces"] if "synthetic" in data_info else []),
-            "crops": {k: v for k, v in data_info.items() if k in ("train_counts", "val_counts", "face_detector", "faces_skipped", "synthetic", "agent_detector")},
+            "crops": {k: v for k, v in data_info.items()
+                      if k in ("train_counts", "val_counts", "face_detector", "faces_skipped", "synthetic", "agent_detector", "tune_fold")},
             "representative_data": f"{n_representative} train crops (all classes), normalized as input.normalization",
             # the trainer's own command lines, so convert.evaluate.classifier can rewrite the card's Rebuild later
             **({"recipe": list(data_info["recipe"])} if data_info.get("recipe") else {}),
@@ -328,10 +350,12 @@ def make_sidecar(
 
 def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig, temperature: float,
            data_info: Dict[str, object], models_dir: Path, seed: int, log=print,
-           source_model: Optional[str] = None, n_representative: int = 300) -> Tuple[Path, Path]:
+           source_model: Optional[str] = None, n_representative: int = 300,
+           tune_set: Optional[cd.CropSet] = None) -> Tuple[Path, Path]:
     """int8 conversion with convert.export.quantize, parity check, sidecar, evaluation and model card.
 
-    ``n_representative`` random train crops calibrate the int8 ranges (more: closer int8/float agreement, slower).
+    ``n_representative`` random train crops calibrate the int8 ranges (more: closer int8/float agreement, slower);
+    ``tune_set``: held-out train crops on which the alert threshold is chosen (see convert.evaluate.classifier).
     """
     from convert.export import parity, quantize
 
@@ -349,8 +373,8 @@ def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig
     log(f"parity: {json.dumps(report)[:400]}")
     from convert.evaluate import classifier as ev
 
-    metrics = ev.evaluate_bytes(tfl, val_set, temperature, normalization(), model=model)
-    sidecar = make_sidecar(tfl, cfg, temperature, data_info, ev.sidecar_metrics(metrics), source_model, n_representative)
+    metrics = ev.evaluate_bytes(tfl, val_set, temperature, normalization(), model=model, tune_set=tune_set)
+    sidecar = make_sidecar(tfl, cfg, temperature, data_info, ev.sidecar_metrics(metrics, data_info), source_model, n_representative)
     paths = quantize.write_model_pair(models_dir, MODEL_STEM, tfl, sidecar)
     parity.write_parity_report(models_dir, MODEL_STEM, report)
     ev.write_outputs(models_dir, metrics, data_info, sidecar)

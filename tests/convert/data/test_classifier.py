@@ -183,7 +183,8 @@ def test_build_synthetic_balances_templates_and_labels():
     cfg = cd.DataConfig(size=32, limit=12, seed=0)
     syn, info = cd.build_synthetic(DATA, cfg, cd.DEFAULT_FACE_DETECTOR, n_faces=24, log=lambda *_: None)
     assert len(syn) == 24
-    assert info["counts"]["mask"] == info["counts"]["incorrect_mask"] == 12
+    assert info["placements"] == {"correct": 8, "under_nose": 8, "chin": 8}
+    assert info["counts"]["mask"] == 8 and info["counts"]["incorrect_mask"] == 16
     assert set(syn.source.tolist()) == {"synthetic/mask", "synthetic/incorrect_mask"}
     val_images = {f.image for f in cd.read_scene_faces(DATA) if f.split == "val"}
     assert not set(syn.image.tolist()) & val_images
@@ -193,3 +194,44 @@ def test_build_synthetic_balances_templates_and_labels():
         name, placement = t.split(":")
         used.setdefault(name, set()).add(placement == "correct")
     assert all(v == {True, False} for v in used.values())
+
+
+@needs_data
+def test_synthetic_masks_from_the_agent_detector_are_cut_as_the_agent_cuts_them():
+    """--agent-detector: masks placed from YuNet's keypoints, a third per placement, every template in
+    all three; each crop is cut from the box the detector finds on the *masked* face."""
+    from pathlib import Path
+
+    from agent.pipeline.detect import DetectorConfig
+
+    sidecar = Path(__file__).resolve().parents[3] / DetectorConfig().model
+    cfg = cd.DataConfig(size=32, limit=8, seed=0)
+    syn, info = cd.build_synthetic(DATA, cfg, cd.DEFAULT_FACE_DETECTOR, n_faces=18, log=lambda *_: None, agent_detector=sidecar)
+    lost = info["agent_detector"]["not_found_after_pasting"]
+    assert info["placements"] == {"correct": 6, "under_nose": 6, "chin": 6}
+    assert len(syn) == 18 - sum(lost.values()) > 0
+    assert info["counts"]["mask"] == 6 - lost["correct"]
+    used = {}
+    for t in info["templates"]:
+        name, placement = t.split(":")
+        used.setdefault(name, set()).add(placement)
+    assert all(v == {"correct", "under_nose", "chin"} for v in used.values())
+    val_images = {f.image for f in cd.read_scene_faces(DATA) if f.split == "val"}
+    assert not set(syn.image.tolist()) & val_images
+
+
+@needs_data
+def test_val_faces_are_framed_by_the_agent_detector():
+    """With --agent-detector the val faces scored are the detector's (IoU >= 0.5 with an annotated
+    face, the pipeline's rule), cut with its keypoints; not_face crops stay."""
+    from pathlib import Path
+
+    from agent.pipeline.detect import DetectorConfig
+
+    sidecar = Path(__file__).resolve().parents[3] / DetectorConfig().model
+    cfg = cd.DataConfig(size=32, limit=4, seed=0)
+    _, val, info = cd.build_crops(DATA, cfg, face_detector=None, log=lambda *_: None, agent_detector=sidecar)
+    faces = val.y < cd.LABELS.index("not_face")
+    assert faces.any() and set(val.source[faces].tolist()) == {"detector"}
+    assert set(val.source[~faces].tolist()) <= {"background", "partial"}
+    assert info["agent_detector"]["val"]["matched"] == int(faces.sum())

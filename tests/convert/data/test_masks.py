@@ -33,6 +33,21 @@ def test_mask_points_place_the_top_edge_by_placement():
         masks.mask_points(kps, "forehead", rng)
 
 
+def test_yunet_keypoints_place_the_mask_like_blazeface_ones():
+    """YuNet's 5 keypoints (eyes, nose tip, mouth corners): the mouth centre is the corners' midpoint
+    and, without ears, the mask is about as wide as the cheeks; the placements hold as with 6."""
+    six = _frontal_keypoints()
+    five = np.array([six[0], six[1], six[2], six[3] + [-15, 0], six[3] + [15, 0]])
+    re, le, nose, mouth, ears = masks.face_points(five)
+    assert ears is None and np.allclose(mouth, six[3])
+    for p in ("correct", "under_nose", "chin"):
+        a, b = masks.mask_points(five, p, np.random.default_rng(1)), masks.mask_points(six, p, np.random.default_rng(1))
+        assert np.allclose(a[:, 1], b[:, 1])  # same heights: same eyes, nose and mouth
+        assert 0.8 < (a[2, 0] - a[0, 0]) / (b[2, 0] - b[0, 0]) < 1.25  # about as wide
+    with pytest.raises(ValueError, match="keypoints"):
+        masks.face_points(six[:3])
+
+
 def test_is_frontal():
     kps = _frontal_keypoints()
     assert masks.is_frontal(kps)
