@@ -2,8 +2,11 @@
 
 A crop is a square around the face box, ``scale`` times its larger side, moved down by
 ``shift_y`` box heights, rotated so that the eyes are level when eye keypoints are known, and
-resized to the classifier's input size. Its parameters come from the classifier's sidecar
-(``crop``), so a model is always fed crops framed the way it was trained.
+resized to the classifier's input size. With ``anchor: keypoints`` the square is placed by the
+keypoints instead: ``anchor_side`` eye-to-mouth distances wide, centred ``anchor_centre`` of that
+distance below the eyes along the face, so nose and mouth sit at the same crop pixels on every
+face (without usable keypoints, the box stands in for them). Its parameters come from the
+classifier's sidecar (``crop``), so a model is always fed crops framed the way it was trained.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from agent.types import Box
 
 # Beyond this roll the eye keypoints are more likely wrong than the face is tilted.
 _MAX_ROLL_DEG = 45.0
+# A face box (the annotators' convention, which detectors map to) in eye-to-mouth distances: its
+# height, and how far its centre lies below the eyes. The box stands in for keypoints with them.
+_BOX_HEIGHT_EYE_MOUTH = 2.5
+_BOX_CENTRE_BELOW_EYES = 0.47
+# Keypoints whose eye-to-mouth distance is off this range of the box height are not trusted.
+_EYE_MOUTH_OF_BOX = (0.2, 0.7)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,9 @@ class CropSpec:
     scale: float = 1.3
     align: str = "eyes"  # "eyes" (level the eyes when keypoints exist) or "none"
     shift_y: float = 0.0
+    anchor: str = "box"  # "box" (scale, shift_y) or "keypoints" (anchor_side, anchor_centre)
+    anchor_side: float = 2.2  # crop side in eye-to-mouth distances
+    anchor_centre: float = 0.8  # crop centre below the eyes, in eye-to-mouth distances
 
     @classmethod
     def from_sidecar(cls, crop: Mapping[str, Any], width: int, height: int) -> "CropSpec":
@@ -37,13 +49,26 @@ class CropSpec:
         align = str(crop.get("align", "eyes"))
         if align not in ("eyes", "none"):
             raise ValueError(f"crop.align must be 'eyes' or 'none', not {align!r}")
+        anchor = str(crop.get("anchor", "box"))
+        if anchor not in ("box", "keypoints"):
+            raise ValueError(f"crop.anchor must be 'box' or 'keypoints', not {anchor!r}")
         return cls(
             width=int(width),
             height=int(height),
             scale=float(crop.get("scale", 1.3)),
             align=align,
             shift_y=float(crop.get("shift_y", 0.0)),
+            anchor=anchor,
+            anchor_side=float(crop.get("anchor_side", 2.2)),
+            anchor_centre=float(crop.get("anchor_centre", 0.8)),
         )
+
+    def sidecar(self) -> dict:
+        """The sidecar's ``crop`` mapping for this geometry (the anchor keys only when it is keypoints)."""
+        out: dict = {"scale": self.scale, "align": self.align, "shift_y": self.shift_y}
+        if self.anchor == "keypoints":
+            out.update(anchor="keypoints", anchor_side=self.anchor_side, anchor_centre=self.anchor_centre)
+        return out
 
 
 def roll_angle(keypoints: Optional[np.ndarray]) -> float:
@@ -62,12 +87,45 @@ def roll_angle(keypoints: Optional[np.ndarray]) -> float:
     return angle if abs(math.degrees(angle)) <= _MAX_ROLL_DEG else 0.0
 
 
+def eyes_and_mouth(keypoints: Optional[np.ndarray]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(midpoint of the eyes, centre of the mouth) from a detector's keypoints: YuNet's 5 (eyes,
+    nose tip, mouth corners: the mouth is their midpoint) or BlazeFace's 6 (eyes, nose tip, mouth
+    centre, ears); None for other layouts or non-finite points."""
+    if keypoints is None or len(keypoints) < 5:
+        return None
+    k = np.asarray(keypoints, np.float64)
+    mouth = (k[3] + k[4]) / 2.0 if len(k) == 5 else k[3]
+    eyes = (k[0] + k[1]) / 2.0
+    return (eyes, mouth) if np.isfinite(eyes).all() and np.isfinite(mouth).all() else None
+
+
+def _anchored(box: Box, keypoints: Optional[np.ndarray], spec: CropSpec) -> Tuple[float, float, float]:
+    """(cx, cy, side) of a keypoint-anchored crop: ``anchor_side`` eye-to-mouth distances wide,
+    centred ``anchor_centre`` of them below the eyes along the face; the box's typical eye and mouth
+    places stand in when the keypoints are missing or implausible for the box."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    h = max(y2 - y1, 1.0)
+    em = eyes_and_mouth(keypoints)
+    if em is not None:
+        eyes, mouth = em
+        axis = mouth - eyes
+        d = float(np.hypot(*axis))
+        if _EYE_MOUTH_OF_BOX[0] * h <= d <= _EYE_MOUTH_OF_BOX[1] * h:
+            c = eyes + axis * spec.anchor_centre
+            return float(c[0]), float(c[1]), spec.anchor_side * d
+    d = h / _BOX_HEIGHT_EYE_MOUTH
+    return (x1 + x2) / 2.0, (y1 + y2) / 2.0 + (spec.anchor_centre - _BOX_CENTRE_BELOW_EYES) * d, spec.anchor_side * d
+
+
 def crop_matrix(box: Box, keypoints: Optional[np.ndarray], spec: CropSpec) -> np.ndarray:
     """The 2x3 affine matrix mapping frame pixels to crop pixels."""
     x1, y1, x2, y2 = (float(v) for v in box)
     w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
-    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0 + spec.shift_y * h
-    side = spec.scale * max(w, h)
+    if spec.anchor == "keypoints":
+        cx, cy, side = _anchored(box, keypoints, spec)
+    else:
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0 + spec.shift_y * h
+        side = spec.scale * max(w, h)
     theta = roll_angle(keypoints) if spec.align == "eyes" else 0.0
     # dst = A (src - c) + half, with A = zoom * R(-theta); plain floats: a few per face, per frame
     cos, sin = math.cos(theta), math.sin(theta)
@@ -157,4 +215,5 @@ def crop_size_ok(box: Box, min_size: float) -> bool:
     return min(box[2] - box[0], box[3] - box[1]) >= min_size
 
 
-__all__: Tuple[str, ...] = ("CropSpec", "crop_face", "crop_faces", "crop_matrix", "roll_angle", "crop_size_ok", "warp_shrinking")
+__all__: Tuple[str, ...] = ("CropSpec", "crop_face", "crop_faces", "crop_matrix", "eyes_and_mouth", "roll_angle", "crop_size_ok",
+                             "warp_shrinking")

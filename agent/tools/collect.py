@@ -247,7 +247,7 @@ def collect(opts: Options, cfg: "Config") -> Stats:
     name = redact_uri(opts.source)
     collector = Collector(detector, classifier, Tracker(cfg.tracker), folder, name, opts, min_face)
     spec = collector.spec
-    header = {"size": opts.size, "crop": {"scale": spec.scale, "align": spec.align, "shift_y": spec.shift_y},
+    header = {"size": opts.size, "crop": spec.sidecar(),
               "labels": list(classifier.labels), "detector": model_info(detector.model),
               "classifier": model_info(classifier.model)}
     run_info = {"source": name, "started": iso_utc(time.time()), "finished": None, "per_track": opts.per_track,

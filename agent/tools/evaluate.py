@@ -44,6 +44,12 @@ def _group(faces: List[Dict[str, Any]]) -> Dict[str, Any]:
     alerted = sum(f["predicted"] in UNMASKED for f in masked)
     rows["unmasked_caught"] = {"count": caught, "of": len(unmasked), "pct": pct(caught, len(unmasked))}
     rows["masked_falsely_alerted"] = {"count": alerted, "of": len(masked), "pct": pct(alerted, len(masked))}
+    # masks worn under the nose or on the chin alert as incorrect_mask or no_mask alike; also of those found
+    worn_badly = [f for f in faces if f["label"] == "incorrect_mask"]
+    bad_alerted = sum(f["predicted"] in UNMASKED for f in worn_badly)
+    bad_found = sum(f["predicted"] is not None for f in worn_badly)
+    rows["incorrect_alerted"] = {"count": bad_alerted, "of": len(worn_badly), "pct": pct(bad_alerted, len(worn_badly)),
+                                 "found": bad_found, "found_pct": pct(bad_alerted, bad_found)}
     return rows
 
 
@@ -84,6 +90,8 @@ def format_table(summary: Dict[str, Any]) -> str:
         for name, what in (("unmasked_caught", "unmasked caught"), ("masked_falsely_alerted", "masked falsely alerted")):
             r = g[name]
             lines.append(f"  {what}: {r['count']}/{r['of']} ({cell(r['pct'])} %)")
+        r = g["incorrect_alerted"]
+        lines.append(f"  incorrectly worn alerted: {r['count']}/{r['of']} ({cell(r['pct'])} %; {cell(r['found_pct'])} % of {r['found']} found)")
     lines += ["", f"spurious detections: {summary['spurious']} ({summary['spurious_per_image']} per image),"
               f" {summary.get('spurious_unmasked', 0)} of them called unmasked (would alert)",
               "", "confusion (rows: true, columns: predicted)",
@@ -294,6 +302,9 @@ def format_compare(models: Sequence[Dict[str, Any]]) -> str:
         for name, what in (("unmasked_caught", "unmasked caught"), ("masked_falsely_alerted", "masked falsely alerted")):
             lines.append(row(f"  {what}", [f"{m[key][name]['count']}/{m[key][name]['of']} ({cell(m[key][name]['pct'])} %)"
                                             for m in models]))
+        lines.append(row("  incorrectly worn alerted", [
+            f"{m[key]['incorrect_alerted']['count']}/{m[key]['incorrect_alerted']['of']}"
+            f" ({cell(m[key]['incorrect_alerted']['found_pct'])} % of found)" for m in models]))
     lines += ["", row("spurious detections", [f"{m['spurious']} ({m['spurious_per_image']}/image)" for m in models]),
               row("  called unmasked", [f"{m.get('spurious_unmasked', 0)}" for m in models])]
     for m in models:

@@ -73,10 +73,21 @@ class DataConfig:
     background_per_image: int = 2  # not_face background boxes per scene image
     partial_per_face: float = 0.4  # not_face partial-face boxes per scene face (expected)
     limit: Optional[int] = None  # at most this many images per source (tests, tiny runs)
+    anchor: str = "box"  # the agent's crop.anchor: "box" or "keypoints" (see agent.pipeline.crop)
+    anchor_side: float = 2.2
+    anchor_centre: float = 0.8
 
     def crop_spec(self) -> CropSpec:
         """The agent's crop geometry; the classifier sidecar's ``crop`` is derived from it."""
-        return CropSpec(width=self.size, height=self.size, scale=self.scale, align="eyes", shift_y=self.shift_y)
+        return CropSpec(width=self.size, height=self.size, scale=self.scale, align="eyes", shift_y=self.shift_y,
+                        anchor=self.anchor, anchor_side=self.anchor_side, anchor_centre=self.anchor_centre)
+
+    @classmethod
+    def from_crop(cls, size: int, crop: Dict[str, object], **kw: object) -> "DataConfig":
+        """The config whose crops a sidecar ``crop`` mapping describes, at ``size`` px (``kw``: the rest)."""
+        spec = CropSpec.from_sidecar(crop, size, size)
+        return cls(size=size, scale=spec.scale, shift_y=spec.shift_y, anchor=spec.anchor, anchor_side=spec.anchor_side,
+                   anchor_centre=spec.anchor_centre, **kw)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -640,6 +651,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=64, help="crop side in pixels (the classifier input)")
     p.add_argument("--scale", type=float, default=1.3, help="crop side / larger face-box side")
     p.add_argument("--shift-y", type=float, default=0.0, help="move the crop centre down by this many box heights")
+    p.add_argument("--anchor", choices=("box", "keypoints"), default="box",
+                   help="frame crops by the face box (--scale, --shift-y) or by the eye and mouth keypoints (--anchor-side, --anchor-centre)")
+    p.add_argument("--anchor-side", type=float, default=2.2, help="keypoints anchor: crop side in eye-to-mouth distances")
+    p.add_argument("--anchor-centre", type=float, default=0.8, help="keypoints anchor: crop centre below the eyes, in eye-to-mouth distances")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="at most N images per source (tiny runs)")
     p.add_argument("--face-detector", type=Path, default=DEFAULT_FACE_DETECTOR, help="BlazeFace short-range .tflite used to re-frame faces/")
@@ -649,7 +664,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(a: argparse.Namespace) -> DataConfig:
-    return DataConfig(size=a.size, scale=a.scale, shift_y=a.shift_y, seed=a.seed, limit=a.limit)
+    return DataConfig(size=a.size, scale=a.scale, shift_y=a.shift_y, seed=a.seed, limit=a.limit,
+                      anchor=getattr(a, "anchor", "box"), anchor_side=getattr(a, "anchor_side", 2.2),
+                      anchor_centre=getattr(a, "anchor_centre", 0.8))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

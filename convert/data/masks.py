@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from agent.pipeline.crop import eyes_and_mouth
+
 # Frontal templates only: the side variants need a yaw estimate that 6 keypoints give poorly.
 FRONTAL_TEMPLATES: Tuple[str, ...] = ("surgical", "surgical_blue", "surgical_green", "KN95", "N95", "cloth")
 
@@ -48,11 +50,10 @@ def face_points(kps: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np
     mouth corners: their midpoint is the mouth centre, and without ears the width is unknown).
     """
     k = np.asarray(kps, float)
-    if len(k) == 5:
-        return k[0], k[1], k[2], (k[3] + k[4]) / 2, None
-    if len(k) >= 6:
-        return k[0], k[1], k[2], k[3], k[5] - k[4]
-    raise ValueError(f"need 5 (YuNet) or 6 (BlazeFace) keypoints, not {len(k)}")
+    em = eyes_and_mouth(k)  # the agent's reading of the two layouts
+    if em is None:
+        raise ValueError(f"need 5 (YuNet) or 6 (BlazeFace) finite keypoints, not {len(k)}")
+    return k[0], k[1], k[2], em[1], (k[5] - k[4]) if len(k) >= 6 else None
 
 
 def mask_points(kps: np.ndarray, placement: str, rng: np.random.Generator) -> np.ndarray:

@@ -124,7 +124,8 @@ def check_collect_geometry(folder: Path, crop: Dict[str, Any], warn: Log) -> Opt
     if not isinstance(got, dict):
         warn(f"warning: {path} has no 'crop' geometry; crop framing not checked")
         return None
-    diff = {k: (got.get(k), crop.get(k)) for k in ("scale", "align", "shift_y") if got.get(k) != crop.get(k)}
+    diff = {k: (got.get(k), crop.get(k)) for k in ("scale", "align", "shift_y", "anchor", "anchor_side", "anchor_centre")
+            if got.get(k) != crop.get(k)}
     if diff:
         warn(
             f"warning: {path}: crops were cut with " + ", ".join(f"{k}={a!r}" for k, (a, _) in diff.items())

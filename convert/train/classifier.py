@@ -325,7 +325,7 @@ def make_sidecar(
         "labels": list(cd.LABELS),
         "non_face_labels": ["not_face"],
         "output": {"name": "logits", "activation": "softmax", "temperature": round(float(temperature), 4)},
-        "crop": {"scale": spec_cfg.scale, "align": "eyes", "shift_y": spec_cfg.shift_y},
+        "crop": spec_cfg.crop_spec().sidecar(),
         "provenance": {
             "source_model": source_model or "trained from scratch by convert/train/classifier.py (no pretrained weights)",
             "converter": f"tensorflow {tf.__version__}",

@@ -86,7 +86,9 @@ def base_crops(data_root: Path, cache: Path, cfg: cd.DataConfig, log: Log) -> Tu
     if cache.is_file():
         tr, va, info = cd.load_crops(cache)
         made = info.get("config", {})
-        if all(made.get(k) == v for k, v in (("size", cfg.size), ("scale", cfg.scale), ("shift_y", cfg.shift_y), ("limit", cfg.limit))):
+        if all(made.get(k, dflt) == v for k, v, dflt in (
+                ("size", cfg.size, None), ("scale", cfg.scale, None), ("shift_y", cfg.shift_y, None), ("limit", cfg.limit, None),
+                ("anchor", cfg.anchor, "box"), ("anchor_side", cfg.anchor_side, 2.2), ("anchor_centre", cfg.anchor_centre, 0.8))):
             log(f"base crops from {cache}: train {info['train_counts']}, val {info['val_counts']}")
             return tr, va, info
         log(f"base crop cache {cache} was made with other settings ({made}); cutting the crops again")
@@ -442,8 +444,7 @@ def run(a: argparse.Namespace, log: Log = print, warn: Optional[Log] = None) -> 
         warn("warning: fewer than 2 site tracks: nothing held out, the site comparison is skipped")
 
     tf_threads(a.threads)
-    cfg = cd.DataConfig(size=size, scale=float(crop.get("scale", 1.3)), shift_y=float(crop.get("shift_y", 0.0)),
-                        seed=a.seed, limit=a.base_limit)
+    cfg = cd.DataConfig.from_crop(size, crop, seed=a.seed, limit=a.base_limit)
     tr, va, base_info = base_crops(a.data_root, a.crops, cfg, step)
     train_set, weights = merge(tr, site, ~held, a.site_weight)
     step(f"training set: {len(tr)} base + {int((~held).sum())} site crops (site weight {a.site_weight}); base val {len(va)}")

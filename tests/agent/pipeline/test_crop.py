@@ -144,3 +144,45 @@ def test_batch_matches_single_crops():
 def test_from_sidecar_rejects_unknown_alignment():
     with pytest.raises(ValueError, match="crop.align"):
         CropSpec.from_sidecar({"align": "nose"}, 64, 64)
+
+
+def _yunet_face():
+    """A level face box (annotator convention) and YuNet-style keypoints: eyes, nose tip, mouth corners."""
+    box = (100.0, 100.0, 180.0, 200.0)  # 80 x 100
+    kps = np.array([[125, 130], [155, 130], [140, 150], [128, 170], [152, 170]], float)  # eye-to-mouth 40 px
+    return box, kps
+
+
+def test_keypoint_anchor_places_eyes_and_mouth_at_fixed_crop_pixels():
+    """anchor: keypoints: side = anchor_side eye-to-mouth distances, centre anchor_centre of it below the eyes."""
+    box, kps = _yunet_face()
+    spec = CropSpec(48, 48, align="eyes", anchor="keypoints", anchor_side=2.0, anchor_centre=0.75)
+    m = crop_matrix(box, kps, spec)
+    # side 80 px centred 30 px below the eyes (140, 160): the eyes 30 px above the centre -> row 24 - 18
+    assert _apply(m, (140, 160)) == pytest.approx((24, 24))
+    assert _apply(m, (140, 130)) == pytest.approx((24, 24 - 30 * 48 / 80))
+    # BlazeFace's 6 (mouth centre, ears) give the same crop
+    six = np.array([kps[0], kps[1], kps[2], (kps[3] + kps[4]) / 2, [105, 140], [175, 140]])
+    assert crop_matrix(box, six, spec) == pytest.approx(m)
+
+
+def test_keypoint_anchor_falls_back_to_the_box_without_usable_keypoints():
+    """No keypoints, eyes only (the roll augmentation) or keypoints off the box: the box stands in."""
+    box, kps = _yunet_face()
+    spec = CropSpec(48, 48, anchor="keypoints")
+    fallback = crop_matrix(box, None, spec)
+    bad = kps.copy()
+    bad[3:] += [0, 200]  # a mouth far below the face
+    assert crop_matrix(box, bad, spec) == pytest.approx(fallback)
+    # side anchor_side * box height / 2.5; the box centre lies 0.47 eye-to-mouth distances below the eyes
+    d = 100 / 2.5
+    assert _apply(fallback, (140, 150 + (0.8 - 0.47) * d)) == pytest.approx((24, 24))
+    assert fallback[0, 0] == pytest.approx(48 / (2.2 * d))
+
+
+def test_anchor_round_trips_through_the_sidecar():
+    spec = CropSpec(48, 48, anchor="keypoints", anchor_side=2.4, anchor_centre=0.7)
+    assert CropSpec.from_sidecar(spec.sidecar(), 48, 48) == spec
+    assert "anchor" not in CropSpec(48, 48).sidecar()
+    with pytest.raises(ValueError, match="crop.anchor"):
+        CropSpec.from_sidecar({"anchor": "nose"}, 48, 48)

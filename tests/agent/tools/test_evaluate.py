@@ -71,6 +71,17 @@ def test_summarize_counts_alerts_and_sizes():
     assert s["spurious_unmasked"] == 0  # outcomes saved before the count existed read as none
 
 
+def test_incorrectly_worn_masks_alert_as_either_unmasked_label():
+    per_image = {"a.jpg": {"spurious": 0, "faces": [
+        {"label": "incorrect_mask", "height": 50, "predicted": "no_mask"},
+        {"label": "incorrect_mask", "height": 50, "predicted": "incorrect_mask"},
+        {"label": "incorrect_mask", "height": 50, "predicted": "mask"},
+        {"label": "incorrect_mask", "height": 50, "predicted": None},
+    ]}}
+    r = summarize(per_image, min_size=40)["min_size_faces"]["incorrect_alerted"]
+    assert (r["count"], r["of"], r["found"]) == (2, 4, 3) and r["pct"] == 50.0 and r["found_pct"] == 66.67
+
+
 def test_spurious_detections_called_unmasked_are_counted():
     gts = [Annotation((0, 0, 10, 10), "mask")]
     faces = [{"box": [0, 0, 10, 10], "label": "no_mask", "face_score": 0.9},  # matched: not spurious
