@@ -41,7 +41,7 @@ def build_pipeline(cfg: Config, publisher: Publisher,
                          f" {classifier.face_labels}\n  fix: use those names")
     versions = {detector.model.name: detector.model.version, classifier.model.name: classifier.model.version}
     preview = PreviewServer(cfg.preview, cfg.runtime.camera) if cfg.preview.enabled else None
-    return Pipeline(detector, classifier, Tracker(cfg.tracker), AlertPolicy(cfg.alerts, cfg.runtime.camera, versions),
+    return Pipeline(detector, classifier, Tracker(cfg.tracker, thresholds=cfg.classifier.thresholds), AlertPolicy(cfg.alerts, cfg.runtime.camera, versions),
                     publisher, preview=preview)
 
 

@@ -191,6 +191,7 @@ class Pipeline:
                                    f" labels {new_classifier.face_labels}\n  fix: use those names")
         self.detector, self.classifier = new_detector, new_classifier
         self.tracker.cfg = cfg.tracker  # live tracks carry on; new ones use the new window
+        self.tracker.thresholds = dict(cfg.classifier.thresholds)  # labels are decided by the new thresholds
         self.policy.cfg = cfg.alerts
         self.policy.camera = cfg.runtime.camera
         self.policy.models = {new_detector.model.name: new_detector.model.version,

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import math
 import statistics
 
+import numpy as np
 
+from agent.pipeline.classify import pick_label
 from agent.types import Box, Face, Track
 
 Distance = Callable[[Box, Box], float]
@@ -81,9 +83,12 @@ class _History:
 class Tracker:
     """Greedy IoU matching of faces to tracks, highest overlap first."""
 
-    def __init__(self, cfg: TrackerConfig, distance: Distance = iou) -> None:
+    def __init__(self, cfg: TrackerConfig, distance: Distance = iou, thresholds: Optional[Mapping[str, float]] = None) -> None:
         self.cfg = cfg
         self.similarity = distance
+        # the classifier's per-label thresholds (config classifier.thresholds): a track's label is
+        # decided by the same rule as a frame's (agent.pipeline.classify.pick_label)
+        self.thresholds: Dict[str, float] = dict(thresholds or {})
         self.tracks: List[Track] = []
         self._history: Dict[int, _History] = {}
         self._frame = 0  # updates so far: the tracker's clock for velocities
@@ -158,18 +163,21 @@ class Tracker:
         if face.scores:
             hist.scores.append(dict(face.scores))
         if track.hits >= self.cfg.min_hits and hist.scores:
-            track.label, track.score, track.scores = decide(hist.scores, self.cfg.aggregate)
+            track.label, track.score, track.scores = decide(hist.scores, self.cfg.aggregate, self.thresholds)
 
 
-def decide(window: Sequence[Dict[str, float]], aggregate: str = "median") -> Tuple[Optional[str], float, Dict[str, float]]:
-    """Combine per-frame class scores: (label with the highest aggregate, its score, all aggregates)."""
+def decide(window: Sequence[Dict[str, float]], aggregate: str = "median",
+           thresholds: Optional[Mapping[str, float]] = None) -> Tuple[Optional[str], float, Dict[str, float]]:
+    """Combine per-frame class scores: (decided label, its score, all aggregates). The label is the
+    one with the highest aggregate that reaches its ``thresholds`` entry (the classifier's rule,
+    :func:`agent.pipeline.classify.pick_label`); without thresholds, the highest."""
     labels = sorted({k for s in window for k in s})
     if not labels:
         return None, 0.0, {}
     # Plain Python: for a window of ~15 frames it is several times faster than building arrays.
     combine = statistics.median if aggregate == "median" else statistics.fmean
     agg = {k: float(combine([s.get(k, 0.0) for s in window])) for k in labels}
-    best = max(labels, key=agg.__getitem__)
+    best = labels[pick_label(np.array([agg[k] for k in labels]), labels, dict(thresholds or {}))]
     return best, agg[best], agg
 
 

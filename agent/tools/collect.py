@@ -245,7 +245,7 @@ def collect(opts: Options, cfg: "Config") -> Stats:
         raise SiteError(str(exc).replace("source.uri", "--source", 1).replace("\n  fix:", "; fix:")) from None
     folder = SiteFolder(opts.out)
     name = redact_uri(opts.source)
-    collector = Collector(detector, classifier, Tracker(cfg.tracker), folder, name, opts, min_face)
+    collector = Collector(detector, classifier, Tracker(cfg.tracker, thresholds=cfg.classifier.thresholds), folder, name, opts, min_face)
     spec = collector.spec
     header = {"size": opts.size, "crop": spec.sidecar(),
               "labels": list(classifier.labels), "detector": model_info(detector.model),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from agent.pipeline.track import Tracker, TrackerConfig, decide, iou
@@ -103,6 +105,19 @@ def test_decide_mean_and_empty():
     label, score, scores = decide(window, "mean")
     assert label == "b" and score == pytest.approx(0.6)
     assert decide([], "median") == (None, 0.0, {})
+
+
+def test_track_label_follows_the_classifier_thresholds():
+    """classifier.thresholds decide a track's label as they decide a frame's: a doubtful `mask`
+    below its threshold gives way to the next label (the alert decision of the whole pipeline)."""
+    window = [{"mask": 0.6, "incorrect_mask": 0.3, "no_mask": 0.1}] * 3
+    assert decide(window)[0] == "mask"
+    label, score, _ = decide(window, "median", {"mask": 0.7})
+    assert label == "incorrect_mask" and score == pytest.approx(0.3)
+    tr = Tracker(TrackerConfig(min_hits=1, window=3), thresholds={"mask": 0.7})
+    f = face(100, label="mask", p=0.6)
+    tracks = tr.update([replace(f, scores=window[0])], 0)
+    assert tracks[0].label == "incorrect_mask"
 
 
 def test_config_checks():
