@@ -150,25 +150,37 @@ def label_metrics(prob: np.ndarray, y: np.ndarray) -> Dict[str, object]:
     }
 
 
-# the labels config.yaml's alert.labels raises an alert for, and the `mask` thresholds the card's curve steps through
+# the labels config.yaml's alert.labels raises an alert for
 ALERT_LABELS: Tuple[str, ...] = ("incorrect_mask", "no_mask")
-MASK_THRESHOLDS: Tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-# the most masked faces an alerting threshold may alert on the tuning fold (the pipeline target is 2 %)
-MASK_ALERT_BUDGET = 0.01
+# the operating points the card's curve steps through (config classifier.thresholds): arg-max; a
+# `mask` threshold (doubtful masks alert: more alerts); a threshold on both alert labels (doubtful
+# alerts fall back to mask: fewer alerts)
+OPERATING_POINTS: Tuple[Dict[str, float], ...] = (
+    ({},) + tuple({"mask": t} for t in (0.5, 0.6, 0.7, 0.8, 0.9))
+    + tuple({"incorrect_mask": t, "no_mask": t} for t in (0.5, 0.6, 0.7))
+)
+# faces this tall and taller count for the threshold choice, as for the whole-pipeline alert figures
+TUNE_MIN_FACE_PX = 40.0
 
 
-def alert_curve(prob: np.ndarray, y: np.ndarray, grid: Sequence[float] = MASK_THRESHOLDS) -> List[Dict[str, object]]:
-    """What ``classifier.thresholds: {mask: T}`` does to the alert decision, per T of ``grid``: the
-    share of ``incorrect_mask`` faces alerted (decided ``incorrect_mask`` or ``no_mask``, the alert
-    labels), of ``no_mask`` faces alerted and of ``mask`` faces falsely alerted, with counts and 95 %
-    Wilson intervals. Labels are picked by the agent's own rule (:func:`agent.pipeline.classify.pick_label`);
+def thresholds_words(t: Mapping[str, float]) -> str:
+    """An operating point as config.yaml would spell it: ``{}``, ``{mask: 0.7}``..."""
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in t.items()) + "}"
+
+
+def alert_curve(prob: np.ndarray, y: np.ndarray,
+                points: Sequence[Mapping[str, float]] = OPERATING_POINTS) -> List[Dict[str, object]]:
+    """What ``classifier.thresholds`` does to the alert decision, per operating point: the share of
+    ``incorrect_mask`` faces alerted (decided ``incorrect_mask`` or ``no_mask``, the alert labels),
+    of ``no_mask`` faces alerted and of ``mask`` faces falsely alerted, with counts and 95 % Wilson
+    intervals. Labels are picked by the agent's own rule (:func:`agent.pipeline.classify.pick_label`);
     ``not_face`` crops are left out, faces decided ``not_face`` count as not alerted."""
     labels = list(cd.LABELS)
     alert = [labels.index(lab) for lab in ALERT_LABELS]
     rows = []
-    for t in grid:
-        pred = np.array([pick_label(p, labels, {"mask": float(t)} if t else {}) for p in prob], np.int64)
-        row: Dict[str, object] = {"mask_threshold": float(t)}
+    for t in points:
+        pred = np.array([pick_label(p, labels, dict(t)) for p in prob], np.int64)
+        row: Dict[str, object] = {"thresholds": dict(t)}
         for key, lab in (("incorrect_alerted", "incorrect_mask"), ("no_mask_alerted", "no_mask"), ("mask_alerted", "mask")):
             m = y == labels.index(lab)
             k, n = int(np.isin(pred[m], alert).sum()), int(m.sum())
@@ -177,14 +189,15 @@ def alert_curve(prob: np.ndarray, y: np.ndarray, grid: Sequence[float] = MASK_TH
     return rows
 
 
-def choose_mask_threshold(curve: Sequence[Dict[str, object]], budget: float = MASK_ALERT_BUDGET) -> float:
-    """The ``mask`` threshold of ``curve`` (from the tuning fold, never val) that alerts on the most
-    ``incorrect_mask`` faces while alerting on at most ``budget`` of the masked ones (0 when none does)."""
-    ok = [r for r in curve if r["mask_alerted"]["rate"] <= budget]  # type: ignore[index]
-    if not ok:
-        return 0.0
-    best = max(ok, key=lambda r: (r["incorrect_alerted"]["rate"], r["no_mask_alerted"]["rate"], -r["mask_threshold"]))  # type: ignore[index]
-    return float(best["mask_threshold"])  # type: ignore[arg-type]
+def choose_thresholds(curve: Sequence[Dict[str, object]]) -> Dict[str, float]:
+    """The operating point of ``curve`` (from the tuning fold, never val) that alerts on the most
+    ``incorrect_mask`` faces without alerting on more masked faces than the arg-max does (its first
+    row); ties go to fewer masked alerts, then more ``no_mask`` alerted, then the earlier point."""
+    base = curve[0]["mask_alerted"]["k"]  # type: ignore[index]
+    ok = [(i, r) for i, r in enumerate(curve) if r["mask_alerted"]["k"] <= base]  # type: ignore[index]
+    _, best = max(ok, key=lambda ir: (ir[1]["incorrect_alerted"]["k"], -ir[1]["mask_alerted"]["k"],  # type: ignore[index]
+                                      ir[1]["no_mask_alerted"]["k"], -ir[0]))  # type: ignore[index]
+    return dict(best["thresholds"])  # type: ignore[arg-type]
 
 
 def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
@@ -205,12 +218,13 @@ def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
     y = val_set.y
     faces = y < 3
     out: Dict[str, object] = {"val_crops": int(len(y)), **label_metrics(prob, y)}
-    out["alert_curve_val"] = alert_curve(prob, y)
+    big = val_set.box_h >= TUNE_MIN_FACE_PX if val_set.box_h is not None else np.ones(len(y), bool)
+    out["alert_curve_val"] = alert_curve(prob[big], y[big])
     if tune_set is not None and len(tune_set):
-        framed = tune_set.source == "detector"
+        framed = (tune_set.source == "detector") & (tune_set.box_h >= TUNE_MIN_FACE_PX)
         tp = softmax(clf.logits_uint8(tune_set.x[framed], normalization), temperature)
         out["alert_curve_tune"] = alert_curve(tp, tune_set.y[framed])
-        out["thresholds"] = {"mask": choose_mask_threshold(out["alert_curve_tune"])}
+        out["thresholds"] = choose_thresholds(out["alert_curve_tune"])
         out["tune_crops"] = int(framed.sum())
     out.update({
         "temperature": float(temperature),
@@ -375,28 +389,28 @@ def _framed_by_detector(info: Dict[str, object]) -> bool:
 
 
 def _alert_lines(m: Dict[str, object]) -> List[str]:
-    """The card's alert-decision block: the chosen ``mask`` threshold and the trade-off curve on the
-    tuning fold (where it was chosen) and on val (where it is only reported)."""
-    curves = [(k, name) for k, name in (("alert_curve_tune", "tuning fold of train (chosen here)"), ("alert_curve_val", "val"))
-              if m.get(k)]
+    """The card's alert-decision block: the operating point chosen on the tuning fold and the
+    trade-off curve there (where it was chosen) and on val (where it is only reported)."""
+    curves = [(k, name) for k, name in (("alert_curve_tune", "tuning fold"), ("alert_curve_val", "val")) if m.get(k)]
     if not curves:
         return []
     lines = ["", "### The alert decision (`alert.labels`: incorrect_mask, no_mask; `classifier.thresholds`)"]
     if "thresholds" in m:
-        t = m["thresholds"]["mask"]
         lines.append(
-            f"A face whose `mask` probability is below T gets its next label. T = **{t:g}** was chosen on the tuning fold "
-            f"({m.get('tune_crops', 0)} detector-framed crops of held-out train images, never trained on): the most "
-            f"`incorrect_mask` faces alerted with at most {100 * MASK_ALERT_BUDGET:g} % of masked faces alerted. "
-            "Incorrectly worn masks alerted (as `incorrect_mask` or `no_mask`) against masked faces falsely alerted, per T:")
-    lines += ["", "| `mask` threshold T | " + " | ".join(f"{r['mask_threshold']:g}" for r in m[curves[0][0]]) + " |",
-              "|---" * (1 + len(m[curves[0][0]])) + "|"]
-    for key, name in curves:
-        rows = m[key]
-        lines.append(f"| {name}: incorrect alerted / masked alerted | " + " | ".join(
-            f"{_pct(r['incorrect_alerted']['rate'])} / {_pct(r['mask_alerted']['rate'])}" for r in rows) + " |")
-    rows = m[curves[-1][0]]
-    lines.append(f"| val: unmasked (`no_mask`) alerted | " + " | ".join(_pct(r["no_mask_alerted"]["rate"]) for r in rows) + " |")
+            f"Chosen on the tuning fold ({m.get('tune_crops', 0)} crops of faces >= {TUNE_MIN_FACE_PX:g} px as the detector frames "
+            "them, from held-out train images never trained on): **`classifier.thresholds: "
+            f"{thresholds_words(m['thresholds'])}`**, the point alerting on the most incorrectly worn masks without alerting "
+            "on more masked faces than the arg-max. Incorrectly worn masks alerted (as `incorrect_mask` or `no_mask`) / "
+            f"masked faces falsely alerted / unmasked alerted, faces >= {TUNE_MIN_FACE_PX:g} px:")
+    lines += ["", "| `classifier.thresholds` | " + " | ".join(name for _, name in curves) + " |",
+              "|---" * (1 + len(curves)) + "|"]
+    for i, row in enumerate(m[curves[0][0]]):
+        cells = []
+        for key, _ in curves:
+            r = m[key][i]
+            cells.append(" / ".join(f"{r[k]['k']}/{r[k]['n']} ({_pct(r[k]['rate'])})"
+                                    for k in ("incorrect_alerted", "mask_alerted", "no_mask_alerted")))
+        lines.append(f"| `{thresholds_words(row['thresholds'])}` | " + " | ".join(cells) + " |")
     return lines
 
 

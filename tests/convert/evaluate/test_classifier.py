@@ -59,23 +59,22 @@ def test_float_master_is_the_one_the_sidecar_names(classifier_json):
     assert ev.float_master(model, {"provenance": {}}) is None
 
 
-def test_alert_curve_and_the_threshold_chosen_on_it():
+def test_alert_curve_and_the_thresholds_chosen_on_it():
     """A `mask` threshold moves doubtful masked faces to their next label: more incorrect_mask faces
-    alerted, more masked faces too; the choice keeps masked alerts within the budget."""
-    labels = list(ev.cd.LABELS)
+    alerted, more masked faces too; the choice never alerts on more masked faces than the arg-max."""
     prob = np.array([
         [0.9, 0.05, 0.05, 0.0],   # mask, sure
         [0.75, 0.2, 0.05, 0.0],   # mask, doubtful: alerted from T 0.8
         [0.6, 0.35, 0.05, 0.0],   # incorrect_mask called mask: alerted from T 0.7
-        [0.1, 0.8, 0.1, 0.0],     # incorrect_mask
+        [0.45, 0.5, 0.05, 0.0],   # incorrect_mask, doubtful: lost at an alert-label threshold 0.6
         [0.05, 0.05, 0.9, 0.0],   # no_mask
         [0.0, 0.0, 0.1, 0.9],     # not_face: left out
     ])
     y = np.array([0, 0, 1, 1, 2, 3])
-    curve = {r["mask_threshold"]: r for r in ev.alert_curve(prob, y, grid=(0.0, 0.7, 0.8))}
-    assert curve[0.0]["incorrect_alerted"]["k"] == 1 and curve[0.0]["mask_alerted"]["k"] == 0
-    assert curve[0.7]["incorrect_alerted"]["k"] == 2 and curve[0.7]["mask_alerted"]["k"] == 0
-    assert curve[0.8]["mask_alerted"]["k"] == 1 and curve[0.8]["no_mask_alerted"]["rate"] == 1.0
-    assert ev.choose_mask_threshold(list(curve.values()), budget=0.0) == 0.7
-    assert ev.choose_mask_threshold(list(curve.values()), budget=0.6) == 0.7  # ties go to the lower T
-    assert labels[2] == "no_mask"
+    points = ({}, {"mask": 0.7}, {"mask": 0.8}, {"incorrect_mask": 0.6, "no_mask": 0.6})
+    curve = ev.alert_curve(prob, y, points)
+    got = [(r["incorrect_alerted"]["k"], r["mask_alerted"]["k"], r["no_mask_alerted"]["k"]) for r in curve]
+    assert got == [(1, 0, 1), (2, 0, 1), (2, 1, 1), (0, 0, 1)]
+    assert ev.choose_thresholds(curve) == {"mask": 0.7}
+    assert ev.choose_thresholds([curve[0], curve[2]]) == {}  # more masked alerts than the arg-max: not taken
+    assert ev.thresholds_words({"mask": 0.7}) == "{mask: 0.7}" and ev.thresholds_words({}) == "{}"
