@@ -623,6 +623,21 @@ def build_synthetic(
     return crops, info
 
 
+def tune_fold_mask(images: np.ndarray, fraction: float) -> np.ndarray:
+    """True for crops whose source image falls in the tuning fold: a fixed ``fraction`` of image names
+    by hash (so every crop of an image, synthetic ones included, falls on the same side)."""
+    import zlib  # noqa: PLC0415
+
+    cut = int(round(fraction * 1000))
+    return np.array([zlib.crc32(b"tune:" + str(n).encode()) % 1000 < cut for n in images], bool)
+
+
+def tune_set(train: CropSet, fraction: float) -> CropSet:
+    """The real (not synthetic) train crops of the tuning fold (:func:`tune_fold_mask`)."""
+    m = tune_fold_mask(train.image, fraction) & ~np.char.startswith(train.source.astype(str), "synthetic")
+    return CropSet(train.x[m], train.y[m], train.source[m], train.image[m], None if train.box_h is None else train.box_h[m])
+
+
 def save_crops(path: Path, train: CropSet, val: CropSet, info: Dict[str, object]) -> None:
     """One compressed .npz with both splits and the build info (as JSON)."""
     path.parent.mkdir(parents=True, exist_ok=True)

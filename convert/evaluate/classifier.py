@@ -589,9 +589,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {f} not found; {fix}", file=sys.stderr)
             return 2
     sidecar = json.loads(sidecar_path.read_text())
-    _, va, info = cd.load_crops(a.crops)
-    if sidecar.get("provenance", {}).get("recipe"):
-        info["recipe"] = sidecar["provenance"]["recipe"]
+    tr, va, info = cd.load_crops(a.crops)
+    prov = sidecar.get("provenance", {})
+    if prov.get("recipe"):
+        info["recipe"] = prov["recipe"]
+    # what the trainer added to the crops' info (synthetic crops, the tuning fold) lives in the sidecar
+    info.update({k: v for k, v in (prov.get("crops") or {}).items() if k in ("synthetic", "tune_fold")})
+    fold = (info.get("tune_fold") or {}).get("fraction")
+    tune = cd.tune_set(tr, float(fold)) if fold else None
     if va.x.shape[1] != sidecar["input"]["height"]:
         print(f"error: {a.crops} holds {va.x.shape[1]} px crops but {sidecar_path} input.height is {sidecar['input']['height']}; rebuild the crops with --size", file=sys.stderr)
         return 2
@@ -604,7 +609,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"note: no float model ({keras_path or 'the sidecar names none'}): int8/float agreement not measured",
               file=sys.stderr)
     m = evaluate_bytes(a.model.read_bytes(), va, float(sidecar["output"]["temperature"]),
-                       sidecar["input"]["normalization"], model=model)
+                       sidecar["input"]["normalization"], model=model, tune_set=tune)
     print(json.dumps(sidecar_metrics(m, info), indent=1))
     if not a.no_write:
         write_outputs(a.model.parent, m, info, sidecar)

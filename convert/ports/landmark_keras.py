@@ -400,15 +400,6 @@ def _arguments() -> argparse.ArgumentParser:
     return p
 
 
-def tune_fold_mask(images: np.ndarray, fraction: float) -> np.ndarray:
-    """True for crops whose source image falls in the tuning fold: a fixed ``fraction`` of image names
-    by hash (so every crop of an image, synthetic ones included, falls on the same side)."""
-    import zlib  # noqa: PLC0415
-
-    cut = int(round(fraction * 1000))
-    return np.array([zlib.crc32(b"tune:" + str(n).encode()) % 1000 < cut for n in images], bool)
-
-
 def _data(a: argparse.Namespace) -> Tuple[Any, Any, Any, Dict[str, Any], int]:
     """(train, val, held-out synthetic or None, crop info, input size) as the options ask; with
     ``--tune-fold`` the held-out train crops are in ``info["tune_set"]`` (not trained on)."""
@@ -430,9 +421,8 @@ def _data(a: argparse.Namespace) -> Tuple[Any, Any, Any, Dict[str, Any], int]:
                              "placements": sinfo.get("placements"), "agent_detector": sinfo.get("agent_detector"),
                              "faces": sinfo.get("faces")}
     if a.tune_fold:
-        held = tune_fold_mask(tr.image, a.tune_fold)
-        tune = _pick(tr, held & ~np.char.startswith(tr.source.astype(str), "synthetic"))
-        tr = _pick(tr, ~held)
+        tune = cd.tune_set(tr, a.tune_fold)
+        tr = _pick(tr, ~cd.tune_fold_mask(tr.image, a.tune_fold))
         info["tune_fold"] = {"fraction": a.tune_fold, "crops": len(tune),
                              "counts": {lab: int((tune.y == i).sum()) for i, lab in enumerate(cd.LABELS)}}
         info["tune_set"] = tune

@@ -115,10 +115,12 @@ def test_recipe_parses_back_to_the_same_training():
 
 def test_tune_fold_holds_out_whole_images_by_hash():
     """--tune-fold: a fixed share of train images, every crop of an image on the same side."""
+    from convert.data import classifier as cd
+
     names = np.array([f"img{i}.jpg" for i in range(2000)] * 2)
-    held = lk.tune_fold_mask(names, 0.15)
+    held = cd.tune_fold_mask(names, 0.15)
     assert np.array_equal(held[:2000], held[2000:]) and 0.12 < held[:2000].mean() < 0.18
-    assert np.array_equal(held, lk.tune_fold_mask(names, 0.15)) and not lk.tune_fold_mask(names, 0.0).any()
+    assert np.array_equal(held, cd.tune_fold_mask(names, 0.15)) and not cd.tune_fold_mask(names, 0.0).any()
     a = lk._arguments().parse_args(["--crops", "c.npz", "--tune-fold", "0.15", "--synthetic"])
     lines = lk.recipe(a, 48, "face_detector_yunet.json", 3000)
     assert "--synthetic 3000" in lines[0] and "--tune-fold 0.15" in " ".join(lines)
