@@ -150,7 +150,7 @@ def build(models_dir: Path, stem: str, data_root: Path = DEFAULT_DATA_ROOT, val_
           threads: int = 2, log: Callable[[str], None] = print) -> Path:
     """Build, score and write the float16 variant of ``models_dir/stem.json``; returns its sidecar path."""
     from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
-    from convert.export.quantize import quantize_float16, write_model_pair  # noqa: PLC0415
+    from convert.export.quantize import open_input_size, quantize_float16, write_model_pair  # noqa: PLC0415
 
     models_dir = Path(models_dir)
     primary = read_primary(models_dir, stem)
@@ -158,13 +158,17 @@ def build(models_dir: Path, stem: str, data_root: Path = DEFAULT_DATA_ROOT, val_
     tf_threads(threads)  # a no-op when TensorFlow already ran in this process (yunet --float16)
     log(f"float16 variant of {models_dir / stem}.json from {master.name}")
     model = keras_module().models.load_model(master, compile=False)
+    mi = primary["input"]
+    if mi.get("adaptive_multiple"):  # the variant runs at every input size the primary may shrink to
+        model = open_input_size(model)
     flat = quantize_float16(model)
     side = variant_sidecar(primary, stem)
     if primary["kind"] == "detector":
         report = detector_parity(model, flat, side, data_root, val_images, threads)
     else:
         report = classifier_parity(model, flat, side, data_root, val_images)
-    report.update({"size_bytes": len(flat), "latency_ms": latency_ms(flat)})
+    report.update({"size_bytes": len(flat),
+                   "latency_ms": latency_ms(flat, input_shape=(1, int(mi["height"]), int(mi["width"]), int(mi["channels"])))})
     side["metrics"] = {"parity": report}
     name = stem + SUFFIX
     sha = hashlib.sha256(flat).hexdigest()

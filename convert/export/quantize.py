@@ -56,11 +56,11 @@ def tensorflow_version() -> str:
 
 def _collect_representative(model: Any, representative: Iterable[np.ndarray]) -> List[np.ndarray]:
     """Materialize and check the calibration batches (so errors are clear, before TF sees them)."""
-    want = tuple(int(d) for d in model.inputs[0].shape[1:])
+    want = tuple(model.inputs[0].shape[1:])  # None: a dimension the model leaves open
     batches: List[np.ndarray] = []
     for i, x in enumerate(representative):
         x = np.asarray(x)
-        if x.shape != (1,) + want:
+        if x.ndim != len(want) + 1 or x.shape[0] != 1 or any(w is not None and int(w) != d for w, d in zip(want, x.shape[1:])):
             raise ConvertError(
                 f"representative batch {i} has shape {x.shape}, the model wants (1, {', '.join(map(str, want))}): "
                 "resize the images to the model input and add a batch axis of 1"
@@ -118,6 +118,20 @@ def quantize_int8(model: Any, representative: Iterable[np.ndarray], *, float_out
         float_shapes = [shapes[names.index(n)] for n in float_outputs]
         flat = float_heads(flat, float_shapes, list(float_outputs))
     return flat
+
+
+def open_input_size(model: Any) -> Any:
+    """The same Keras model (shared weights) with its input's height and width left open and a batch
+    of 1: for fully convolutional models whose sidecar has ``input.adaptive_multiple``. Converted,
+    the flatbuffer's input signature is (1, -1, -1, C) and every reshape follows the input size."""
+    from convert.tf import keras_module  # noqa: PLC0415
+
+    keras = keras_module()
+    inp = keras.Input((None, None, int(model.inputs[0].shape[-1])), batch_size=1)
+    # clone_model keeps every layer's name (the outputs' names are the sidecar's logical names)
+    opened = keras.models.clone_model(model, input_tensors=inp)
+    opened.set_weights(model.get_weights())
+    return opened
 
 
 def quantize_float16(model: Any) -> bytes:
@@ -264,12 +278,17 @@ def float_heads(flat: bytes, shapes: Sequence[Tuple[int, ...]], names: Sequence[
 # Reading a converted model back
 
 
-def tflite_io(tflite_bytes: bytes) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    """Input and output tensor details of a TFLite flatbuffer, read with LiteRT."""
+def tflite_io(tflite_bytes: bytes, input_shape: Optional[Sequence[int]] = None) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """Input and output tensor details of a TFLite flatbuffer, read with LiteRT; a model that leaves
+    input dimensions open is first sized to ``input_shape`` (the sidecar's)."""
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
     try:
         it = Interpreter(model_content=bytes(tflite_bytes))
+        inputs = it.get_input_details()
+        if len(inputs) == 1 and input_shape is not None and -1 in [int(v) for v in inputs[0].get("shape_signature", [])]:
+            it.resize_tensor_input(int(inputs[0]["index"]), [int(v) for v in input_shape], strict=True)
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ConvertError(f"not a valid TFLite model: {exc}") from exc
     inputs = it.get_input_details()
@@ -323,7 +342,8 @@ def check_sidecar_fields(sidecar: Mapping[str, Any], source: str = "sidecar") ->
 def fill_sidecar(sidecar: Mapping[str, Any], tflite_bytes: bytes, model_file: str) -> Dict[str, Any]:
     """Copy of ``sidecar`` completed from the model itself: file, hash, dtypes, quantization, dates."""
     check_sidecar_fields(sidecar)
-    inp, outs = tflite_io(tflite_bytes)
+    want_in = [1, int(sidecar["input"]["height"]), int(sidecar["input"]["width"]), int(sidecar["input"]["channels"])]
+    inp, outs = tflite_io(tflite_bytes, want_in)
     side: Dict[str, Any] = json.loads(json.dumps(sidecar))  # deep copy, JSON-clean
     side["schema"] = SCHEMA
     side["model_file"] = model_file
@@ -335,7 +355,6 @@ def fill_sidecar(sidecar: Mapping[str, Any], tflite_bytes: bytes, model_file: st
     now = _dt.datetime.now(_dt.timezone.utc)
     side["version"] = now.strftime("%Y.%m.%d.%H%M%S")
 
-    want_in = [1, int(side["input"]["height"]), int(side["input"]["width"]), int(side["input"]["channels"])]
     if [int(d) for d in inp["shape"]] != want_in:
         raise ConvertError(f"model input shape {list(inp['shape'])} differs from the sidecar input {want_in}")
     side["input"]["dtype"] = np.dtype(inp["dtype"]).name

@@ -228,7 +228,7 @@ def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, mi
     return {
         "kind": "detector",
         "name": f"yunet-n-{w}x{h}",
-        "input": {"height": h, "width": w, "channels": 3, "color": "BGR",
+        "input": {"height": h, "width": w, "channels": 3, "adaptive_multiple": max(STRIDES), "color": "BGR",
                   "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, "resize": "letterbox"},
         "outputs": {k: {"shape": [1, n, widths[k]]} for k in OUTPUTS},
         "decoding": decoding_fields(min_score, 0.45, box_adjust),

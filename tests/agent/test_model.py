@@ -120,10 +120,41 @@ def test_output_shape_mismatch_names_both_files(detector_json, copy_model):
     assert "[1, 999, 1]" in msg and str(side) in msg and ".tflite" in msg
 
 
-def test_input_shape_mismatch(detector_json, copy_model):
-    side = copy_model(detector_json, lambda m: m["input"].update(height=128))
+def test_input_shape_mismatch(copy_model):
+    door = Path(__file__).resolve().parents[2] / "models" / "face_detector_door.json"  # a fixed-size model
+    side = copy_model(door, lambda m: m["input"].update(height=128))
     with pytest.raises(ModelError, match="input shape"):
         load_model(side)
+
+
+def test_open_size_model_runs_at_the_sidecar_size_and_others(detector_json, copy_model):
+    """An adaptive detector (height and width left open in the file) loads at the sidecar's size, runs
+    at smaller ones on their own interpreters, and a sidecar whose size disagrees with its outputs fails."""
+    m = load_model(detector_json, kind="detector")
+    assert {1, 2} <= set(m.open_dims) and m.input_shape == (1, m.input_size[1], m.input_size[0], 3)
+    full = m.run(np.zeros(m.input_shape, m.input_dtype))
+    small = m.run(np.zeros((1, 192, 320, 3), m.input_dtype))
+    assert small["scores"].shape[1] == (40 * 24 + 20 * 12 + 10 * 6) < full["scores"].shape[1]
+    assert m.input_shape == (1, 192, 320, 3)
+    m.use_input_shape((1, m.input_size[1], m.input_size[0], 3))  # back: the kept interpreter
+    assert m.run(np.zeros(m.input_shape, m.input_dtype))["scores"].shape == full["scores"].shape
+    side = copy_model(detector_json, lambda meta: meta["input"].update(height=128))
+    with pytest.raises(ModelError, match="scores"):
+        load_model(side)
+
+
+def test_interpreters_are_kept_per_shape_at_most_pool_size(classifier_json, monkeypatch):
+    import agent.model as am
+
+    monkeypatch.setattr(am, "POOL_SIZE", 2)
+    m = load_model(classifier_json, kind="classifier")
+    one = m.input_shape
+    for n in (2, 3, 2):
+        m.resize_batch(n)
+    assert len(m.kept_shapes) == 2 and one not in m.kept_shapes  # batch 1, least recently used, dropped
+    assert m.kept_shapes[-1] == m.input_shape
+    m.resize_batch(2)
+    assert m.batch == 2 and m.run(np.zeros(m.input_shape, m.input_dtype))
 
 
 def test_classifier_batch_resize(classifier_json):
