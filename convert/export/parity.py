@@ -16,7 +16,7 @@ import numpy as np
 from agent.pipeline.classify import softmax
 from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
-from convert.export.quantize import write_files_atomically
+from convert.export.sidecar import write_files_atomically
 
 
 def _interpreter(tflite_bytes: bytes, threads: int = 1, input_shape: Optional[Sequence[int]] = None):

@@ -74,7 +74,7 @@ class _Pair:
     """A candidate model pair in a temp folder, loadable by the agent."""
 
     def __init__(self, flat: bytes, side: Dict[str, Any]) -> None:
-        from convert.export.quantize import write_model_pair  # noqa: PLC0415
+        from convert.export.sidecar import write_model_pair  # noqa: PLC0415
 
         self._dir = tempfile.TemporaryDirectory(prefix="maskwatch-yunet-")
         _, self.sidecar = write_model_pair(Path(self._dir.name), "candidate", flat, side)
@@ -244,7 +244,8 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
     from convert.data.detector import read_scenes  # noqa: PLC0415
     from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
-    from convert.export.quantize import open_input_size, quantize_int8, write_model_pair  # noqa: PLC0415
+    from convert.export.quantize import open_input_size, quantize_int8  # noqa: PLC0415
+    from convert.export.sidecar import write_model_pair  # noqa: PLC0415
     from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     t0 = time.time()
