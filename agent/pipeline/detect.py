@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from agent.pipeline.detectors import decoder_for
-from agent.model import Model, ModelError, cv2_table, load_model
+from agent.model import Model, ModelError, pixel_mapper, load_model
 from agent.types import Face
 
 # How far past the roi the detector looks, as a fraction of the roi's size.
@@ -150,7 +150,7 @@ class FaceDetector:
         if self.multiple:
             self._check_adaptive()
         self._rgb = str(meta["input"].get("color", "RGB")).upper() == "RGB"
-        self._lut = cv2_table(self.model.pixel_lut())
+        self._pixels = pixel_mapper(self.model.pixel_lut())
 
     @property
     def names(self) -> Tuple[str, str]:
@@ -208,7 +208,7 @@ class FaceDetector:
         if x1 or y1:  # input = (frame - view origin) * scale + pad
             box = Letterbox(box.scale_x, box.scale_y, box.pad_x - x1 * box.scale_x, box.pad_y - y1 * box.scale_y)
         rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB) if self._rgb else canvas
-        return cv2.LUT(rgb, self._lut)[None], box
+        return self._pixels(rgb)[None], box
 
     def detect(self, image: np.ndarray) -> List[Face]:
         """Faces of a BGR frame, in frame pixels, filtered by score, size and region of interest."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.model import ModelError, cv2_table, find_interpreter, load_model, read_sidecar
+from agent.model import ModelError, cv2_table, find_interpreter, load_model, pixel_mapper, read_sidecar
 
 AGENT_ROOT = Path(__file__).resolve().parents[2] / "agent"
 AGENT_MODULES = ["agent." + ".".join(p.relative_to(AGENT_ROOT).with_suffix("").parts) for p in AGENT_ROOT.rglob("*.py")
@@ -149,12 +149,20 @@ def test_interpreters_are_kept_per_shape_at_most_pool_size(classifier_json, monk
     monkeypatch.setattr(am, "POOL_SIZE", 2)
     m = load_model(classifier_json, kind="classifier")
     one = m.input_shape
-    for n in (2, 3, 2):
-        m.resize_batch(n)
-    assert len(m.kept_shapes) == 2 and one not in m.kept_shapes  # batch 1, least recently used, dropped
-    assert m.kept_shapes[-1] == m.input_shape
-    m.resize_batch(2)
-    assert m.batch == 2 and m.run(np.zeros(m.input_shape, m.input_dtype))
+    w, h = m.input_size
+    for n in (1, 2, 3, 2):
+        m.run(np.zeros((n, h, w, 3), m.input_dtype))
+    assert m.kept_shapes == [(3, h, w, 3), (2, h, w, 3)] and one not in m.kept_shapes  # least recently used dropped
+    m.resize_batch(3)
+    assert m.batch == 3 and m.run(np.zeros(m.input_shape, m.input_dtype))[next(iter(m.meta["outputs"]))].shape[0] == 3
+
+
+def test_the_load_time_interpreter_goes_when_frames_run_at_another_size(detector_json):
+    """A 16:9 camera: the sidecar-size interpreter (only checked at load) is not kept beside the one it runs."""
+    m = load_model(detector_json, kind="detector")
+    for _ in range(3):
+        m.run(np.zeros((1, 192, 320, 3), m.input_dtype))
+    assert m.kept_shapes == [(1, 192, 320, 3)]
 
 
 def test_classifier_batch_resize(classifier_json):
@@ -239,3 +247,13 @@ def test_sidecar_documents_the_interpreters_quantization(detector_json, classifi
             if oq is not None:
                 assert oq["scale"] == pytest.approx(d["quantization"][0], rel=1e-6)
                 assert oq["zero_point"] == d["quantization"][1]
+
+
+@pytest.mark.parametrize("sidecar", ["face_detector_yunet", "face_detector_door", "mask_classifier"])
+def test_pixel_mapper_gives_the_table_s_numbers(sidecar):
+    """The XOR fast path (YuNet's pixel - 128) and cv2.LUT give exactly the pixel table's values."""
+    m = load_model(Path(__file__).resolve().parents[2] / "models" / f"{sidecar}.json")
+    px = np.random.default_rng(0).integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    lut = m.pixel_lut()
+    got = pixel_mapper(lut)(px)
+    assert got.dtype == m.input_dtype and np.array_equal(got, lut[px, np.arange(3)])
