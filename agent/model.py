@@ -117,7 +117,7 @@ class Model:
     output_index: Dict[str, int]  # logical name -> tensor index
     batch: int = 1
     choice: str = ""  # how runtime.precision picked this file among the sidecar's variants (agent/variants.py)
-    make_interpreter: Optional[Callable[[], Any]] = None  # a fresh, unallocated interpreter of model_path
+    make_interpreter: Optional[Callable[[], Any]] = None  # a fresh, unallocated interpreter of the model file's bytes
     _out_quant: Dict[str, Tuple[float, int]] = field(default_factory=dict)  # name -> (scale, zero point)
     _pool: "OrderedDict[Tuple[int, ...], Any]" = field(default_factory=OrderedDict)  # input shape -> interpreter
     _shape: Tuple[int, ...] = ()
