@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -33,6 +34,12 @@ RUNTIMES: Tuple[Tuple[str, str, str], ...] = (
 )
 
 _DTYPES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32, "int16": np.int16}
+
+# Interpreters kept per input shape (classifier batch sizes, an adaptive detector's input sizes):
+# switching shape on one interpreter re-plans it (about 1 ms for the detector), keeping one per
+# shape costs its tensor arena instead (about 3.5 MB for the detector). A camera uses one shape;
+# photos of mixed shapes a handful.
+POOL_SIZE = 5
 
 
 class ModelError(Exception):
@@ -110,13 +117,19 @@ class Model:
     output_index: Dict[str, int]  # logical name -> tensor index
     batch: int = 1
     choice: str = ""  # how runtime.precision picked this file among the sidecar's variants (agent/variants.py)
+    make_interpreter: Optional[Callable[[], Any]] = None  # a fresh, unallocated interpreter of the model file's bytes
     _out_quant: Dict[str, Tuple[float, int]] = field(default_factory=dict)  # name -> (scale, zero point)
+    _pool: "OrderedDict[Tuple[int, ...], Any]" = field(default_factory=OrderedDict)  # input shape -> interpreter
+    _shape: Tuple[int, ...] = ()
+    _ran: set = field(default_factory=set)  # shapes run_raw has run at
 
     def __post_init__(self) -> None:
         details = {d["index"]: d for d in self.interpreter.get_output_details()}
         for name, index in self.output_index.items():
             scale, zero = details[index]["quantization"]
             self._out_quant[name] = (float(scale), int(zero))
+        self._shape = tuple(int(v) for v in self.interpreter.get_input_details()[0]["shape"])
+        self._pool[self._shape] = self.interpreter
 
     @property
     def name(self) -> str:
@@ -142,18 +155,59 @@ class Model:
         """
         return pixel_table(self.meta["input"].get("normalization"), self.input_dtype, self.input_quant)
 
-    def resize_batch(self, n: int, force: bool = False) -> None:
-        """Resize the input's batch dimension (reallocates; only when the size changes)."""
-        if n == self.batch and not force:
+    @property
+    def open_dims(self) -> Tuple[int, ...]:
+        """Input dimensions the model file leaves open (``-1`` in its signature): 0 = batch, 1 and 2 =
+        height and width."""
+        sig = self.interpreter.get_input_details()[0].get("shape_signature", [])
+        return tuple(i for i, v in enumerate(sig) if int(v) == -1)
+
+    @property
+    def kept_shapes(self) -> List[Tuple[int, ...]]:
+        """Input shapes with an interpreter kept, least recently used first."""
+        return list(self._pool)
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        """The input tensor's shape (batch, height, width, channels) the model runs at now."""
+        return self._shape
+
+    def use_input_shape(self, shape: Sequence[int]) -> None:
+        """Run at this input shape from now on: an interpreter kept for it, or a new one (at most
+        :data:`POOL_SIZE` kept, the least recently used dropped). Only dimensions the model left
+        open (batch; an adaptive detector's height and width) may change: ``ValueError`` /
+        ``RuntimeError`` from the runtime otherwise, and the model keeps its shape."""
+        key = tuple(int(v) for v in shape)
+        if key == self._shape:
             return
-        shape = list(self.interpreter.get_input_details()[0]["shape"])
-        shape[0] = n
-        self.interpreter.resize_tensor_input(self.input_index, shape, strict=True)
-        self.interpreter.allocate_tensors()
-        self.batch = n
+        if self._shape not in self._ran:
+            # only ever checked, never run (the load-time size, when frames run at another): dropped
+            self._pool.pop(self._shape, None)
+        interpreter = self._pool.get(key)
+        if interpreter is None:
+            if self.make_interpreter is None:
+                raise ValueError(f"{self.model_path}: no way to build another interpreter")
+            interpreter = self.make_interpreter()
+            interpreter.resize_tensor_input(self.input_index, list(key), strict=True)
+            interpreter.allocate_tensors()
+            self._pool[key] = interpreter
+            while len(self._pool) > POOL_SIZE:
+                self._pool.popitem(last=False)
+        self._pool.move_to_end(key)
+        self.interpreter, self._shape, self.batch = interpreter, key, key[0]
+
+    def resize_batch(self, n: int, force: bool = False) -> None:
+        """Run batches of ``n`` from now on (``force``: kept for callers resetting after a failure;
+        a failed resize leaves the model as it was)."""
+        self.use_input_shape((n, *self._shape[1:]))
 
     def run_raw(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:
-        """Run on a prepared input tensor; returns the outputs as stored (maybe quantized), by logical name."""
+        """Run on a prepared input tensor; returns the outputs as stored (maybe quantized), by logical name.
+
+        A tensor of another shape than the last one switches interpreter (:meth:`use_input_shape`)."""
+        if tensor.shape != self._shape:
+            self.use_input_shape(tensor.shape)
+        self._ran.add(self._shape)
         self.interpreter.set_tensor(self.input_index, tensor)
         self.interpreter.invoke()
         return {name: self.interpreter.get_tensor(index) for name, index in self.output_index.items()}
@@ -206,6 +260,18 @@ def cv2_table(lut: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(lut.reshape(1, 256, 3))
 
 
+def pixel_mapper(lut: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function taking uint8 pixels through a (256, 3) :meth:`Model.pixel_lut`: ``cv2.LUT``, or for
+    the int8 table "pixel - 128" (raw pixels at scale 1, zero point -128: YuNet's) a bitwise XOR
+    with 0x80 read as int8, the same numbers in a fifteenth of the time."""
+    import cv2  # noqa: PLC0415 - the runtime's dependency; convert/ reads sidecars without it
+
+    table = cv2_table(lut)
+    if table.dtype == np.int8 and table.shape == (1, 256) and np.array_equal(table[0], np.arange(-128, 128)):
+        return lambda px: np.bitwise_xor(px, 0x80).view(np.int8)
+    return lambda px: cv2.LUT(px, table)
+
+
 def load_model(
     sidecar: os.PathLike | str,
     kind: Optional[str] = None,
@@ -219,17 +285,31 @@ def load_model(
     if not model_path.is_file():
         raise ModelError(f"{model_path}: model file named by {sidecar_path} is missing\n  fix: put"
                          f" {meta['model_file']} next to the sidecar, or rebuild the model")
+    # The bytes are read once: every interpreter of the pool is built from them (the file may be
+    # replaced or removed meanwhile) and the hash is checked on exactly what runs.
+    content = model_path.read_bytes()
     want = meta.get("model_sha256")
     if want:
-        got = sha256_of(model_path)
+        got = hashlib.sha256(content).hexdigest()
         if got != want:
             raise ModelError(
                 f"{model_path}: sha256 {got[:12]}... does not match {sidecar_path} ({str(want)[:12]}...)"
                 "\n  fix: the model and its sidecar come from different builds; reinstall both together"
             )
     interpreter_cls, runtime = find_interpreter(runtimes)
+    threads = max(1, int(num_threads))
+
+    def make_interpreter() -> Any:
+        return interpreter_cls(model_content=content, num_threads=threads)
+
+    mi = meta["input"]
+    want_shape = [int(mi["height"]), int(mi["width"]), int(mi.get("channels", 3))]
     try:
-        interpreter = interpreter_cls(model_path=str(model_path), num_threads=max(1, int(num_threads)))
+        interpreter = make_interpreter()
+        inputs = interpreter.get_input_details()
+        if len(inputs) == 1 and -1 in [int(v) for v in inputs[0].get("shape_signature", [])[1:3]]:
+            # Height and width left open (an adaptive detector): the sidecar's size is the default.
+            interpreter.resize_tensor_input(int(inputs[0]["index"]), [1, *want_shape], strict=True)
         interpreter.allocate_tensors()
     except Exception as exc:  # the runtime reports corrupt flatbuffers with assorted types
         raise ModelError(f"{model_path}: not a loadable TFLite model ({exc})\n  fix: rebuild it or"
@@ -238,8 +318,6 @@ def load_model(
     if len(inputs) != 1:
         raise ModelError(f"{model_path}: has {len(inputs)} inputs, expected 1\n  fix: rebuild the model")
     inp = inputs[0]
-    mi = meta["input"]
-    want_shape = [int(mi["height"]), int(mi["width"]), int(mi.get("channels", 3))]
     if list(inp["shape"][1:]) != want_shape:
         raise ModelError(
             f"{model_path}: input shape {list(inp['shape'])} does not match {sidecar_path} "
@@ -262,6 +340,7 @@ def load_model(
         input_quant=(float(scale), int(zero)),
         output_index=output_index,
         batch=int(inp["shape"][0]),
+        make_interpreter=make_interpreter,
     )
 
 
@@ -287,5 +366,5 @@ def match_outputs(
     return found
 
 
-__all__ = ["Model", "ModelError", "RUNTIMES", "cv2_table", "find_interpreter", "load_model", "precision_of", "read_sidecar",
+__all__ = ["Model", "ModelError", "RUNTIMES", "cv2_table", "find_interpreter", "load_model", "pixel_mapper", "precision_of", "read_sidecar",
            "sha256_of"]

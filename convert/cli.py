@@ -118,7 +118,8 @@ def cmd_face_detector(a: argparse.Namespace) -> int:
 def cmd_quantize(a: argparse.Namespace) -> int:
     """Any Keras model + sidecar template + representative data -> int8 model pair + parity."""
     from convert.export import representative as rep  # noqa: PLC0415
-    from convert.export.quantize import check_sidecar_fields, quantize_int8, write_model_pair  # noqa: PLC0415
+    from convert.export.quantize import quantize_int8  # noqa: PLC0415
+    from convert.export.sidecar import check_sidecar_fields, write_model_pair  # noqa: PLC0415
 
     side = rep.load_sidecar_template(a.sidecar_template, a)
     check_sidecar_fields(side, str(a.sidecar_template or "flags"))

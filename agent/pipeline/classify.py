@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from agent.pipeline.crop import CropSpec, crop_faces
-from agent.model import Model, ModelError, cv2_table, load_model
+from agent.model import Model, ModelError, pixel_mapper, load_model
 from agent.types import Face
 
 
@@ -58,6 +58,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+def batch_chunks(n: int) -> List[int]:
+    """``n`` faces as batches of powers of two, largest first (11 -> 8, 2, 1): the classifier runs
+    at a handful of batch sizes, each on an interpreter kept for it (:meth:`agent.model.Model.use_input_shape`)."""
+    return [1 << b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
+
+
 def pick_label(probs: np.ndarray, labels: Sequence[str], thresholds: Dict[str, float]) -> int:
     """Index of the most likely label that reaches its threshold; the most likely one if none does."""
     order = np.argsort(-probs, kind="stable")
@@ -96,7 +102,7 @@ class MaskClassifier:
         if self.temperature <= 0 or not math.isfinite(self.temperature):
             raise ModelError(f"{self.model.sidecar_path}: output.temperature must be > 0\n  fix: rebuild")
         self._rgb = str(meta["input"].get("color", "RGB")).upper() == "RGB"
-        self._lut = cv2_table(self.model.pixel_lut())
+        self._pixels = pixel_mapper(self.model.pixel_lut())
         self._can_resize = cfg.batching == "resize"
 
     @property
@@ -109,22 +115,21 @@ class MaskClassifier:
         flat = crops.reshape(n * h, w, 3)
         if self._rgb:
             flat = cv2.cvtColor(flat, cv2.COLOR_BGR2RGB)
-        return cv2.LUT(flat, self._lut).reshape(n, h, w, 3)
+        return self._pixels(flat).reshape(n, h, w, 3)
 
     def probabilities(self, tensor: np.ndarray) -> np.ndarray:
         """Class probabilities (N, labels) for a prepared batch."""
         n = tensor.shape[0]
         if self._can_resize:
             try:
-                self.model.resize_batch(n)
+                self.model.resize_batch(batch_chunks(n)[0])
             except (RuntimeError, ValueError):
                 # A model converted with a fixed batch of 1 cannot be resized: one call per face.
                 self._can_resize = False
                 self.model.resize_batch(1, force=True)
-        if self._can_resize:
-            raw = self.model.run(tensor)[self.output_name]
-        else:
-            raw = np.concatenate([self.model.run(tensor[i : i + 1])[self.output_name] for i in range(n)])
+        sizes = batch_chunks(n) if self._can_resize else [1] * n
+        starts = np.cumsum([0] + sizes[:-1])
+        raw = np.concatenate([self.model.run(tensor[a : a + k])[self.output_name] for a, k in zip(starts, sizes)])
         raw = raw.reshape(n, -1)
         return softmax(raw, self.temperature) if self.activation == "softmax" else raw.astype(np.float32)
 
@@ -150,4 +155,4 @@ class MaskClassifier:
                 for f in self.label_all(image, largest) if f.label not in self.non_face]
 
 
-__all__ = ["ClassifierConfig", "MaskClassifier", "pick_label", "softmax"]
+__all__ = ["ClassifierConfig", "MaskClassifier", "batch_chunks", "pick_label", "softmax"]

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from agent.pipeline.detectors import decoder_for
-from agent.model import Model, ModelError, cv2_table, load_model
+from agent.model import Model, ModelError, pixel_mapper, load_model
 from agent.types import Face
 
 # How far past the roi the detector looks, as a fraction of the roi's size.
@@ -64,6 +64,30 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class LetterboxPlan:
+    """How :func:`letterbox` fits a frame: halve it ``halving`` times over (to ``source`` pixels),
+    resize that to ``size`` and place it at ``offset`` (whole pixels) of the black input."""
+
+    halving: int
+    source: Tuple[int, int]
+    size: Tuple[int, int]
+    offset: Tuple[int, int]
+
+    @classmethod
+    def of(cls, frame_w: int, frame_h: int, width: int, height: int, keep_aspect: bool = True) -> "LetterboxPlan":
+        sx, sy = width / frame_w, height / frame_h
+        if keep_aspect:
+            sx = sy = min(sx, sy)
+        # Shrinking beyond 4x first halves (OpenCV's fast INTER_AREA path, against aliasing).
+        k, sw, sh = 1, frame_w, frame_h
+        while max(sx, sy) * k < 0.25 and min(sw, sh) >= 4:
+            k, sw, sh = 2 * k, sw // 2, sh // 2
+        nw = min(width, max(1, round(frame_w * sx)))
+        nh = min(height, max(1, round(frame_h * sy)))
+        return cls(k, (sw, sh), (nw, nh), ((width - nw) // 2, (height - nh) // 2))
+
+
+@dataclass(frozen=True)
 class Letterbox:
     """How a frame was fitted into the model input: input = frame * scale + pad."""
 
@@ -75,11 +99,14 @@ class Letterbox:
     @classmethod
     def fit(cls, frame_w: int, frame_h: int, width: int, height: int, keep_aspect: bool = True) -> "Letterbox":
         """A ``frame_w`` x ``frame_h`` frame fitted into ``width`` x ``height``: centred with the aspect
-        kept (sub-pixel padding), or stretched. The one geometry of run time and training views."""
-        if not keep_aspect:
-            return cls(width / frame_w, height / frame_h, 0.0, 0.0)
-        s = min(width / frame_w, height / frame_h)
-        return cls(s, s, (width - s * frame_w) / 2.0, (height - s * frame_h) / 2.0)
+        kept, or stretched; exactly what :func:`letterbox` does to the pixels. The one geometry of run
+        time and training views."""
+        plan = LetterboxPlan.of(frame_w, frame_h, width, height, keep_aspect)
+        # cv2.resize maps pixel edges (edge x -> x * size / source); in pixel centres, the
+        # coordinates used here, that is centre x -> x * scale + (scale - 1) / 2.
+        sx = plan.size[0] / (plan.halving * plan.source[0])
+        sy = plan.size[1] / (plan.halving * plan.source[1])
+        return cls(sx, sy, plan.offset[0] + (sx - 1.0) / 2.0, plan.offset[1] + (sy - 1.0) / 2.0)
 
     def to_frame(self, xy: np.ndarray) -> np.ndarray:
         """Input-pixel coordinates (..., 2) -> frame pixels."""
@@ -116,8 +143,14 @@ class FaceDetector:
         self.min_score = cfg.min_score or self.decoder.default_min_score
         self.keypoint_names = list(self.decoder.keypoint_names)
         self.letterbox = str(meta["input"].get("resize", "letterbox")) == "letterbox"
+        # An adaptive model shrinks its input to the letterboxed frame, rounded up to this many
+        # pixels: a 16:9 frame fills 320x192 of a 320x256 input, and the padding is not computed.
+        self.multiple = int(meta["input"].get("adaptive_multiple") or 0) if self.letterbox else 0
+        self._decoders = {(self.width, self.height): self.decoder}
+        if self.multiple:
+            self._check_adaptive()
         self._rgb = str(meta["input"].get("color", "RGB")).upper() == "RGB"
-        self._lut = cv2_table(self.model.pixel_lut())
+        self._pixels = pixel_mapper(self.model.pixel_lut())
 
     @property
     def names(self) -> Tuple[str, str]:
@@ -135,20 +168,54 @@ class FaceDetector:
         vx1, vy1 = max(0, math.floor((x1 - mx) * w)), max(0, math.floor((y1 - my) * h))
         return vx1, vy1, max(vx1 + 1, min(w, math.ceil((x2 + mx) * w))), max(vy1 + 1, min(h, math.ceil((y2 + my) * h)))
 
+    def _check_adaptive(self) -> None:
+        """ModelError unless the model file leaves height and width open and every size the input
+        may shrink to decodes (``input.adaptive_multiple`` a multiple of the family's grid)."""
+        path = self.model.sidecar_path
+        if not {1, 2} <= set(self.model.open_dims):
+            raise ModelError(f"{path}: `input.adaptive_multiple` is set but {self.model.model_path.name} has a fixed"
+                             " input size\n  fix: rebuild the model (maskwatch-convert), or drop the key")
+        try:
+            decoder_for(self.decoding, (self.multiple, self.multiple))
+        except ValueError as exc:
+            raise ModelError(f"{path}: `input.adaptive_multiple` {self.multiple} does not suit the decoding ({exc})"
+                             "\n  fix: rebuild the model (maskwatch-convert)") from None
+
+    def input_size(self, view_w: int, view_h: int) -> Tuple[int, int]:
+        """(width, height) of the input for a view of this size: the sidecar's, or for an adaptive
+        model the letterboxed view rounded up to ``input.adaptive_multiple`` (the scale is the same:
+        the view's longer side, relative to the input, still fills the input)."""
+        if not self.multiple:
+            return self.width, self.height
+        s = min(self.width / view_w, self.height / view_h)
+        m = self.multiple
+        # 1e-9: a side that fills the input exactly must not round up past it
+        return (min(self.width, m * max(1, math.ceil(s * view_w / m - 1e-9))),
+                min(self.height, m * max(1, math.ceil(s * view_h / m - 1e-9))))
+
+    def decoder_at(self, width: int, height: int) -> Any:
+        """The decoder for an input of this size (built once per size)."""
+        dec = self._decoders.get((width, height))
+        if dec is None:
+            dec = self._decoders[(width, height)] = decoder_for(self.decoding, (width, height))
+        return dec
+
     def prepare(self, image: np.ndarray) -> Tuple[np.ndarray, Letterbox]:
         """BGR frame -> (input tensor (1, H, W, 3), letterbox from frame pixels); padding is black."""
         x1, y1, x2, y2 = self.view(image.shape)
-        canvas, box = letterbox(image[y1:y2, x1:x2], self.width, self.height, keep_aspect=self.letterbox)
+        size = self.input_size(x2 - x1, y2 - y1)
+        canvas, box = letterbox(image[y1:y2, x1:x2], *size, keep_aspect=self.letterbox)
         if x1 or y1:  # input = (frame - view origin) * scale + pad
             box = Letterbox(box.scale_x, box.scale_y, box.pad_x - x1 * box.scale_x, box.pad_y - y1 * box.scale_y)
         rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB) if self._rgb else canvas
-        return cv2.LUT(rgb, self._lut)[None], box
+        return self._pixels(rgb)[None], box
 
     def detect(self, image: np.ndarray) -> List[Face]:
         """Faces of a BGR frame, in frame pixels, filtered by score, size and region of interest."""
         tensor, lb = self.prepare(image)
         raw = self.model.run_raw(tensor)
-        boxes, scores, keypoints = self.decoder.decode(self.model.dequantize, raw, self.min_score, self.iou_threshold)
+        decoder = self.decoder_at(tensor.shape[2], tensor.shape[1])
+        boxes, scores, keypoints = decoder.decode(self.model.dequantize, raw, self.min_score, self.iou_threshold)
         return self._to_faces(boxes, scores, keypoints, lb, image.shape)
 
     def _to_faces(self, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, lb: Letterbox,
@@ -185,25 +252,23 @@ def centred_in_roi(cx: Any, cy: Any, roi: Sequence[float], width: float, height:
 def letterbox(image: np.ndarray, width: int, height: int, keep_aspect: bool = True) -> Tuple[np.ndarray, Letterbox]:
     """Fit a frame into ``width`` x ``height``: centred, aspect kept, black padding (or stretched).
 
-    The geometry is continuous (sub-pixel centring), like the views the detector was trained and
-    calibrated on. Reductions beyond 4x first halve with INTER_AREA (OpenCV's fast path; against
-    aliasing); the rest is one bilinear warp: close to convert/'s slower training view at a fraction
-    of its cost (``maskwatch bench`` times the detect stage).
+    One bilinear ``cv2.resize`` of the frame (after halving it while the reduction is beyond 4x)
+    into a black canvas at a whole-pixel offset: about half the time of the equivalent warpAffine
+    (``maskwatch bench`` times the detect stage). The returned geometry is exact, and convert/'s
+    training views use the same one (:meth:`Letterbox.fit`).
     """
     h, w = image.shape[:2]
-    lb = Letterbox.fit(w, h, width, height, keep_aspect)
-    src, zoom = image, max(lb.scale_x, lb.scale_y)
-    while zoom < 0.25 and min(src.shape[:2]) >= 4:
-        # Halving is OpenCV's fast INTER_AREA path (other factors are ~10x slower).
-        src = cv2.resize(src, (src.shape[1] // 2, src.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        zoom *= 2.0
-    fx, fy = w / src.shape[1], h / src.shape[0]
-    # A halved pixel q is centred on original pixel f*q + (f-1)/2.
-    m = np.array([[lb.scale_x * fx, 0.0, lb.pad_x + lb.scale_x * (fx - 1) / 2],
-                  [0.0, lb.scale_y * fy, lb.pad_y + lb.scale_y * (fy - 1) / 2]])
-    canvas = cv2.warpAffine(src, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=(0, 0, 0))
-    return canvas, lb
+    plan = LetterboxPlan.of(w, h, width, height, keep_aspect)
+    src = image
+    for _ in range(plan.halving.bit_length() - 1):
+        hw, hh = src.shape[1] // 2, src.shape[0] // 2
+        # an odd last column / row is left out: 2x2 blocks exactly (OpenCV's fast path; any other
+        # factor averages fractional pixels and stretches the geometry)
+        src = cv2.resize(src[: 2 * hh, : 2 * hw], (hw, hh), interpolation=cv2.INTER_AREA)
+    (nw, nh), (ox, oy) = plan.size, plan.offset
+    canvas = np.zeros((height, width) + image.shape[2:], image.dtype)
+    canvas[oy : oy + nh, ox : ox + nw] = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return canvas, Letterbox.fit(w, h, width, height, keep_aspect)
 
 
 def clip_box(box: Tuple[float, float, float, float], width: int, height: int) -> Tuple[float, float, float, float]:
@@ -212,4 +277,4 @@ def clip_box(box: Tuple[float, float, float, float], width: int, height: int) ->
     return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
 
 
-__all__ = ["DetectorConfig", "FaceDetector", "Letterbox", "centred_in_roi", "clip_box", "letterbox"]
+__all__ = ["DetectorConfig", "FaceDetector", "Letterbox", "LetterboxPlan", "centred_in_roi", "clip_box", "letterbox"]

@@ -47,8 +47,17 @@ class KerasModel:
         self.meta["input"]["quantization"] = None
         self.meta["name"] = name
         self.sidecar_path = Path(f"<{name}>")
-        shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.outputs]
-        self._order = {name: shapes.index(tuple(int(d) for d in spec["shape"][1:]))
+        sig = tuple(model.inputs[0].shape)
+        self.open_dims = tuple(i for i, d in enumerate(sig) if d is None)
+        if not {1, 2} <= set(self.open_dims):
+            # A Keras model of a fixed size (as trained) runs at the sidecar's size only.
+            self.meta["input"].pop("adaptive_multiple", None)
+        shapes = [tuple(t.shape[1:]) for t in model.outputs]
+
+        def fits(shape: Tuple[Any, ...], want: Sequence[int]) -> bool:  # None: a dimension left open
+            return len(shape) == len(want) and all(d is None or int(d) == int(w) for d, w in zip(shape, want))
+
+        self._order = {name: next(i for i, shp in enumerate(shapes) if fits(shp, spec["shape"][1:]))
                        for name, spec in self.meta["outputs"].items()}
 
     @property

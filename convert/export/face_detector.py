@@ -350,7 +350,8 @@ def build_face_detector(
     measured too and reported, so the choice is backed by a number.
     """
     from convert.export.parity import detector_parity, write_parity_report  # noqa: PLC0415
-    from convert.export.quantize import fill_sidecar, quantize_int8, write_model_pair  # noqa: PLC0415
+    from convert.export.quantize import quantize_int8  # noqa: PLC0415
+    from convert.export.sidecar import fill_sidecar, write_model_pair  # noqa: PLC0415
 
     side = sidecar_template(variant, source_name, source_sha256)
     size = int(side["input"]["height"])

@@ -2,7 +2,7 @@
 
 Built from the float Keras master the int8 sidecar's ``provenance.float_model`` names (float16
 weights, float32 input, output and arithmetic), written as ``STEM.fp16.tflite`` + ``STEM.fp16.json``
-by :func:`convert.export.quantize.write_model_pair`; in the same atomic step the int8 sidecar's
+by :func:`convert.export.sidecar.write_model_pair`; in the same atomic step the int8 sidecar's
 ``variants.float16`` pins it (sidecar name and model sha256). The parity report ``STEM.parity.json``
 gets a ``float16`` row: the variant against the float master on the scenes-ilc2021 val split, through
 the agent's own detector or crop (docs/model-contract.md, "Variants").
@@ -101,7 +101,7 @@ def detector_parity(keras_model: Any, flat: bytes, side: Dict[str, Any], data_ro
     from agent.model import load_model  # noqa: PLC0415
     from convert.data.detector import read_scenes  # noqa: PLC0415
     from convert.evaluate import detector as de  # noqa: PLC0415
-    from convert.export.quantize import write_model_pair  # noqa: PLC0415
+    from convert.export.sidecar import write_model_pair  # noqa: PLC0415
     from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     val = read_scenes(data_root, "val")[:val_images]
@@ -150,7 +150,8 @@ def build(models_dir: Path, stem: str, data_root: Path = DEFAULT_DATA_ROOT, val_
           threads: int = 2, log: Callable[[str], None] = print) -> Path:
     """Build, score and write the float16 variant of ``models_dir/stem.json``; returns its sidecar path."""
     from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
-    from convert.export.quantize import quantize_float16, write_model_pair  # noqa: PLC0415
+    from convert.export.quantize import open_input_size, quantize_float16  # noqa: PLC0415
+    from convert.export.sidecar import write_model_pair  # noqa: PLC0415
 
     models_dir = Path(models_dir)
     primary = read_primary(models_dir, stem)
@@ -158,13 +159,17 @@ def build(models_dir: Path, stem: str, data_root: Path = DEFAULT_DATA_ROOT, val_
     tf_threads(threads)  # a no-op when TensorFlow already ran in this process (yunet --float16)
     log(f"float16 variant of {models_dir / stem}.json from {master.name}")
     model = keras_module().models.load_model(master, compile=False)
+    mi = primary["input"]
+    if mi.get("adaptive_multiple"):  # the variant runs at every input size the primary may shrink to
+        model = open_input_size(model)
     flat = quantize_float16(model)
     side = variant_sidecar(primary, stem)
     if primary["kind"] == "detector":
         report = detector_parity(model, flat, side, data_root, val_images, threads)
     else:
         report = classifier_parity(model, flat, side, data_root, val_images)
-    report.update({"size_bytes": len(flat), "latency_ms": latency_ms(flat)})
+    report.update({"size_bytes": len(flat),
+                   "latency_ms": latency_ms(flat, input_shape=(1, int(mi["height"]), int(mi["width"]), int(mi["channels"])))})
     side["metrics"] = {"parity": report}
     name = stem + SUFFIX
     sha = hashlib.sha256(flat).hexdigest()

@@ -16,13 +16,18 @@ import numpy as np
 from agent.pipeline.classify import softmax
 from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
-from convert.export.quantize import write_files_atomically
+from convert.export.sidecar import write_files_atomically
 
 
-def _interpreter(tflite_bytes: bytes, threads: int = 1):
+def _interpreter(tflite_bytes: bytes, threads: int = 1, input_shape: Optional[Sequence[int]] = None):
+    """An allocated LiteRT interpreter; one whose input leaves dimensions open is sized to ``input_shape``."""
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
     it = Interpreter(model_content=bytes(tflite_bytes), num_threads=threads)
+    if input_shape is not None:
+        inp = it.get_input_details()[0]
+        if [int(v) for v in inp["shape"]] != [int(v) for v in input_shape]:
+            it.resize_tensor_input(int(inp["index"]), [int(v) for v in input_shape], strict=True)
     it.allocate_tensors()
     return it
 
@@ -57,11 +62,13 @@ class TfliteRunner:
         return res
 
 
-def latency_ms(tflite_bytes: bytes, threads: Sequence[int] = (1, 2), runs: int = 300, warmup: int = 20) -> Dict[str, float]:
-    """Median LiteRT invoke time in ms for each thread count (input: zeros; time excludes I/O)."""
+def latency_ms(tflite_bytes: bytes, threads: Sequence[int] = (1, 2), runs: int = 300, warmup: int = 20,
+               input_shape: Optional[Sequence[int]] = None) -> Dict[str, float]:
+    """Median LiteRT invoke time in ms for each thread count (input: zeros; time excludes I/O), at
+    ``input_shape`` for a model that leaves its input size open."""
     res: Dict[str, float] = {}
     for n in threads:
-        it = _interpreter(tflite_bytes, n)
+        it = _interpreter(tflite_bytes, n, input_shape)
         inp = it.get_input_details()[0]
         it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
         for _ in range(warmup):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +74,7 @@ class _Pair:
     """A candidate model pair in a temp folder, loadable by the agent."""
 
     def __init__(self, flat: bytes, side: Dict[str, Any]) -> None:
-        from convert.export.quantize import write_model_pair  # noqa: PLC0415
+        from convert.export.sidecar import write_model_pair  # noqa: PLC0415
 
         self._dir = tempfile.TemporaryDirectory(prefix="maskwatch-yunet-")
         _, self.sidecar = write_model_pair(Path(self._dir.name), "candidate", flat, side)
@@ -193,7 +194,10 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
            " everything but labelled faces, positives chosen by its boxes, low learning rate)"
            if "fine-tuned" in str(prov["source_model"]) else "")
         + f", int8 at"
-        f" {report['input'][0]}x{report['input'][1]} (BGR 0-255 in, outputs `scores` (cls, obj), `boxes`, `keypoints`;"
+        f" {report['input'][0]}x{report['input'][1]}, with height and width left open (`input.adaptive_multiple`"
+        f" {side['input'].get('adaptive_multiple')}: the agent runs it on a frame's letterbox without the padding,"
+        f" rounded up to that multiple: {par.get('latency_ms_16x9', {}).get('input', 'smaller')} for a 16:9 frame)"
+        f" (BGR 0-255 in, outputs `scores` (cls, obj), `boxes`, `keypoints`;"
         f" 5 keypoints: eyes, nose tip, mouth corners). {par['size_bytes'] // 1024} KB. The float master ships beside it"
         f" (`{stem}.keras`). `box_adjust` {fit['box_adjust']} (fitted on train: median IoU with the annotators' boxes"
         f" {fit['median_iou_before']} -> {fit['median_iou_after']}); `default_min_score` {thr}.",
@@ -209,7 +213,9 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
         f" boxed: see the failures figure).",
         f"int8 against float on val: {par['kept_fraction'] * 100:.1f} % of the float model's faces kept at IoU >= 0.9,"
         f" {par['kept_fraction_iou50'] * 100:.1f} % at 0.5; score difference mean {par['score_diff_mean']}, max"
-        f" {par['score_diff_max']}. LiteRT invoke at the build ({lat}; a shared host: compare speeds with"
+        f" {par['score_diff_max']}. LiteRT invoke at the build ({lat}; at"
+        f" {par.get('latency_ms_16x9', {}).get('input')}: { {k: v for k, v in par.get('latency_ms_16x9', {}).items() if k != 'input'} };"
+        " a shared host: compare speeds with"
         " `python bench/peer.py`, which times the models interleaved).",
         "",
         f"![recall against false detections per image]({'figures/' + stem + '_pr.png'})",
@@ -238,7 +244,8 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
     from convert.data.detector import read_scenes  # noqa: PLC0415
     from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
-    from convert.export.quantize import quantize_int8, write_model_pair  # noqa: PLC0415
+    from convert.export.quantize import open_input_size, quantize_int8  # noqa: PLC0415
+    from convert.export.sidecar import write_model_pair  # noqa: PLC0415
     from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     t0 = time.time()
@@ -285,6 +292,9 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         model.save(master)
 
     log(f"[2/5] int8: {a.calibration_images} letterboxed train scenes as the representative set")
+    # Height and width left open (input.adaptive_multiple): calibrated at the full size, the int8
+    # model then runs on the letterboxed frame alone (320x192 for 16:9) without the padding.
+    model = open_input_size(model)
     flat = quantize_int8(model, calibration_inputs(train, load, a.input, a.calibration_images))
     side = yk.sidecar_template(a.input, source, sha, a.min_score)
 
@@ -307,7 +317,11 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         scores[name] = {"metrics": metrics, "curve": de.curve(low), "results": at}
         log(f"  {name} at {a.min_score}: {_brief(metrics)}")
     parity = de.face_parity(float_model, int8_model, val, load, a.min_score)
-    parity["latency_ms"] = latency_ms(flat)
+    parity["latency_ms"] = latency_ms(flat, input_shape=(1, h, w, 3))
+    # what a 16:9 frame runs at: the input shrinks to the letterbox (input.adaptive_multiple)
+    wide = (w, min(h, 32 * math.ceil(w * 9 / 16 / 32)))
+    parity["latency_ms_16x9"] = {"input": f"{wide[0]}x{wide[1]}",
+                                 **latency_ms(flat, input_shape=(1, wide[1], wide[0], 3))}
     parity["size_bytes"] = len(flat)
     if check is not None:
         parity["keras_vs_opencv"] = check

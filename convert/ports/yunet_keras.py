@@ -223,12 +223,15 @@ def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, mi
                      box_adjust: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
     """The sidecar fields the build knows (quantization, hashes and dates are filled on write)."""
     w, h = input_wh
+    # adaptive_multiple: YuNet runs at any multiple of its largest stride; twice that gives half as
+    # many input sizes (320x192 for 16:9, 256x256 square, the full 320x256 for 3:2 and 4:3), so
+    # the agent keeps fewer interpreters for photos of mixed shapes at nearly the same invoke time.
     n = sum((w // s) * (h // s) for s in (8, 16, 32))
     widths = {"scores": 2, "boxes": 4, "keypoints": 10}
     return {
         "kind": "detector",
         "name": f"yunet-n-{w}x{h}",
-        "input": {"height": h, "width": w, "channels": 3, "color": "BGR",
+        "input": {"height": h, "width": w, "channels": 3, "adaptive_multiple": 2 * max(STRIDES), "color": "BGR",
                   "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, "resize": "letterbox"},
         "outputs": {k: {"shape": [1, n, widths[k]]} for k in OUTPUTS},
         "decoding": decoding_fields(min_score, 0.45, box_adjust),

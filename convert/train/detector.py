@@ -379,7 +379,7 @@ def cached_score(key: str, compute: Callable[[], Dict[str, Any]], cache_dir: Pat
             return out
         except Exception as exc:  # noqa: BLE001 - a stale or torn cache file is recomputed
             log(f"  (ignoring unreadable score cache {path}: {exc})")
-    from convert.export.quantize import write_files_atomically  # noqa: PLC0415
+    from convert.export.sidecar import write_files_atomically  # noqa: PLC0415
 
     out = compute()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -659,7 +659,7 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
     report: Dict[str, Any] = {"train": {k: v for k, v in train_info.items() if k != "history"}}
     if a.export:
         try:
-            from convert.export import parity, quantize  # noqa: PLC0415
+            from convert.export import parity, quantize, sidecar  # noqa: PLC0415
 
             names = quantize.keras_output_names(model)
             float_outs = [n for n, spec in base["outputs"].items() if spec.get("dtype") == "float32" and n in names]
@@ -669,7 +669,7 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
             flat = quantize.quantize_int8(qmodel, rep, float_outputs=float_outs)
             tmp_dir = a.out.parent / "int8"
             tmp_dir.mkdir(parents=True, exist_ok=True)
-            quantize.write_model_pair(tmp_dir, a.stem, flat, draft)
+            sidecar.write_model_pair(tmp_dir, a.stem, flat, draft)
             scores["fine-tuned int8"] = score_model("fine-tuned int8", load_model(tmp_dir / f"{a.stem}.json", kind="detector"),
                                                     holdout, val, load, a.max_false, log)
         except ConvertError as exc:
@@ -704,7 +704,7 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
                    "keypoint_shift_vs_original": shift}
         run_score = q["threshold"] if a.default_min_score is None else a.default_min_score
         side = ft_sidecar(target, run_score, train_info, metrics)
-        paths = quantize.write_model_pair(a.models_dir, a.stem, flat, side)
+        paths = sidecar.write_model_pair(a.models_dir, a.stem, flat, side)
         val_x = [((dd.letterbox_example(s, dd.load_rgb(s.path), dec.size).image.astype(np.float32) - 127.5)
                   / 127.5)[None] for s in val[:100]]
         rep_par = parity.detector_parity(qmodel, flat, val_x, side["decoding"], min_score=run_score)

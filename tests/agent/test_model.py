@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.model import ModelError, cv2_table, find_interpreter, load_model, read_sidecar
+from agent.model import ModelError, cv2_table, find_interpreter, load_model, pixel_mapper, read_sidecar
 
 AGENT_ROOT = Path(__file__).resolve().parents[2] / "agent"
 AGENT_MODULES = ["agent." + ".".join(p.relative_to(AGENT_ROOT).with_suffix("").parts) for p in AGENT_ROOT.rglob("*.py")
@@ -120,10 +120,49 @@ def test_output_shape_mismatch_names_both_files(detector_json, copy_model):
     assert "[1, 999, 1]" in msg and str(side) in msg and ".tflite" in msg
 
 
-def test_input_shape_mismatch(detector_json, copy_model):
-    side = copy_model(detector_json, lambda m: m["input"].update(height=128))
+def test_input_shape_mismatch(copy_model):
+    door = Path(__file__).resolve().parents[2] / "models" / "face_detector_door.json"  # a fixed-size model
+    side = copy_model(door, lambda m: m["input"].update(height=128))
     with pytest.raises(ModelError, match="input shape"):
         load_model(side)
+
+
+def test_open_size_model_runs_at_the_sidecar_size_and_others(detector_json, copy_model):
+    """An adaptive detector (height and width left open in the file) loads at the sidecar's size, runs
+    at smaller ones on their own interpreters, and a sidecar whose size disagrees with its outputs fails."""
+    m = load_model(detector_json, kind="detector")
+    assert {1, 2} <= set(m.open_dims) and m.input_shape == (1, m.input_size[1], m.input_size[0], 3)
+    full = m.run(np.zeros(m.input_shape, m.input_dtype))
+    small = m.run(np.zeros((1, 192, 320, 3), m.input_dtype))
+    assert small["scores"].shape[1] == (40 * 24 + 20 * 12 + 10 * 6) < full["scores"].shape[1]
+    assert m.input_shape == (1, 192, 320, 3)
+    m.use_input_shape((1, m.input_size[1], m.input_size[0], 3))  # back: the kept interpreter
+    assert m.run(np.zeros(m.input_shape, m.input_dtype))["scores"].shape == full["scores"].shape
+    side = copy_model(detector_json, lambda meta: meta["input"].update(height=128))
+    with pytest.raises(ModelError, match="scores"):
+        load_model(side)
+
+
+def test_interpreters_are_kept_per_shape_at_most_pool_size(classifier_json, monkeypatch):
+    import agent.model as am
+
+    monkeypatch.setattr(am, "POOL_SIZE", 2)
+    m = load_model(classifier_json, kind="classifier")
+    one = m.input_shape
+    w, h = m.input_size
+    for n in (1, 2, 3, 2):
+        m.run(np.zeros((n, h, w, 3), m.input_dtype))
+    assert m.kept_shapes == [(3, h, w, 3), (2, h, w, 3)] and one not in m.kept_shapes  # least recently used dropped
+    m.resize_batch(3)
+    assert m.batch == 3 and m.run(np.zeros(m.input_shape, m.input_dtype))[next(iter(m.meta["outputs"]))].shape[0] == 3
+
+
+def test_the_load_time_interpreter_goes_when_frames_run_at_another_size(detector_json):
+    """A 16:9 camera: the sidecar-size interpreter (only checked at load) is not kept beside the one it runs."""
+    m = load_model(detector_json, kind="detector")
+    for _ in range(3):
+        m.run(np.zeros((1, 192, 320, 3), m.input_dtype))
+    assert m.kept_shapes == [(1, 192, 320, 3)]
 
 
 def test_classifier_batch_resize(classifier_json):
@@ -208,3 +247,13 @@ def test_sidecar_documents_the_interpreters_quantization(detector_json, classifi
             if oq is not None:
                 assert oq["scale"] == pytest.approx(d["quantization"][0], rel=1e-6)
                 assert oq["zero_point"] == d["quantization"][1]
+
+
+@pytest.mark.parametrize("sidecar", ["face_detector_yunet", "face_detector_door", "mask_classifier"])
+def test_pixel_mapper_gives_the_table_s_numbers(sidecar):
+    """The XOR fast path (YuNet's pixel - 128) and cv2.LUT give exactly the pixel table's values."""
+    m = load_model(Path(__file__).resolve().parents[2] / "models" / f"{sidecar}.json")
+    px = np.random.default_rng(0).integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    lut = m.pixel_lut()
+    got = pixel_mapper(lut)(px)
+    assert got.dtype == m.input_dtype and np.array_equal(got, lut[px, np.arange(3)])

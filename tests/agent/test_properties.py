@@ -197,7 +197,9 @@ def test_detector_prepares_and_runs_on_every_normalised_frame(detector):
             return
         ran.append(frame.shape)
         tensor, lb = detector.prepare(frame)
-        assert tensor.shape == (1, detector.height, detector.width, 3)
+        w, h = detector.input_size(frame.shape[1], frame.shape[0])  # an adaptive model's, or the sidecar's
+        assert tensor.shape == (1, h, w, 3) and w <= detector.width and h <= detector.height
+        assert max(w / detector.width, h / detector.height) == 1.0  # the letterbox fills one side
         assert tensor.dtype == detector.model.input_dtype
         assert all(math.isfinite(v) and v > 0 for v in (lb.scale_x, lb.scale_y))
         for face in detector.detect(frame):

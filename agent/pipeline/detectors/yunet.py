@@ -74,8 +74,8 @@ class Decoder:
         pts = read("keypoints", raw["keypoints"].reshape(-1, 2 * k)[keep]).astype(np.float64).reshape(-1, k, 2)
         kps = (cell[:, None, :] + pts) * step[:, :, None]
         scores = score[keep].astype(np.float64)
-        xywh = [(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])) for b in boxes]
-        picked = np.asarray(cv2.dnn.NMSBoxes(xywh, scores.tolist(), float(min_score), float(iou)), np.int64).reshape(-1)
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # OpenCV takes arrays as Rect2d
+        picked = np.asarray(cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), float(min_score), float(iou)), np.int64).reshape(-1)
         picked = picked[np.argsort(-scores[picked], kind="stable")]
         return boxes[picked], scores[picked], kps[picked]
 

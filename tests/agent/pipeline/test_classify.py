@@ -105,3 +105,12 @@ def test_config_checks():
         ClassifierConfig(thresholds={"no_mask": 1.5})
     with pytest.raises(ValueError):
         ClassifierConfig(max_batch=0)
+
+
+def test_batch_chunks_are_powers_of_two_summing_to_n():
+    from agent.pipeline.classify import batch_chunks
+
+    assert batch_chunks(11) == [8, 2, 1] and batch_chunks(16) == [16] and batch_chunks(1) == [1]
+    for n in range(1, 40):
+        parts = batch_chunks(n)
+        assert sum(parts) == n and all(p & (p - 1) == 0 for p in parts) and parts == sorted(parts, reverse=True)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.pipeline.detect import DetectorConfig, FaceDetector, Letterbox, clip_box, letterbox
+from agent.pipeline.detect import DetectorConfig, FaceDetector, Letterbox, LetterboxPlan, clip_box, letterbox
 from agent.pipeline.track import iou
 
 
@@ -40,7 +40,26 @@ def test_letterbox_geometry(shape):
     if w > h:
         assert canvas[: int(lb.pad_y) - 1].max() == 0 and canvas[192 - int(lb.pad_y) + 1 :].max() == 0
     stretched, lb2 = letterbox(img, 192, 192, keep_aspect=False)
-    assert lb2.pad_x == lb2.pad_y == 0.0 and stretched[..., 0].max() == 255
+    # stretched: edge to edge (pixel centres: pad = (scale - 1) / 2), the square still there
+    assert (lb2.scale_x, lb2.scale_y) == (192 / w, 192 / h) and stretched[..., 0].max() == 255
+    assert np.allclose([lb2.pad_x, lb2.pad_y], [(lb2.scale_x - 1) / 2, (lb2.scale_y - 1) / 2])
+
+
+@pytest.mark.parametrize("w,h,size", [(100, 60, (192, 192)), (1000, 90, (320, 256)), (90, 100, (320, 192)),
+                                        (2000, 1100, (320, 256)), (4001, 1000, (320, 256))])
+def test_letterbox_geometry_is_exact(w, h, size):
+    """A float ramp (value = frame column, or row) read back at every input pixel centre gives the
+    frame coordinate the letterbox says: no half-pixel shift, with or without halving first."""
+    cols = np.broadcast_to(np.arange(w, dtype=np.float32)[None, :, None], (h, w, 3))
+    rows = np.broadcast_to(np.arange(h, dtype=np.float32)[:, None, None], (h, w, 3))
+    plan = LetterboxPlan.of(w, h, *size)
+    (nw, nh), (ox, oy) = plan.size, plan.offset
+    for ramp, axis in ((cols, 0), (rows, 1)):
+        canvas, lb = letterbox(np.ascontiguousarray(ramp), *size)
+        assert canvas[:oy].max(initial=0) == 0 and canvas[oy + nh:].max(initial=0) == 0
+        ys, xs = np.mgrid[oy + 2 : oy + nh - 2, ox + 2 : ox + nw - 2]  # away from the edges' clamping
+        frame = lb.to_frame(np.stack([xs, ys], -1).astype(float))[..., axis]
+        assert np.abs(canvas[ys, xs, 0] - frame).max() < 0.02 * max(1.0, 1 / lb.scale_x), axis
 
 
 def test_clip_box():
@@ -114,14 +133,14 @@ def test_roi_zoom_looks_at_the_roi_and_a_margin(detector_json):
     det = FaceDetector(DetectorConfig(model=str(detector_json), roi=[0.25, 0.5, 0.75, 1.0]))
     assert det.view((480, 640, 3)) == (128, 216, 512, 480)  # 10 % of the roi's size each way, within the frame
     tensor, lb = det.prepare(np.zeros((480, 640, 3), np.uint8))
-    assert tensor.shape[1:3] == (det.height, det.width)
-    # the 384x264 view fills the input's width (padding above and below), and input pixels map
-    # back to frame pixels
-    scale = det.width / 384
-    pad = (det.height - 264 * scale) / 2
-    assert pad > 0  # the view is wider than the input
-    assert (lb.scale_x, lb.scale_y) == pytest.approx((scale, scale))
-    assert np.allclose(lb.to_frame(np.array([[0.0, pad], [det.width, det.height - pad]])), [[128.0, 216.0], [512.0, 480.0]])
+    w, h = det.input_size(384, 264)
+    assert tensor.shape[1:3] == (h, w) and w == det.width
+    # the 384x264 view fills the input's width (the view is wider than the input), and input
+    # pixels map back to frame pixels: the view's own letterbox, moved to the view's origin
+    fit = Letterbox.fit(384, 264, w, h)
+    assert LetterboxPlan.of(384, 264, w, h).size[0] == w and (lb.scale_x, lb.scale_y) == pytest.approx((fit.scale_x, fit.scale_y))
+    corners = np.array([[fit.pad_x, fit.pad_y], [fit.pad_x + 384 * fit.scale_x, fit.pad_y + 264 * fit.scale_y]])
+    assert np.allclose(lb.to_frame(corners), [[128.0, 216.0], [512.0, 480.0]])
     whole = FaceDetector(DetectorConfig(model=str(detector_json), roi=[0.25, 0.5, 0.75, 1.0], roi_zoom=False))
     assert whole.view((480, 640, 3)) == (0, 0, 640, 480)
 

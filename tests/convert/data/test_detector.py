@@ -260,7 +260,8 @@ def test_letterbox_matrix_is_the_agents_letterbox():
         m = dd.letterbox_matrix(w, h, vw, vh)
         _, lb = letterbox(np.zeros((h, w, 3), np.uint8), vw, vh)
         assert np.allclose([m[0, 0], m[1, 1], m[0, 2], m[1, 2]], [lb.scale_x, lb.scale_y, lb.pad_x, lb.pad_y])
-    assert np.allclose(dd.letterbox_matrix(640, 480, 192, 144), [[0.3, 0, 0], [0, 0.3, 0]])
+    # pixel centres: 0.3x and the half-pixel the resize's edge alignment implies, (0.3 - 1) / 2
+    assert np.allclose(dd.letterbox_matrix(640, 480, 192, 144), [[0.3, 0, -0.35], [0, 0.3, -0.35]])
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -277,7 +278,8 @@ def test_non_square_views(seed):
         before = np.stack([1 - before[list(dd.KEYPOINT_FLIP), 0], before[list(dd.KEYPOINT_FLIP), 1]], axis=1)
     assert np.allclose(after, before, atol=1e-3)
     lb = dd.letterbox_example(scene, img, (192, 144))
-    assert lb.image.shape == (144, 192, 3) and np.allclose(lb.boxes[0], scene.boxes[0] * 0.3, atol=1e-4)
+    # the agent's letterbox of 640x480 into 192x144: 0.3x, pixel centres half a pixel in, (0.3 - 1) / 2
+    assert lb.image.shape == (144, 192, 3) and np.allclose(lb.boxes[0], scene.boxes[0] * 0.3 - 0.35, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- synthetic masks

@@ -145,5 +145,7 @@ def test_shipped_int8_model_finds_what_opencv_finds_with_the_onnx_file(astronaut
         for face, r in zip(sorted(ours, key=lambda f: f.box[0]), sorted(ref, key=lambda r: r[0])):
             rb = lb.to_frame(np.array([[r[0], r[1]], [r[0] + r[2], r[1] + r[3]]]))
             side = max(face.width, face.height)
-            assert np.abs(np.array(face.box).reshape(2, 2) - rb).max() < 0.05 * side
+            # the shipped model is fine-tuned toward the annotators' boxes (and int8): its box edges
+            # move a few % of the face from the published model's
+            assert np.abs(np.array(face.box).reshape(2, 2) - rb).max() < 0.08 * side
             assert abs(face.face_score - r[14]) < 0.05
