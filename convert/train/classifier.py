@@ -358,6 +358,7 @@ def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig
     ``tune_set``: held-out train crops on which the alert threshold is chosen (see convert.evaluate.classifier).
     """
     from convert.export import parity, quantize
+    from convert.export.sidecar import write_model_pair
 
     rng = np.random.default_rng(seed)
     rep_idx = rng.permutation(len(train_set))[:n_representative]
@@ -375,7 +376,7 @@ def export(model, train_set: cd.CropSet, val_set: cd.CropSet, cfg: cd.DataConfig
 
     metrics = ev.evaluate_bytes(tfl, val_set, temperature, normalization(), model=model, tune_set=tune_set)
     sidecar = make_sidecar(tfl, cfg, temperature, data_info, ev.sidecar_metrics(metrics, data_info), source_model, n_representative)
-    paths = quantize.write_model_pair(models_dir, MODEL_STEM, tfl, sidecar)
+    paths = write_model_pair(models_dir, MODEL_STEM, tfl, sidecar)
     parity.write_parity_report(models_dir, MODEL_STEM, report)
     ev.write_outputs(models_dir, metrics, data_info, sidecar)
     log(f"wrote {paths[0]} ({len(tfl)} bytes) and {paths[1]}")

@@ -467,11 +467,11 @@ def run(a: argparse.Namespace, log: Log = print, warn: Optional[Log] = None) -> 
     sidecar = derived_sidecar(base_side, base_model.name, base_sha, temperature, site_info, training, new_val_full, sets)
 
     # everything is computed: write the pair (+ SHA256SUMS), the report, then the config
-    from convert.export import quantize
+    from convert.export.sidecar import write_files_atomically, write_model_pair
 
     master = f"{a.out_stem}.keras"  # the new float master, so the next finetune starts from float weights
     sidecar["provenance"]["float_model"] = master
-    paths = quantize.write_model_pair(models_dir, a.out_stem, new_bytes, sidecar, extra={master: keras_bytes(model)})
+    paths = write_model_pair(models_dir, a.out_stem, new_bytes, sidecar, extra={master: keras_bytes(model)})
     written = json.loads(paths[1].read_text())
     report = {
         "old": {"file": base_model.name, "name": base_side.get("name"), "version": base_side.get("version"),
@@ -481,7 +481,7 @@ def run(a: argparse.Namespace, log: Log = print, warn: Optional[Log] = None) -> 
         "site": site_info, "training": training, "sets": sets, "date": written["provenance"]["date"],
     }
     report_json, report_md = models_dir / f"{a.out_stem}.finetune.json", models_dir / f"{a.out_stem}.finetune.md"
-    quantize.write_files_atomically({report_json: (json.dumps(report, indent=1) + "\n").encode(),
+    write_files_atomically({report_json: (json.dumps(report, indent=1) + "\n").encode(),
                                      report_md: markdown_report(report).encode()})
     log("\n" + format_report(report) + "\n")
     log(f"wrote {paths[0]} ({len(new_bytes)} bytes), {paths[1]}, {report_md.name}, {report_json.name}")
@@ -499,7 +499,7 @@ def derived_sidecar(base: Dict[str, Any], base_file: str, base_sha: str, tempera
     """The new model's sidecar: the base one with a new temperature, provenance and metrics.
 
     Files, hashes, tensor dtypes/quantization and the version (a new UTC timestamp) are filled by
-    :func:`convert.export.quantize.write_model_pair`; the base version is kept in ``provenance.base_model``.
+    :func:`convert.export.sidecar.write_model_pair`; the base version is kept in ``provenance.base_model``.
     """
     from convert.evaluate import classifier as ev
 
