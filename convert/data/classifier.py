@@ -13,7 +13,9 @@ Sources (read-only, under ``--data-root``, default ``../shared/datasets`` from t
 * ``not_face``: random background boxes of scene images (IoU < 0.1 with every face) and
   partial-face boxes (a face cut off by the box edge, or a close-up of part of a face).
 * with ``--agent-detector``: ``train`` faces as the agent's own detector frames them, cut by the
-  agent's crop path (its box, levelled by its eye keypoints), at full and 0.6x image size.
+  agent's crop path (its box, levelled by its eye keypoints), at full and 0.6x image size; the
+  ``val`` faces it finds (IoU >= 0.5) instead of the annotated boxes, so val scores the faces the
+  pipeline classifies; the faces/ sets and synthetic masks framed and placed by it too.
 
 Crops are RGB uint8 at the classifier's input size, cached as one ``.npz`` under ``build/``.
 """
