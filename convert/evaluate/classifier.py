@@ -518,13 +518,13 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         f"- Size: **{m['size_bytes'] / 1024:.0f} KB** (target ≤ 500 KB). Latency: **{m['latency_ms_1thread']:.3f} ms per crop**, 1 thread, "
         "median of 300 invokes on the build machine's CPU (x86-64, shared; target ≤ 0.3 ms).",
     ]
-    lines += _alert_lines(m)
     if "face_accuracy_by_height" in m:
         lines.append(
             "- Face accuracy by face-box height: "
             + "; ".join(f"{k}: {_pct(v['accuracy'])} (n={v['n']})" for k, v in m["face_accuracy_by_height"].items())
             + "."
         )
+    lines += _alert_lines(m)
     lines += [
         "",
         "![confusion](figures/classifier_confusion.png) ![reliability](figures/classifier_reliability.png)",
