@@ -41,7 +41,8 @@ def test_repo_config_comments_tell_the_shipped_detectors_input(repo_root):
     meta = json.loads(Path(cfg.detector.model).read_text())
     size = f"{meta['input']['width']}x{meta['input']['height']}"
     text = (repo_root / "config.yaml").read_text()
-    named = re.findall(r"detector sees (\d+x\d+)|(\d+x\d+) input", text)
+    # "sees at most" / "input up to": an adaptive detector shrinks its input to the frame's letterbox
+    named = re.findall(r"detector sees (?:at most )?(\d+x\d+)|input up to (\d+x\d+)|(\d+x\d+) input", text)
     assert named and all(size in pair for pair in named), (size, named)
 
 
