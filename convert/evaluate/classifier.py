@@ -207,7 +207,7 @@ def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
     agreement); pixels become tensors through ``normalization``, the sidecar's ``input.normalization``.
 
     ``tune_set``: held-out train crops (the trainer's ``--tune-fold``); the alert threshold is chosen
-    on its detector-framed faces (:func:`choose_mask_threshold`) and the alert curve shown for both."""
+    on its detector-framed faces (:func:`choose_thresholds`, faces >= ``TUNE_MIN_FACE_PX``) and the alert curve shown for both."""
     mean = np.asarray(normalization["mean"], np.float32)
     std = np.asarray(normalization["std"], np.float32)
     xv = (val_set.x.astype(np.float32) - mean) / std

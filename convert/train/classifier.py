@@ -334,7 +334,9 @@ def make_sidecar(
                                     synthetic="synthetic" in data_info, crop_detector=bool(data_info.get("agent_detector"))),
             **({"crop_detector": crop_detector_line(data_info)} if data_info.get("agent_detector") else {}),
             "datasets": [
-                "scenes-ilc2021 (ILC 2021 face-mask dataset, train split; val split for temperature and metrics)",
+                ("scenes-ilc2021 (ILC 2021 face-mask dataset, train split less a tuning fold for temperature and thresholds; "
+                 "val split for metrics)" if "tune_fold" in data_info else
+                 "scenes-ilc2021 (ILC 2021 face-mask dataset, train split; val split for temperature and metrics)"),
                 "faces/web (chandrikadeb7/Face-Mask-Detection, MIT)",
                 "faces/vggface2, faces/vggface2-synthetic (datarootsio/tutorial-face-mask-detection, MIT; VGGFace2 faces)",
             ] + (["mask-templates (aqeelanwar/MaskTheFace, MIT): synthetic mask / incorrect_mask on unmasked train faces"] if "synthetic" in data_info else []),
