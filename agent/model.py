@@ -196,9 +196,8 @@ class Model:
         self._pool.move_to_end(key)
         self.interpreter, self._shape, self.batch = interpreter, key, key[0]
 
-    def resize_batch(self, n: int, force: bool = False) -> None:
-        """Run batches of ``n`` from now on (``force``: kept for callers resetting after a failure;
-        a failed resize leaves the model as it was)."""
+    def resize_batch(self, n: int) -> None:
+        """Run batches of ``n`` from now on (a failed resize leaves the model as it was)."""
         self.use_input_shape((n, *self._shape[1:]))
 
     def run_raw(self, tensor: np.ndarray) -> Dict[str, np.ndarray]:

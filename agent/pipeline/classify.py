@@ -126,7 +126,7 @@ class MaskClassifier:
             except (RuntimeError, ValueError):
                 # A model converted with a fixed batch of 1 cannot be resized: one call per face.
                 self._can_resize = False
-                self.model.resize_batch(1, force=True)
+                self.model.resize_batch(1)
         sizes = batch_chunks(n) if self._can_resize else [1] * n
         starts = np.cumsum([0] + sizes[:-1])
         raw = np.concatenate([self.model.run(tensor[a : a + k])[self.output_name] for a, k in zip(starts, sizes)])

@@ -101,7 +101,11 @@ class Letterbox:
         """A ``frame_w`` x ``frame_h`` frame fitted into ``width`` x ``height``: centred with the aspect
         kept, or stretched; exactly what :func:`letterbox` does to the pixels. The one geometry of run
         time and training views."""
-        plan = LetterboxPlan.of(frame_w, frame_h, width, height, keep_aspect)
+        return cls.of_plan(LetterboxPlan.of(frame_w, frame_h, width, height, keep_aspect))
+
+    @classmethod
+    def of_plan(cls, plan: LetterboxPlan) -> "Letterbox":
+        """The geometry of a :class:`LetterboxPlan`'s pixels."""
         # cv2.resize maps pixel edges (edge x -> x * size / source); in pixel centres, the
         # coordinates used here, that is centre x -> x * scale + (scale - 1) / 2.
         sx = plan.size[0] / (plan.halving * plan.source[0])
@@ -187,11 +191,7 @@ class FaceDetector:
         the view's longer side, relative to the input, still fills the input)."""
         if not self.multiple:
             return self.width, self.height
-        s = min(self.width / view_w, self.height / view_h)
-        m = self.multiple
-        # 1e-9: a side that fills the input exactly must not round up past it
-        return (min(self.width, m * max(1, math.ceil(s * view_w / m - 1e-9))),
-                min(self.height, m * max(1, math.ceil(s * view_h / m - 1e-9))))
+        return adaptive_input_size(view_w, view_h, self.width, self.height, self.multiple)
 
     def decoder_at(self, width: int, height: int) -> Any:
         """The decoder for an input of this size (built once per size)."""
@@ -249,6 +249,15 @@ def centred_in_roi(cx: Any, cy: Any, roi: Sequence[float], width: float, height:
     return (x1 * width <= cx) & (cx <= x2 * width) & (y1 * height <= cy) & (cy <= y2 * height)
 
 
+def adaptive_input_size(view_w: int, view_h: int, width: int, height: int, multiple: int) -> Tuple[int, int]:
+    """(width, height) an adaptive detector of largest input ``width`` x ``height`` runs a
+    ``view_w`` x ``view_h`` view at: its letterbox, each side rounded up to ``multiple``."""
+    s = min(width / view_w, height / view_h)
+    # 1e-9: a side that fills the input exactly must not round up past it
+    return (min(width, multiple * max(1, math.ceil(s * view_w / multiple - 1e-9))),
+            min(height, multiple * max(1, math.ceil(s * view_h / multiple - 1e-9))))
+
+
 def letterbox(image: np.ndarray, width: int, height: int, keep_aspect: bool = True) -> Tuple[np.ndarray, Letterbox]:
     """Fit a frame into ``width`` x ``height``: centred, aspect kept, black padding (or stretched).
 
@@ -268,7 +277,7 @@ def letterbox(image: np.ndarray, width: int, height: int, keep_aspect: bool = Tr
     (nw, nh), (ox, oy) = plan.size, plan.offset
     canvas = np.zeros((height, width) + image.shape[2:], image.dtype)
     canvas[oy : oy + nh, ox : ox + nw] = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return canvas, Letterbox.fit(w, h, width, height, keep_aspect)
+    return canvas, Letterbox.of_plan(plan)
 
 
 def clip_box(box: Tuple[float, float, float, float], width: int, height: int) -> Tuple[float, float, float, float]:
@@ -277,4 +286,5 @@ def clip_box(box: Tuple[float, float, float, float], width: int, height: int) ->
     return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
 
 
-__all__ = ["DetectorConfig", "FaceDetector", "Letterbox", "LetterboxPlan", "centred_in_roi", "clip_box", "letterbox"]
+__all__ = ["DetectorConfig", "FaceDetector", "Letterbox", "LetterboxPlan", "adaptive_input_size", "centred_in_roi", "clip_box",
+           "letterbox"]

@@ -16,27 +16,14 @@ import numpy as np
 from agent.pipeline.classify import softmax
 from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
-from convert.export.sidecar import write_files_atomically
-
-
-def _interpreter(tflite_bytes: bytes, threads: int = 1, input_shape: Optional[Sequence[int]] = None):
-    """An allocated LiteRT interpreter; one whose input leaves dimensions open is sized to ``input_shape``."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
-
-    it = Interpreter(model_content=bytes(tflite_bytes), num_threads=threads)
-    if input_shape is not None:
-        inp = it.get_input_details()[0]
-        if [int(v) for v in inp["shape"]] != [int(v) for v in input_shape]:
-            it.resize_tensor_input(int(inp["index"]), [int(v) for v in input_shape], strict=True)
-    it.allocate_tensors()
-    return it
+from convert.export.sidecar import litert_interpreter, write_files_atomically
 
 
 class TfliteRunner:
     """Runs a TFLite model on float (preprocessed) inputs; outputs dequantized, keyed by shape."""
 
     def __init__(self, tflite_bytes: bytes, threads: int = 1) -> None:
-        self.it = _interpreter(tflite_bytes, threads)
+        self.it = litert_interpreter(tflite_bytes, threads)
         self.inp = self.it.get_input_details()[0]
         self.outs = self.it.get_output_details()
 
@@ -68,7 +55,7 @@ def latency_ms(tflite_bytes: bytes, threads: Sequence[int] = (1, 2), runs: int =
     ``input_shape`` for a model that leaves its input size open."""
     res: Dict[str, float] = {}
     for n in threads:
-        it = _interpreter(tflite_bytes, n, input_shape)
+        it = litert_interpreter(tflite_bytes, n, input_shape)
         inp = it.get_input_details()[0]
         it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
         for _ in range(warmup):

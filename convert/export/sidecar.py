@@ -47,17 +47,24 @@ CLASSIFIER_FIELDS: Tuple[str, ...] = ("labels", "output.name", "output.activatio
 # Reading a converted model back
 
 
-def tflite_io(tflite_bytes: bytes, input_shape: Optional[Sequence[int]] = None) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    """Input and output tensor details of a TFLite flatbuffer, read with LiteRT; a model that leaves
-    input dimensions open is first sized to ``input_shape`` (the sidecar's)."""
+def litert_interpreter(tflite_bytes: bytes, threads: int = 1, input_shape: Optional[Sequence[int]] = None) -> Any:
+    """An allocated LiteRT interpreter of a flatbuffer; one whose single input leaves dimensions open
+    (-1 in its signature) is first sized to ``input_shape`` (the sidecar's)."""
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
+    it = Interpreter(model_content=bytes(tflite_bytes), num_threads=threads)
+    inputs = it.get_input_details()
+    if len(inputs) == 1 and input_shape is not None and -1 in [int(v) for v in inputs[0].get("shape_signature", [])]:
+        it.resize_tensor_input(int(inputs[0]["index"]), [int(v) for v in input_shape], strict=True)
+    it.allocate_tensors()
+    return it
+
+
+def tflite_io(tflite_bytes: bytes, input_shape: Optional[Sequence[int]] = None) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """Input and output tensor details of a TFLite flatbuffer, read with LiteRT (sized to
+    ``input_shape`` if it leaves input dimensions open, see :func:`litert_interpreter`)."""
     try:
-        it = Interpreter(model_content=bytes(tflite_bytes))
-        inputs = it.get_input_details()
-        if len(inputs) == 1 and input_shape is not None and -1 in [int(v) for v in inputs[0].get("shape_signature", [])]:
-            it.resize_tensor_input(int(inputs[0]["index"]), [int(v) for v in input_shape], strict=True)
-            it.allocate_tensors()
+        it = litert_interpreter(tflite_bytes, 1, input_shape)
     except (ValueError, RuntimeError) as exc:
         raise ConvertError(f"not a valid TFLite model: {exc}") from exc
     inputs = it.get_input_details()
@@ -231,6 +238,7 @@ __all__ = (
     "SCHEMA",
     "check_sidecar_fields",
     "fill_sidecar",
+    "litert_interpreter",
     "tflite_io",
     "write_files_atomically",
     "write_model_pair",

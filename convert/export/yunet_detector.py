@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from agent.pipeline.detect import adaptive_input_size
 from convert.errors import ConvertError, run_command
 from convert.tf import tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
@@ -319,7 +319,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     parity = de.face_parity(float_model, int8_model, val, load, a.min_score)
     parity["latency_ms"] = latency_ms(flat, input_shape=(1, h, w, 3))
     # what a 16:9 frame runs at: the input shrinks to the letterbox (input.adaptive_multiple)
-    wide = (w, min(h, 32 * math.ceil(w * 9 / 16 / 32)))
+    wide = adaptive_input_size(16, 9, w, h, int(side["input"]["adaptive_multiple"]))
     parity["latency_ms_16x9"] = {"input": f"{wide[0]}x{wide[1]}",
                                  **latency_ms(flat, input_shape=(1, wide[1], wide[0], 3))}
     parity["size_bytes"] = len(flat)
