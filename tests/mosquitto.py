@@ -191,6 +191,7 @@ class Collector:
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.topics = topics
+        self.client_id = client_id
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.reconnect_delay_set(1, 1)
         if tls_ca is not None:
@@ -228,6 +229,21 @@ class Collector:
                     return False
                 self._cond.wait(min(left, 0.5))
             return True
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Return once the broker has taken this subscriber's acknowledgements of what it received.
+
+        paho sends a message's PUBACK after on_message returns, and mosquitto keeps an unacked
+        QoS 1 message of a persistent session to send again after a restart: a broker stopped in
+        that window re-delivers it (at-least-once on the subscriber's leg, not the publisher's).
+        A broker handles one client's packets in order, so once the PUBACK of a publish sent after
+        them comes back, the earlier acks are in.
+        """
+        time.sleep(0.1)  # the loop thread writes the PUBACK of the last message after its callback
+        info = self.client.publish(f"settle/{self.client_id}", b"", qos=1)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise RuntimeError("the broker did not acknowledge the collector's settle message")
 
     def close(self) -> None:
         self.client.disconnect()
