@@ -38,7 +38,7 @@ import numpy as np
 from agent.pipeline.detectors import blazeface
 from agent.pipeline.detect import Letterbox
 from agent.pipeline.crop import warp_shrinking
-from convert.data.masks import MaskTemplate, is_frontal, paste_mask
+from convert.data.masks import MaskTemplate, face_points, is_frontal, paste_mask
 from convert.export.parity import iou_matrix
 
 SCENES = "scenes-ilc2021"
@@ -46,6 +46,8 @@ FACE_LABELS: Tuple[str, ...] = ("mask", "no_mask", "incorrect_mask")
 # Mirror image: subject's right eye <-> left eye, right ear <-> left ear (sidecar keypoint_names).
 KEYPOINT_FLIP: Tuple[int, ...] = (1, 0, 2, 3, 5, 4)
 NUM_KEYPOINTS = 6
+# a mirrored view swaps left and right: BlazeFace's eyes and ears, YuNet's eyes and mouth corners
+KEYPOINT_FLIPS: Dict[int, Tuple[int, ...]] = {6: KEYPOINT_FLIP, 5: (1, 0, 2, 4, 3)}
 
 # Target planes of one example, concatenated on the last axis of a (N_anchors, TARGET_DIM) array.
 REG_DIM = 4 + 2 * NUM_KEYPOINTS  # raw regressor targets, the model's own units
@@ -65,7 +67,7 @@ class Scene:
     height: int
     boxes: np.ndarray
     labels: Tuple[str, ...]
-    keypoints: Optional[np.ndarray] = None  # (M, 6, 2) image pixels, original model's
+    keypoints: Optional[np.ndarray] = None  # (M, K, 2) image pixels, original model's (BlazeFace 6, YuNet 5)
     keypoints_ok: Optional[np.ndarray] = None  # (M,) bool
     unlabelled: Optional[np.ndarray] = None  # (K, 4) confident original-model faces nobody boxed
 
@@ -348,7 +350,7 @@ def _faces(scene: Scene) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     extra = scene.unlabelled if scene.unlabelled is not None else np.zeros((0, 4), np.float32)
     k = len(extra)
     boxes = np.concatenate([scene.boxes.reshape(-1, 4), extra.reshape(-1, 4)]).astype(np.float32)
-    kps = np.concatenate([kps, np.zeros((k, NUM_KEYPOINTS, 2), np.float32)])
+    kps = np.concatenate([kps, np.zeros((k, kps.shape[1], 2), np.float32)])
     ok = np.concatenate([ok, np.zeros(k, bool)])
     ignore = np.concatenate([np.zeros(m, bool), np.ones(k, bool)])
     return boxes, np.nan_to_num(kps), ok, ignore, tuple(scene.labels) + ("unlabelled",) * k
@@ -373,7 +375,7 @@ def augment(scene: Scene, image: np.ndarray, rng: np.random.Generator, cfg: Augm
     boxes = transform_boxes(m, boxes)
     kps = apply_affine(m, kps).astype(np.float32)
     if flip:
-        kps = kps[:, list(KEYPOINT_FLIP)]
+        kps = kps[:, list(KEYPOINT_FLIPS[kps.shape[1]])]
     if templates and cfg.p_synthetic_mask > 0:
         view, labels = paste_synthetic_masks(view, kps, kps_ok, labels, rng, templates, cfg)
     if patches and cfg.p_composite > 0 and rng.random() < cfg.p_composite:
@@ -383,7 +385,7 @@ def augment(scene: Scene, image: np.ndarray, rng: np.random.Generator, cfg: Augm
         if len(added):
             n = len(added)
             boxes = np.concatenate([boxes, added]).astype(np.float32)
-            kps = np.concatenate([kps, np.zeros((n, NUM_KEYPOINTS, 2), np.float32)])
+            kps = np.concatenate([kps, np.zeros((n, kps.shape[1], 2), np.float32)])
             kps_ok = np.concatenate([kps_ok, np.zeros(n, bool)])  # no keypoint targets for them
             ignored = np.concatenate([ignored, np.zeros(n, bool)])
             labels = tuple(labels) + added_labels
@@ -433,7 +435,8 @@ def paste_synthetic_masks(view: np.ndarray, kps: np.ndarray, kps_ok: np.ndarray,
         if lbl != "no_mask" or not kps_ok[i] or rng.random() >= cfg.p_synthetic_mask:
             continue
         k = kps[i]
-        if not is_frontal(k) or np.hypot(*(k[3] - (k[0] + k[1]) / 2)) < 8.0:
+        _, _, _, mouth, _ = face_points(k)
+        if not is_frontal(k) or np.hypot(*(mouth - (k[0] + k[1]) / 2)) < 8.0:
             continue
         t = templates[int(rng.integers(len(templates)))]
         if rng.random() < 0.5:  # tint: same shading, another colour

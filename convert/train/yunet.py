@@ -33,6 +33,7 @@ import numpy as np
 
 from agent.pipeline.detectors.yunet import decode_boxes, grid
 from convert.data import detector as dd
+from convert.data.masks import load_mask_templates
 from convert.errors import ConvertError, run_command
 from convert.tf import tensorflow, tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
@@ -54,6 +55,41 @@ class TrainConfig:
     box_weight: float = 2.0
     box_loss: str = "smooth_l1"  # on the (dx, dy, log w, log h) codes, or "giou" on the decoded boxes
     kps_weight: float = 0.1
+
+
+def label_keypoints(scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], onnx: Path, max_side: int = 640,
+                    min_iou: float = 0.3, log: Callable[[str], None] = print) -> Dict[str, int]:
+    """Give each annotated face the untouched model's five keypoints (``cv2.FaceDetectorYN`` on the
+    ONNX file, in place on ``scenes``), where one of its faces overlaps the box at ``min_iou``.
+
+    The scenes carry no keypoints, and synthetic masks are placed from them; the annotators' boxes
+    are narrower than YuNet's, hence the loose pairing. Images are shrunk to ``max_side`` first.
+    """
+    from convert.export.parity import greedy_match, iou_matrix  # noqa: PLC0415
+    from convert.ports import yunet_keras as yk  # noqa: PLC0415
+
+    found = 0
+    detectors: Dict[Tuple[int, int], Any] = {}
+    for scene, rgb in zip(scenes, images):
+        f = min(1.0, max_side / max(rgb.shape[:2]))
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        if f < 1.0:
+            bgr = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        h, w = bgr.shape[:2]
+        if (w, h) not in detectors:
+            detectors[(w, h)] = yk.opencv_detector(onnx, w, h, score=0.3)
+        rows = yk.opencv_faces(detectors[(w, h)], bgr) / f
+        kps = np.full((len(scene.boxes), 5, 2), np.nan, np.float32)
+        ok = np.zeros(len(scene.boxes), bool)
+        if len(rows) and len(scene.boxes):
+            boxes = np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], axis=1)
+            for i, j in greedy_match(iou_matrix(scene.boxes, boxes), min_iou):
+                kps[i], ok[i] = rows[j, 4:14].reshape(5, 2), True
+        scene.keypoints, scene.keypoints_ok = kps, ok
+        found += int(ok.sum())
+    faces = sum(len(s.boxes) for s in scenes)
+    log(f"  keypoints from the untouched model for {found} of {faces} train faces")
+    return {"faces": faces, "with_keypoints": found}
 
 
 def encode_boxes(boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -126,13 +162,14 @@ class Batches:
     """Seeded stream of augmented views (BGR float) with their faces."""
 
     def __init__(self, scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], aug: dd.AugmentConfig,
-                 batch: int, seed: int) -> None:
+                 batch: int, seed: int, templates: Sequence[Any] = ()) -> None:
         self.scenes, self.images, self.aug, self.batch = scenes, images, aug, batch
+        self.templates = templates  # mask templates for synthetic masks (aug.p_synthetic_mask)
         self.rng = np.random.default_rng(seed)
 
     def __call__(self) -> Tuple[np.ndarray, List[dd.Example]]:
         idx = self.rng.integers(len(self.scenes), size=self.batch)
-        examples = [dd.augment(self.scenes[i], self.images[i], self.rng, self.aug) for i in idx]
+        examples = [dd.augment(self.scenes[i], self.images[i], self.rng, self.aug, self.templates) for i in idx]
         # augment works in RGB (its colour jitter's hue); YuNet reads BGR
         x = np.stack([e.image[..., ::-1] for e in examples]).astype(np.float32)
         return x, examples
@@ -248,6 +285,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of train scenes held out to choose the threshold")
     p.add_argument("--max-false", type=float, default=0.4, help="false detections / image allowed at the chosen threshold")
+    p.add_argument("--synthetic-masks", type=float, default=0.0, metavar="P",
+                   help="chance that an unmasked frontal train face gets a pasted mask template, placed from the"
+                        " untouched model's keypoints (mask-templates/ under --data-root; 0: none)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     p.add_argument("--onnx", type=Path, default=None, help="YuNet ONNX (default ../shared/models/yunet/yunet_n_dynamic.onnx)")
@@ -271,17 +311,27 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     scenes = dd.read_scenes(a.data_root, "train")
     train_scenes, holdout = split_holdout(scenes, a.holdout, a.seed)
     images = [dd.load_rgb(s.path) for s in train_scenes]
+    templates: List[Any] = []
+    keypoint_info: Dict[str, int] = {}
+    if a.synthetic_masks:
+        if not (a.data_root / "mask-templates" / "masks.cfg").is_file():
+            raise ConvertError(f"{a.data_root / 'mask-templates' / 'masks.cfg'}: mask templates not found; fix: pass"
+                               " --data-root DIR holding mask-templates/, or --synthetic-masks 0")
+        templates = dd.shrink_templates(load_mask_templates(a.data_root))
+        keypoint_info = label_keypoints(train_scenes, images, onnx, log=log)
     student, sha = yk.build_keras(onnx, (h, w))
     teacher, _ = yk.build_keras(onnx, (h, w), name="yunet_teacher")
     teacher.trainable = False
-    aug = dd.AugmentConfig(width=w, height=h, min_face=10.0, max_face=200.0)
+    aug = dd.AugmentConfig(width=w, height=h, min_face=10.0, max_face=200.0, p_synthetic_mask=a.synthetic_masks)
     log(f"fine-tuning YuNet {w}x{h} ({student.count_params()} parameters) on {len(train_scenes)} train scenes"
         f" ({len(holdout)} held out), {cfg.steps} steps of {cfg.batch}")
-    result = train(student, teacher, Batches(train_scenes, images, aug, cfg.batch, cfg.seed), cfg, a.out, log, a.log_every, a.save_every)
+    batches = Batches(train_scenes, images, aug, cfg.batch, cfg.seed, templates)
+    result = train(student, teacher, batches, cfg, a.out, log, a.log_every, a.save_every)
     log(f"saved {a.out} ({result['seconds']} s)")
     thr = choose_threshold(student, holdout, a.max_false, log)
     info = {"config": asdict(cfg), "augment": asdict(aug), "source": onnx.name, "source_sha256": sha,
             "input": f"{w}x{h}", "train_images": len(train_scenes), "held_out_images": len(holdout),
+            "mask_templates": [t.name for t in templates], "keypoints": keypoint_info,
             **result, **thr}
     a.out.with_suffix(".train.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
     log(f"next: maskwatch-convert yunet --keras {a.out} --min-score {thr['threshold']}")

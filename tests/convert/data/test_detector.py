@@ -91,10 +91,14 @@ def test_encode_inverts_agent_decode(dec):
     assert np.all(t[pos, dd.T_KPW] == 1) and np.all(t[t[:, dd.T_CLS] != 1, dd.T_KPW] == 0)
 
 
-def _scene(width: int = 400, height: int = 300) -> tuple:
-    """A synthetic scene: one face box with asymmetric keypoints, and its pixels."""
+BLAZEFACE_KPS = [[170, 130], [210, 128], [190, 150], [190, 175], [152, 140], [228, 138]]
+YUNET_KPS = [[170, 130], [210, 128], [190, 150], [178, 174], [203, 176]]  # eyes, nose tip, mouth corners
+
+
+def _scene(width: int = 400, height: int = 300, kps: list = BLAZEFACE_KPS) -> tuple:
+    """A synthetic scene: one face box with asymmetric keypoints (BlazeFace's 6 or YuNet's 5), and its pixels."""
     box = np.array([[150.0, 100.0, 230.0, 200.0]], np.float32)
-    kps = np.array([[[170, 130], [210, 128], [190, 150], [190, 175], [152, 140], [228, 138]]], np.float32)
+    kps = np.array([kps], np.float32)
     s = dd.Scene("synthetic", None, width, height, box, ("no_mask",), kps, np.ones(1, bool), np.zeros((0, 4)))
     img = np.random.default_rng(1).integers(0, 255, (height, width, 3), dtype=np.uint8)
     return s, img
@@ -104,18 +108,19 @@ def _relative(box: np.ndarray, kps: np.ndarray) -> np.ndarray:
     return (kps - box[:2]) / (box[2:] - box[:2])
 
 
+@pytest.mark.parametrize("layout, partner", [(BLAZEFACE_KPS, [1, 0, 2, 3, 5, 4]), (YUNET_KPS, [1, 0, 2, 4, 3])])
 @pytest.mark.parametrize("seed", range(5))
-def test_flip_mirrors_box_and_swaps_keypoints(seed):
-    scene, img = _scene()
+def test_flip_mirrors_box_and_swaps_keypoints(seed, layout, partner):
+    scene, img = _scene(kps=layout)
     cfg = dd.AugmentConfig(p_flip=1.0, p_full_view=1.0, min_visible=0.0)
     ex = dd.augment(scene, img, np.random.default_rng(seed), cfg)
     assert ex.image.shape == (192, 192, 3) and ex.image.dtype == np.uint8
     before = _relative(scene.boxes[0], scene.keypoints[0])
     after = _relative(ex.boxes[0], ex.keypoints[0])
-    # mirrored: relative x becomes 1 - x of the left/right partner; the subject's right eye
-    # (keypoint 0) stays on the image's left
-    assert np.allclose(after[:, 0], 1 - before[list(dd.KEYPOINT_FLIP), 0], atol=1e-4)
-    assert np.allclose(after[:, 1], before[list(dd.KEYPOINT_FLIP), 1], atol=1e-4)
+    # mirrored: relative x becomes 1 - x of the left/right partner (eyes, ears, mouth corners);
+    # the subject's right eye (keypoint 0) stays on the image's left
+    assert np.allclose(after[:, 0], 1 - before[partner, 0], atol=1e-4)
+    assert np.allclose(after[:, 1], before[partner, 1], atol=1e-4)
     assert ex.keypoints[0, 0, 0] < ex.keypoints[0, 1, 0]
 
 
@@ -312,8 +317,9 @@ def test_shrunk_templates_keep_anchors_on_the_mask(templates):
         assert abs(t.bgra[..., 3].mean() - full.bgra[..., 3].mean()) < 3, t.name
 
 
-def test_synthetic_mask_covers_the_lower_face_only(templates):
-    scene, _ = _scene()
+@pytest.mark.parametrize("layout", [BLAZEFACE_KPS, YUNET_KPS], ids=["blazeface", "yunet"])
+def test_synthetic_mask_covers_the_lower_face_only(templates, layout):
+    scene, _ = _scene(kps=layout)
     img = np.full((scene.height, scene.width, 3), 200, np.uint8)
     labels = set()
     for seed in range(12):

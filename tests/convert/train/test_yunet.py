@@ -77,6 +77,39 @@ def test_a_short_run_trains_saves_and_names_the_next_command(tmp_path, capsys):
     assert f"maskwatch-convert yunet --keras {out}" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(not (SHARED / "scenes-ilc2021").is_dir(), reason="../shared datasets not there")
+def test_train_faces_get_the_untouched_models_keypoints_inside_their_boxes():
+    from convert.ports import yunet_keras as yk
+
+    if not yk.DEFAULT_ONNX.is_file():
+        pytest.skip(f"{yk.DEFAULT_ONNX} not there (../shared)")
+    scenes = [s for s in dd.read_scenes(SHARED, "train") if len(s.boxes)][:12]
+    images = [dd.load_rgb(s.path) for s in scenes]
+    info = ty.label_keypoints(scenes, images, yk.DEFAULT_ONNX, log=lambda _m: None)
+    assert info["faces"] == sum(len(s.boxes) for s in scenes) and info["with_keypoints"] >= 0.8 * info["faces"]
+    for s in scenes:
+        assert s.keypoints.shape == (len(s.boxes), 5, 2)
+        for box, kps, ok in zip(s.boxes, s.keypoints, s.keypoints_ok):
+            if not ok:
+                assert np.isnan(kps).all()
+                continue
+            w, h = box[2:] - box[:2]
+            # in the face's box (annotators' boxes are narrower than YuNet's: a margin), eyes above the mouth
+            assert (kps[:, 0] > box[0] - 0.3 * w).all() and (kps[:, 0] < box[2] + 0.3 * w).all()
+            assert (kps[:, 1] > box[1] - 0.2 * h).all() and (kps[:, 1] < box[3] + 0.2 * h).all()
+            assert kps[:2, 1].mean() < kps[3:, 1].mean()
+
+
+def test_synthetic_masks_without_templates_name_the_file_and_the_fix(tmp_path, capsys):
+    (tmp_path / "scenes-ilc2021").mkdir()
+    for name, header in (("images.csv", "image,split,width,height"), ("boxes.csv", "image,xmin,ymin,xmax,ymax,label")):
+        (tmp_path / "scenes-ilc2021" / name).write_text(header + "\n")
+    assert ty.main(["--synthetic-masks", "0.4", "--data-root", str(tmp_path), "--out", str(tmp_path / "m.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "masks.cfg" in err and "--synthetic-masks 0" in err and "Traceback" not in err
+    assert not (tmp_path / "m.keras").exists()
+
+
 def test_bad_input_size_is_one_line(capsys):
     assert ty.main(["--input", "320x240"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
