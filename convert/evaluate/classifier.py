@@ -575,13 +575,20 @@ def float_master(model: Path, sidecar: Dict[str, object]) -> Optional[Path]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="evaluate-classifier", description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "mask_classifier.tflite")
+    p.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "mask_classifier.tflite",
+                   help="the int8 .tflite, or its sidecar .json (as the agent's config names it)")
     p.add_argument("--crops", type=Path, default=cd.DEFAULT_CROPS)
     p.add_argument("--keras", type=Path, default=None,
                    help="float model for the int8/float agreement (default: the float master the sidecar's"
                         " provenance.float_model names beside the model; skipped when missing)")
     p.add_argument("--no-write", action="store_true", help="print the metrics only")
     a = p.parse_args(argv)
+    if a.model.suffix == ".json" and a.model.is_file():  # a sidecar: the model file it names, beside it
+        try:
+            a.model = a.model.with_name(str(json.loads(a.model.read_text())["model_file"]))
+        except (ValueError, KeyError, TypeError):
+            print(f"error: {a.model}: not a classifier sidecar (no model_file); fix: pass the .tflite or its .json", file=sys.stderr)
+            return 2
     sidecar_path = a.model.with_suffix(".json")
     for f, fix in ((a.model, "run python -m convert.train.classifier --export"), (sidecar_path, "run python -m convert.train.classifier --export"),
                    (a.crops, "run python -m convert.data.classifier")):

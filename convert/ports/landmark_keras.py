@@ -294,8 +294,17 @@ def range_check(data: bytes, faces: np.ndarray, backgrounds: np.ndarray) -> Dict
 # Classifier on the trunk
 
 
-HEADS = ("gap", "gdc")
+HEADS = ("gap", "gdc", "two-view")
 BACKBONES = ("landmark", "mobilenet_v2")
+# "two-view": the nose-mouth window of an eye-levelled crop, as fractions of its side (top, left);
+# the window is half the side. At the crop's 1.3x box framing the eyes sit near 0.41 of the side,
+# the nose tip near 0.56 and the chin near 0.88, so it spans the eyes' lower lids to the chin.
+NOSE_MOUTH_WINDOW = (0.38, 0.25)
+
+
+def nose_mouth_window(size: int) -> Tuple[int, int]:
+    """(top, left) pixel of the two-view head's zoomed window in a ``size`` px crop."""
+    return int(round(NOSE_MOUTH_WINDOW[0] * size)), int(round(NOSE_MOUTH_WINDOW[1] * size))
 
 
 def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num_classes: int = 4,
@@ -307,7 +316,11 @@ def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num
     ``head`` "gap" averages the feature map; "gdc" pools it with one learned weight per position
     and channel (a global depthwise convolution, as MobileFaceNet does): the crops are aligned by
     the eyes, so *where* a feature fires (mask fabric over the nose or only over the chin) is
-    information that averaging throws away.
+    information that averaging throws away. "two-view" runs the trunk twice at half the crop's side
+    with shared weights: on the whole face (2x2 average) and on its nose-mouth window at full
+    resolution (:data:`NOSE_MOUTH_WINDOW`), so the edge of a mask under the nose gets twice the
+    pixels; the two average-pooled features are concatenated. One input, so the agent's crop and
+    the sidecar contract stay as they are.
 
     ``backbone`` "mobilenet_v2" swaps the landmark trunk for torchvision's ImageNet MobileNetV2 up
     to ``features[cut]`` (:mod:`convert.ports.mobilenet_keras`; ``stride`` and ``prelu`` then do not apply).
@@ -316,15 +329,29 @@ def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num
         raise ValueError(f"head {head!r}: expected one of {HEADS}")
     if backbone not in BACKBONES:
         raise ValueError(f"backbone {backbone!r}: expected one of {BACKBONES}")
+    if head == "two-view" and (expand or size % 2):
+        raise ValueError("head 'two-view' takes an even size and no expand")
     keras = keras_module()
     L = keras.layers
     init = keras.initializers.GlorotUniform(seed=seed)
+    body_size = size // 2 if head == "two-view" else size
     if backbone == "mobilenet_v2":
         from convert.ports import mobilenet_keras  # noqa: PLC0415
 
-        body = mobilenet_keras.trunk(size, cut)
+        body = mobilenet_keras.trunk(body_size, cut)
     else:
-        body = trunk(mediapipe_dir, size, stride, PROJECT_RANGE, prelu)
+        body = trunk(mediapipe_dir, body_size, stride, PROJECT_RANGE, prelu)
+    if head == "two-view":
+        inp = keras.Input((size, size, 3), name="crop")
+        top, left = nose_mouth_window(size)
+        half = body_size
+        face = L.AveragePooling2D(2, name="face_view")(inp)
+        zoom = L.Cropping2D(((top, size - top - half), (left, size - left - half)), name="nose_mouth_view")(inp)
+        x = L.Concatenate(name="pool")([L.GlobalAveragePooling2D(name="pool_face")(body(face)),
+                                        L.GlobalAveragePooling2D(name="pool_nose_mouth")(body(zoom))])
+        x = L.Dropout(dropout, seed=seed, name="dropout")(x)
+        out = L.Dense(num_classes, name="logits", kernel_initializer=init)(x)
+        return keras.Model(inp, out, name="mask_classifier"), body
     x = body.output
     if expand:
         x = L.Conv2D(expand, 1, use_bias=False, kernel_initializer=init, name="expand")(x)
@@ -347,7 +374,7 @@ def set_trunk_trainable(model: Any, body: Any, trainable: bool) -> None:
     """Freeze or free the pretrained layers (the head stays trainable)."""
     names = {layer.name for layer in body.layers}
     for layer in model.layers:
-        if layer.name in names:
+        if layer is body or layer.name in names:  # the two-view head nests the trunk as one layer
             layer.trainable = trainable
 
 
@@ -376,7 +403,8 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--cut", type=int, default=10, choices=range(1, 19), metavar="{1..18}", help="mobilenet_v2: keep features[1..CUT] (10: stride 16, 64 channels)")
     p.add_argument("--prelu", default="dw", choices=("dw", "layer", "relu"), help="PReLU form in the trunk (see _prelu)")
     p.add_argument("--head", default="gap", choices=HEADS,
-                   help="pooling of the trunk's features: gap (average) or gdc (a learned weight per position; see build_classifier)")
+                   help="pooling of the trunk's features: gap (average), gdc (a learned weight per position) or two-view"
+                        " (the trunk on the whole face at half the side and on its nose-mouth window; see build_classifier)")
     p.add_argument("--expand", type=int, default=0, help="1x1 conv to this many channels (+ReLU) before pooling; 0: none")
     p.add_argument("--freeze-epochs", type=int, default=1, help="head-only epochs first")
     p.add_argument("--head-lr", type=float, default=3e-3)
@@ -475,6 +503,9 @@ def recipe(a: argparse.Namespace, crop_size: int, agent_detector: Optional[str] 
 
 def _head_words(a: argparse.Namespace) -> str:
     """The head as the provenance line names it."""
+    if a.head == "two-view":
+        return ("the trunk at half the side on the whole face and on its nose-mouth window (shared weights),"
+                " both average-pooled and concatenated + Dense head")
     pool = "global depthwise conv (GDC)" if a.head == "gdc" else "global average pool"
     return (f"1x1 conv to {a.expand} + " if a.expand else "") + f"{pool} + Dense head"
 

@@ -78,3 +78,17 @@ def test_alert_curve_and_the_thresholds_chosen_on_it():
     assert ev.choose_thresholds(curve) == {"mask": 0.7}
     assert ev.choose_thresholds([curve[0], curve[2]]) == {}  # more masked alerts than the arg-max: not taken
     assert ev.thresholds_words({"mask": 0.7}) == "{mask: 0.7}" and ev.thresholds_words({}) == "{}"
+
+
+def test_the_model_may_be_named_by_its_sidecar(classifier_json, tmp_path, capsys):
+    """--model takes the sidecar the agent's config names, as well as the .tflite; a JSON that is
+    no sidecar is one line naming it, not a traceback."""
+    missing = tmp_path / "none.npz"
+    assert ev.main(["--model", str(classifier_json), "--crops", str(missing), "--no-write"]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing} not found" in err and "Traceback" not in err  # model and sidecar were found
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    assert ev.main(["--model", str(bad), "--crops", str(missing), "--no-write"]) == 2
+    err = capsys.readouterr().err
+    assert "x.json: not a classifier sidecar" in err and "Traceback" not in err
