@@ -192,7 +192,9 @@ class Collector:
         self._subscribed = threading.Event()
         self.topics = topics
         self.client_id = client_id
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        # acks sent by _on_message itself, before a test can see the message (see settle)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                  manual_ack=True)
         self.client.reconnect_delay_set(1, 1)
         if tls_ca is not None:
             self.client.tls_set(ca_certs=str(tls_ca), certfile=str(client_cert[0]) if client_cert else None,
@@ -212,6 +214,7 @@ class Collector:
             self._subscribed.set()
 
     def _on_message(self, client, userdata, msg) -> None:
+        client.ack(msg.mid, msg.qos)
         with self._cond:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             self._cond.notify_all()
@@ -233,13 +236,12 @@ class Collector:
     def settle(self, timeout: float = 5.0) -> None:
         """Return once the broker has taken this subscriber's acknowledgements of what it received.
 
-        paho sends a message's PUBACK after on_message returns, and mosquitto keeps an unacked
-        QoS 1 message of a persistent session to send again after a restart: a broker stopped in
-        that window re-delivers it (at-least-once on the subscriber's leg, not the publisher's).
-        A broker handles one client's packets in order, so once the PUBACK of a publish sent after
-        them comes back, the earlier acks are in.
+        mosquitto keeps an unacked QoS 1 message of a persistent session to send again after a
+        restart: a broker stopped before an ack reaches it re-delivers the message (at-least-once on
+        the subscriber's leg, not the publisher's). Each ack is queued before its message is visible
+        (manual ack in _on_message, not paho's after the callback), and a broker handles one client's
+        packets in order, so once the PUBACK of a publish sent now comes back, the earlier acks are in.
         """
-        time.sleep(0.1)  # the loop thread writes the PUBACK of the last message after its callback
         info = self.client.publish(f"settle/{self.client_id}", b"", qos=1)
         info.wait_for_publish(timeout)
         if not info.is_published():

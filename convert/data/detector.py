@@ -435,8 +435,8 @@ def paste_synthetic_masks(view: np.ndarray, kps: np.ndarray, kps_ok: np.ndarray,
         if lbl != "no_mask" or not kps_ok[i] or rng.random() >= cfg.p_synthetic_mask:
             continue
         k = kps[i]
-        _, _, _, mouth, _ = face_points(k)
-        if not is_frontal(k) or np.hypot(*(mouth - (k[0] + k[1]) / 2)) < 8.0:
+        right_eye, left_eye, _, mouth, _ = face_points(k)
+        if not is_frontal(k) or np.hypot(*(mouth - (right_eye + left_eye) / 2)) < 8.0:
             continue
         t = templates[int(rng.integers(len(templates)))]
         if rng.random() < 0.5:  # tint: same shading, another colour

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from agent.tools.scoring import wilson
-from agent.model import cv2_table, pixel_table
+from agent.model import ModelError, cv2_table, pixel_table, read_sidecar
 from agent.pipeline.classify import pick_label, softmax
 from convert.data import classifier as cd
 from convert.evaluate.card import update_card
@@ -585,9 +585,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     if a.model.suffix == ".json" and a.model.is_file():  # a sidecar: the model file it names, beside it
         try:
-            a.model = a.model.with_name(str(json.loads(a.model.read_text())["model_file"]))
-        except (ValueError, KeyError, TypeError):
-            print(f"error: {a.model}: not a classifier sidecar (no model_file); fix: pass the .tflite or its .json", file=sys.stderr)
+            a.model = a.model.with_name(str(read_sidecar(a.model, "classifier")["model_file"]))
+        except ModelError as exc:
+            print(f"error: {a.model}: not a classifier sidecar\n  {exc}", file=sys.stderr)
             return 2
     sidecar_path = a.model.with_suffix(".json")
     for f, fix in ((a.model, "run python -m convert.train.classifier --export"), (sidecar_path, "run python -m convert.train.classifier --export"),

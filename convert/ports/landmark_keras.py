@@ -344,15 +344,22 @@ def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num
     if head == "two-view":
         inp = keras.Input((size, size, 3), name="crop")
         top, left = nose_mouth_window(size)
-        half = body_size
         face = L.AveragePooling2D(2, name="face_view")(inp)
-        zoom = L.Cropping2D(((top, size - top - half), (left, size - left - half)), name="nose_mouth_view")(inp)
+        zoom = L.Cropping2D(((top, size - top - body_size), (left, size - left - body_size)),
+                            name="nose_mouth_view")(inp)
         x = L.Concatenate(name="pool")([L.GlobalAveragePooling2D(name="pool_face")(body(face)),
                                         L.GlobalAveragePooling2D(name="pool_nose_mouth")(body(zoom))])
-        x = L.Dropout(dropout, seed=seed, name="dropout")(x)
-        out = L.Dense(num_classes, name="logits", kernel_initializer=init)(x)
-        return keras.Model(inp, out, name="mask_classifier"), body
-    x = body.output
+    else:
+        inp, x = body.input, _pooled(keras, body.output, head, expand, init)
+    x = L.Dropout(dropout, seed=seed, name="dropout")(x)
+    out = L.Dense(num_classes, name="logits", kernel_initializer=init)(x)
+    return keras.Model(inp, out, name="mask_classifier"), body
+
+
+def _pooled(keras: Any, x: Any, head: str, expand: int, init: Any) -> Any:
+    """The trunk's feature map pooled to one vector by ``head`` ("gap" or "gdc"), after the optional
+    1x1 ``expand`` conv."""
+    L = keras.layers
     if expand:
         x = L.Conv2D(expand, 1, use_bias=False, kernel_initializer=init, name="expand")(x)
         x = L.BatchNormalization(name="expand_bn")(x)
@@ -365,9 +372,7 @@ def build_classifier(mediapipe_dir: Path | str, size: int, stride: int = 16, num
         x = L.Flatten(name="pool")(x)
     else:
         x = L.GlobalAveragePooling2D(name="pool")(x)
-    x = L.Dropout(dropout, seed=seed, name="dropout")(x)
-    out = L.Dense(num_classes, name="logits", kernel_initializer=init)(x)
-    return keras.Model(body.input, out, name="mask_classifier"), body
+    return x
 
 
 def set_trunk_trainable(model: Any, body: Any, trainable: bool) -> None:

@@ -69,16 +69,14 @@ def label_keypoints(scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], on
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
 
     found = 0
-    detectors: Dict[Tuple[int, int], Any] = {}
+    detector = yk.opencv_detector(onnx, max_side, max_side, score=0.3)  # the ONNX read once, sized per image
     for scene, rgb in zip(scenes, images):
         f = min(1.0, max_side / max(rgb.shape[:2]))
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         if f < 1.0:
             bgr = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        h, w = bgr.shape[:2]
-        if (w, h) not in detectors:
-            detectors[(w, h)] = yk.opencv_detector(onnx, w, h, score=0.3)
-        rows = yk.opencv_faces(detectors[(w, h)], bgr) / f
+        detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+        rows = yk.opencv_faces(detector, bgr) / f
         kps = np.full((len(scene.boxes), 5, 2), np.nan, np.float32)
         ok = np.zeros(len(scene.boxes), bool)
         if len(rows) and len(scene.boxes):
@@ -308,15 +306,15 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     cv2.setNumThreads(1)
     onnx = a.onnx or yk.DEFAULT_ONNX
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, box_loss=a.box_loss, box_weight=a.box_weight)
+    if a.synthetic_masks and not (a.data_root / "mask-templates" / "masks.cfg").is_file():
+        raise ConvertError(f"{a.data_root / 'mask-templates' / 'masks.cfg'}: mask templates not found; fix: pass"
+                           " --data-root DIR holding mask-templates/, or --synthetic-masks 0")
     scenes = dd.read_scenes(a.data_root, "train")
     train_scenes, holdout = split_holdout(scenes, a.holdout, a.seed)
     images = [dd.load_rgb(s.path) for s in train_scenes]
     templates: List[Any] = []
     keypoint_info: Dict[str, int] = {}
     if a.synthetic_masks:
-        if not (a.data_root / "mask-templates" / "masks.cfg").is_file():
-            raise ConvertError(f"{a.data_root / 'mask-templates' / 'masks.cfg'}: mask templates not found; fix: pass"
-                               " --data-root DIR holding mask-templates/, or --synthetic-masks 0")
         templates = dd.shrink_templates(load_mask_templates(a.data_root))
         keypoint_info = label_keypoints(train_scenes, images, onnx, log=log)
     student, sha = yk.build_keras(onnx, (h, w))
