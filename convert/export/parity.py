@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from agent.pipeline.classify import softmax
-from agent.pipeline.detectors import blazeface
+from agent.pipeline.detectors import blazeface, nms
 from convert.errors import ConvertError
 from convert.export.sidecar import litert_interpreter, write_files_atomically
 
@@ -168,10 +168,10 @@ def detector_outputs(decoding: Mapping[str, Any], outs: Mapping[Tuple[int, ...],
 def detect_raw(
     raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, decoding: Mapping[str, Any], min_score: float
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode + weighted NMS, in model-input normalized coordinates."""
+    """Decode + the sidecar's NMS (BlazeFace's: weighted), in model-input normalized coordinates."""
     b, s, k = blazeface.decode(raw_boxes, raw_scores, anchors, decoding)
-    nms = decoding.get("nms", {})
-    return blazeface.weighted_nms(b, s, k, float(nms.get("iou_threshold", 0.3)), min_score)
+    opts = decoding.get("nms", {})
+    return nms.suppress(str(opts.get("method", "weighted")), b, s, k, float(opts.get("iou_threshold", 0.3)), min_score)
 
 
 # Float detections' box height at the model input, for kept_by_height_px.

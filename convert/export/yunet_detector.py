@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-images", type=int, default=300, help="train scenes in the representative set")
     p.add_argument("--parity-images", type=int, default=40, help="val scenes for the check against cv2.FaceDetectorYN")
     p.add_argument("--min-score", type=float, default=0.5, help="the sidecar's default_min_score")
+    p.add_argument("--nms", choices=["hard", "weighted"], default="hard",
+                   help="the sidecar's decoding.nms.method: hard keeps each group's top box (OpenCV's, the authors'),"
+                        " weighted averages the group's boxes by score")
+    p.add_argument("--nms-iou", type=float, default=0.45, help="the sidecar's decoding.nms.iou_threshold")
     p.add_argument("--keras", type=Path, default=None,
                    help="a fine-tuned YuNet .keras to export instead of the ONNX weights (the ONNX check is skipped)")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow / LiteRT threads")
@@ -139,19 +143,30 @@ def failure_gallery(results: Sequence[Any], scenes: Sequence[Any], load: Callabl
     return {"misses": len(misses), "false": len(false)}
 
 
+def _export_flags(report: Mapping[str, Any]) -> str:
+    """``maskwatch-convert yunet`` flags that differ from its defaults, as the report recorded them."""
+    nms = report.get("nms", {"method": "hard", "iou_threshold": 0.45})
+    flags = [f"--nms {nms['method']}"] if nms["method"] != "hard" else []
+    return " ".join(flags + ([f"--nms-iou {nms['iou_threshold']}"] if nms["iou_threshold"] != 0.45 else []))
+
+
 def _rebuild(report: Mapping[str, Any], threshold: float) -> str:
     """The card's rebuild line: the training command (flags that differ from the defaults, from the
     run's .train.json) and the export command."""
     train = report.get("training")
+    export = " ".join(f"maskwatch-convert yunet {_export_flags(report)}".split())
     if not train:
-        return "Rebuild: `maskwatch-convert yunet` (writes this section, the figures and the model pair)."
+        return f"Rebuild: `{export}` (writes this section, the figures and the model pair)."
     from convert.train.yunet import TrainConfig  # noqa: PLC0415
 
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in train["config"].items()
-             if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight") and v != getattr(TrainConfig, k)]
+    flags = []
+    for k, v in train["config"].items():
+        if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight", "quality_scores") and v != getattr(TrainConfig, k):
+            name = f"--{k.replace('_', '-')}"
+            flags.append((name if v else f"--no-{name[2:]}") if isinstance(v, bool) else f"{name} {v}")
     return (f"Training: {train['steps']} steps of {train['config']['batch']} views in {train['seconds'] / 60:.0f} min"
             f" on this 2-core CPU, {train['train_images']} train images ({train['held_out_images']} held out). Rebuild:"
-            f" `{('maskwatch-convert train-yunet ' + ' '.join(flags)).strip()}` then `maskwatch-convert yunet --keras"
+            f" `{('maskwatch-convert train-yunet ' + ' '.join(flags)).strip()}` then `{export} --keras"
             f" build/yunet/yunet_ft.keras --min-score {threshold}` (writes this section, the figures and the model pair).")
 
 
@@ -191,7 +206,10 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
         f" `{prov['source_model']}` (ONNX sha256 {str(prov.get('source_model_sha256', ''))[:16]}...), rebuilt as Keras"
         f" from the ONNX file's own graph (`convert/ports/yunet_keras.py`; {_opencv_check(par)})"
         + (", fine-tuned here on scenes-ilc2021 train (`convert/train/yunet.py`: the untouched model as teacher on"
-           " everything but labelled faces, positives chosen by its boxes, low learning rate)"
+           " everything but labelled faces, positives chosen by its boxes, low learning rate"
+           + ("; score targets that follow box quality: a positive's cls target is its own box's IoU with the face,"
+              " the other cells in a labelled face negatives" if (report.get("training") or {}).get("config", {})
+              .get("quality_scores") else "") + ")"
            if "fine-tuned" in str(prov["source_model"]) else "")
         + f", int8 at"
         f" {report['input'][0]}x{report['input'][1]}, with height and width left open (`input.adaptive_multiple`"
@@ -200,7 +218,10 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
         f" (BGR 0-255 in, outputs `scores` (cls, obj), `boxes`, `keypoints`;"
         f" 5 keypoints: eyes, nose tip, mouth corners). {par['size_bytes'] // 1024} KB. The float master ships beside it"
         f" (`{stem}.keras`). `box_adjust` {fit['box_adjust']} (fitted on train: median IoU with the annotators' boxes"
-        f" {fit['median_iou_before']} -> {fit['median_iou_after']}); `default_min_score` {thr}.",
+        f" {fit['median_iou_before']} -> {fit['median_iou_after']}); `default_min_score` {thr}; NMS"
+        f" {side['decoding']['nms']['method']} at IoU {side['decoding']['nms']['iou_threshold']}"
+        + (" (each overlapping group's boxes and keypoints averaged by score)"
+           if side['decoding']['nms']['method'] == "weighted" else "") + ".",
         "",
         f"### Metrics (scenes-ilc2021 `val`, {q['images']} images, faces >= 40 px, IoU >= 0.5, score >= {thr})",
         "",
@@ -248,6 +269,8 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.export.sidecar import write_model_pair  # noqa: PLC0415
     from convert.train.detector import bgr_loader  # noqa: PLC0415
 
+    if not 0.0 < a.nms_iou < 1.0:
+        raise ConvertError(f"--nms-iou {a.nms_iou}: must be between 0 and 1 (exclusive); fix: e.g. --nms-iou 0.45")
     t0 = time.time()
     tf_threads(a.threads)
     onnx_path = a.onnx or yk.DEFAULT_ONNX
@@ -296,7 +319,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     # model then runs on the letterboxed frame alone (320x192 for 16:9) without the padding.
     model = open_input_size(model)
     flat = quantize_int8(model, calibration_inputs(train, load, a.input, a.calibration_images))
-    side = yk.sidecar_template(a.input, source, sha, a.min_score)
+    side = yk.sidecar_template(a.input, source, sha, a.min_score, nms=a.nms, nms_iou=a.nms_iou)
 
     log(f"[3/5] box_adjust on {len(train)} train scenes (int8)")
     fit = fit_box_adjust(_Pair(flat, side).model(a.threads), train, load, a.min_score)
@@ -337,6 +360,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
         training.pop("history", None)
         training.pop("holdout", None)
     report = {"input": list(a.input), "source": source, "min_score": a.min_score, "box_adjust_fit": fit,
+              "nms": dict(side["decoding"]["nms"]),
               "training": training,
               "val": {n: s["metrics"] for n, s in scores.items()}, "parity": parity,
               "curve_int8": {k: v.tolist() for k, v in scores["int8"]["curve"].items()},

@@ -206,21 +206,22 @@ def parity_vs_opencv(model: Any, onnx_path: Path, images: Sequence[np.ndarray], 
 
 
 def decoding_fields(default_min_score: float = 0.5, iou: float = 0.45,
-                    box_adjust: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
+                    box_adjust: Optional[Mapping[str, float]] = None, nms: str = "hard") -> Dict[str, Any]:
     """The sidecar's ``decoding`` of a YuNet built here (docs/model-contract.md)."""
     return {
         "type": "yunet",
         "strides": list(STRIDES),
         "num_keypoints": len(yunet_family.KEYPOINT_NAMES),
         "keypoint_names": list(yunet_family.KEYPOINT_NAMES),
-        "nms": {"method": "hard", "iou_threshold": iou},
+        "nms": {"method": nms, "iou_threshold": iou},
         "default_min_score": default_min_score,
         "box_adjust": dict(box_adjust or {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0}),
     }
 
 
 def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, min_score: float,
-                     box_adjust: Optional[Mapping[str, float]] = None) -> Dict[str, Any]:
+                     box_adjust: Optional[Mapping[str, float]] = None, nms: str = "hard",
+                     nms_iou: float = 0.45) -> Dict[str, Any]:
     """The sidecar fields the build knows (quantization, hashes and dates are filled on write)."""
     w, h = input_wh
     # adaptive_multiple: YuNet runs at any multiple of its largest stride; twice that gives half as
@@ -234,7 +235,7 @@ def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, mi
         "input": {"height": h, "width": w, "channels": 3, "adaptive_multiple": 2 * max(STRIDES), "color": "BGR",
                   "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}, "resize": "letterbox"},
         "outputs": {k: {"shape": [1, n, widths[k]]} for k in OUTPUTS},
-        "decoding": decoding_fields(min_score, 0.45, box_adjust),
+        "decoding": decoding_fields(min_score, nms_iou, box_adjust, nms),
         "provenance": {
             "source_model": source, "source_model_sha256": source_sha,
             "licence": "Apache-2.0 (YuNet, ShiqiYu/libfacedetection.train; weights trained on WIDER FACE)",

@@ -1,4 +1,4 @@
-"""BlazeFace detector family: SSD anchors, box/keypoint decoding, weighted NMS in numpy.
+"""BlazeFace detector family: SSD anchors, box/keypoint decoding; NMS by the sidecar (MediaPipe's weighted).
 
 Follows MediaPipe's SsdAnchorsCalculator, TensorsToDetectionsCalculator (reverse_output_order,
 i.e. x before y) and NonMaxSuppressionCalculator (WEIGHTED). Every parameter comes from the
@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
+from agent.pipeline.detectors import nms
 from agent.pipeline.detectors.base import Decoded, OutputReader
 
 # Logit margin of score_floor: far above float32 rounding, far below any score that matters.
@@ -137,52 +138,6 @@ def decode(
     return boxes, sigmoid_scores(raw_scores, decoding), keypoints
 
 
-def _iou_with(box: np.ndarray, boxes: np.ndarray, areas: np.ndarray, area: float) -> np.ndarray:
-    """IoU of one x1y1x2y2 ``box`` (of ``area``) with each of ``boxes`` (N, 4) (of ``areas``)."""
-    lt = np.maximum(boxes[:, :2], box[:2])
-    rb = np.minimum(boxes[:, 2:], box[2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    union = areas + area - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def weighted_nms(
-    boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float, min_score: float
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """MediaPipe weighted NMS over detections with score >= ``min_score``.
-
-    The best remaining detection and every remaining one overlapping it by IoU > ``iou_threshold``
-    form a cluster; the cluster becomes one detection: score-weighted mean box and keypoints, with
-    the top score. Output is sorted by decreasing score.
-    """
-    scores = np.asarray(scores, np.float32).reshape(-1)
-    keep = np.flatnonzero(scores >= min_score)
-    k = keypoints.shape[1] if keypoints.ndim == 3 else 0
-    if keep.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, k, 2), np.float32)
-    order = keep[np.argsort(-scores[keep], kind="stable")]
-    b, s, kp = boxes[order].astype(np.float32), scores[order], keypoints[order].astype(np.float32)
-    out_b, out_s, out_k = [], [], []
-    areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    # One IoU row per cluster, against the detections still left: a large face leaves hundreds of
-    # anchors above the threshold (a median 80, up to 600 in real 640x480 photos), so a full IoU
-    # matrix would cost N^2 (0.4 ms median, 1.4 ms mean there) where this costs N per face.
-    remaining = np.arange(len(order))
-    while remaining.size:
-        top = remaining[0]
-        in_cluster = _iou_with(b[top], b[remaining], areas[remaining], float(areas[top])) > iou_threshold
-        in_cluster[0] = True  # a degenerate (zero-area) top box still forms its own cluster
-        members = remaining[in_cluster]
-        w = s[members]
-        total = float(w.sum())
-        out_b.append((b[members] * w[:, None]).sum(0) / total)
-        out_k.append((kp[members] * w[:, None, None]).sum(0) / total)
-        out_s.append(s[top])
-        remaining = remaining[~in_cluster]
-    return np.asarray(out_b, np.float32), np.asarray(out_s, np.float32), np.asarray(out_k, np.float32).reshape(-1, k, 2)
-
-
 class Decoder:
     """The ``blazeface`` family: outputs ``regressors`` (1, N, 4 + 2K) and ``scores`` (1, N, 1)
     against SSD anchors; weighted NMS. Raises KeyError / ValueError on a bad ``decoding``."""
@@ -198,6 +153,9 @@ class Decoder:
         self.keypoint_names: List[str] = list(self.decoding.get("keypoint_names", []))
         self.default_min_score = float(self.decoding.get("default_min_score", 0.5))
         self.default_iou = float((self.decoding.get("nms") or {}).get("iou_threshold", 0.3))
+        self.nms_method = str((self.decoding.get("nms") or {}).get("method", "weighted"))  # MediaPipe's
+        if self.nms_method not in nms.METHODS:
+            raise ValueError(f"`decoding.nms.method` must be one of {', '.join(nms.METHODS)}, not {self.nms_method!r}")
         self._size = np.array(input_wh, np.float64)
 
     def decode(self, read: OutputReader, raw: Mapping[str, np.ndarray], min_score: float, iou: float) -> Decoded:
@@ -210,10 +168,10 @@ class Decoder:
         # Dequantize and decode only the anchors that can survive: a handful instead of thousands.
         reg = read("regressors", raw["regressors"].reshape(len(self.anchors), -1)[keep])
         boxes, scores, kps = decode(reg, logits[keep], self.anchors[keep], self.decoding)
-        boxes, scores, kps = weighted_nms(boxes, scores, kps, iou, min_score)
+        boxes, scores, kps = nms.suppress(self.nms_method, boxes, scores, kps, iou, min_score)
         size = self._size
         return (np.asarray(boxes, np.float64) * np.tile(size, 2), np.asarray(scores, np.float64),
                 np.asarray(kps, np.float64) * size)
 
 
-__all__ = ("Decoder", "generate_anchors", "decode", "weighted_nms", "score_floor", "sigmoid_scores")
+__all__ = ("Decoder", "generate_anchors", "decode", "score_floor", "sigmoid_scores")

@@ -6,7 +6,9 @@ concatenated in the order of ``decoding.strides``, each stride's cells row-major
 as offsets in cells. Decoding follows OpenCV's ``cv2.FaceDetectorYN`` (the reference the tests
 hold the Keras port and this decoder to): for the cell at column c, row r of stride s,
 score = sqrt(cls * obj), centre = ((c + dx) s, (r + dy) s), size = (exp(dw) s, exp(dh) s),
-keypoint k = ((c + kx) s, (r + ky) s). NMS is OpenCV's (``cv2.dnn.NMSBoxes``), as the authors use.
+keypoint k = ((c + kx) s, (r + ky) s). NMS is ``decoding.nms.method``: ``hard`` is OpenCV's
+(``cv2.dnn.NMSBoxes``), as the authors use; ``weighted`` averages each overlapping group's boxes
+(:mod:`agent.pipeline.detectors.nms`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any, List, Mapping, Tuple
 
-import cv2
 import numpy as np
 
+from agent.pipeline.detectors import nms
 from agent.pipeline.detectors.base import Decoded, OutputReader
 
 # Keypoints of the published model, in its output order (the person's right eye first).
@@ -58,6 +60,10 @@ class Decoder:
                              f" `decoding.num_keypoints` is {decoding['num_keypoints']}")
         self.default_min_score = float(decoding["default_min_score"])
         self.default_iou = float(decoding["nms"]["iou_threshold"])
+        # files written before the method was read name "hard", which is what they were scored with
+        self.nms_method = str(decoding["nms"].get("method", "hard"))
+        if self.nms_method not in nms.METHODS:
+            raise ValueError(f"`decoding.nms.method` must be one of {', '.join(nms.METHODS)}, not {self.nms_method!r}")
         self.cells, self.steps = grid(int(input_wh[0]), int(input_wh[1]), strides)
 
     def decode(self, read: OutputReader, raw: Mapping[str, np.ndarray], min_score: float, iou: float) -> Decoded:
@@ -73,11 +79,7 @@ class Decoder:
         boxes = decode_boxes(read("boxes", raw["boxes"].reshape(-1, 4)[keep]).astype(np.float64), cell, self.steps[keep])
         pts = read("keypoints", raw["keypoints"].reshape(-1, 2 * k)[keep]).astype(np.float64).reshape(-1, k, 2)
         kps = (cell[:, None, :] + pts) * step[:, :, None]
-        scores = score[keep].astype(np.float64)
-        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # OpenCV takes arrays as Rect2d
-        picked = np.asarray(cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), float(min_score), float(iou)), np.int64).reshape(-1)
-        picked = picked[np.argsort(-scores[picked], kind="stable")]
-        return boxes[picked], scores[picked], kps[picked]
+        return nms.suppress(self.nms_method, boxes, score[keep].astype(np.float64), kps, iou, min_score)
 
 
 def check_input_size(width: int, height: int, strides: List[int]) -> None:

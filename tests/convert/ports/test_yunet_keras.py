@@ -101,3 +101,22 @@ def test_yunet_command_refuses_a_keras_model_of_another_shape(tmp_path, model, c
     assert main(["yunet", "--keras", str(other), "--models-dir", str(models), "--build-dir", str(tmp_path)]) == 2
     assert "not a YuNet at 320x256" in capsys.readouterr().err
     assert list(models.iterdir()) == []
+
+
+def test_yunet_command_refuses_an_nms_overlap_outside_0_1_before_any_work(tmp_path, capsys):
+    """`maskwatch-convert yunet --nms-iou 1.5`: exit 2 naming the flag and a fix, nothing written."""
+    from convert.cli import main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    assert main(["yunet", "--nms", "weighted", "--nms-iou", "1.5", "--models-dir", str(models),
+                 "--build-dir", str(tmp_path / "build")]) == 2
+    err = capsys.readouterr().err
+    assert "--nms-iou 1.5" in err and "fix:" in err and "Traceback" not in err
+    assert list(models.iterdir()) == [] and not (tmp_path / "build").exists()
+
+
+def test_the_sidecar_names_the_nms_the_build_was_asked_for():
+    side = yk.sidecar_template((320, 256), "x.onnx", "", 0.5, nms="weighted", nms_iou=0.3)
+    assert side["decoding"]["nms"] == {"method": "weighted", "iou_threshold": 0.3}
+    assert yk.sidecar_template((320, 256), "x.onnx", "", 0.5)["decoding"]["nms"] == {"method": "hard", "iou_threshold": 0.45}

@@ -69,10 +69,24 @@ def test_decode_keeps_the_best_of_overlapping_faces_and_drops_low_scores():
     assert dec.decode(identity, raw_with({}), 0.5, 0.45)[0].shape == (0, 4)
 
 
+def test_weighted_nms_averages_the_overlapping_boxes_where_the_sidecar_asks():
+    # cells 100 and 101: stride 8, columns 20 and 21 of row 2; boxes 40x40 and 24x32 (IoU 0.48)
+    wide, narrow = (0.0, 0.0, math.log(5), math.log(5)), (0.0, 0.0, math.log(3), math.log(4))
+    raw = raw_with({100: (0.81, 1.0, wide, np.zeros(10)), 101: (0.64, 1.0, narrow, np.zeros(10))})
+    hard = yunet.Decoder(decoding(), (320, 256)).decode(identity, raw, 0.5, 0.45)
+    boxes, scores, _ = yunet.Decoder(decoding(nms={"method": "weighted", "iou_threshold": 0.45}),
+                                     (320, 256)).decode(identity, raw, 0.5, 0.45)
+    assert scores.tolist() == pytest.approx([0.9]) and hard[1].tolist() == pytest.approx([0.9])
+    np.testing.assert_allclose(hard[0][0], [140, -4, 180, 36], atol=1e-4)
+    np.testing.assert_allclose(boxes[0], (0.9 * np.array([140, -4, 180, 36]) + 0.8 * np.array([156, 0, 180, 32])) / 1.7,
+                               atol=1e-3)
+
+
 @pytest.mark.parametrize("change,words", [
     ({"strides": None}, "strides"),
     ({"keypoint_names": ["a"]}, "num_keypoints"),
     ({"type": "retinaface"}, "retinaface"),
+    ({"nms": {"method": "soft", "iou_threshold": 0.45}}, "nms.method.*hard, weighted.*'soft'"),
 ])
 def test_bad_decoding_is_named(change, words):
     d = decoding(**change)
