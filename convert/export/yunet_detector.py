@@ -161,7 +161,7 @@ def _rebuild(report: Mapping[str, Any], threshold: float) -> str:
 
     flags = []
     for k, v in train["config"].items():
-        if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight", "face_negatives", "iou_scores") and v != getattr(TrainConfig, k):
+        if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight", "quality_scores") and v != getattr(TrainConfig, k):
             name = f"--{k.replace('_', '-')}"
             flags.append((name if v else f"--no-{name[2:]}") if isinstance(v, bool) else f"{name} {v}")
     return (f"Training: {train['steps']} steps of {train['config']['batch']} views in {train['seconds'] / 60:.0f} min"
@@ -207,10 +207,9 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
         f" from the ONNX file's own graph (`convert/ports/yunet_keras.py`; {_opencv_check(par)})"
         + (", fine-tuned here on scenes-ilc2021 train (`convert/train/yunet.py`: the untouched model as teacher on"
            " everything but labelled faces, positives chosen by its boxes, low learning rate"
-           + ("; the other cells in a labelled face negatives" if (report.get("training") or {}).get("config", {})
-              .get("face_negatives") else "")
-           + ("; a positive's cls target its own box's IoU with the face" if (report.get("training") or {})
-              .get("config", {}).get("iou_scores") else "") + ")"
+           + ("; score targets that follow box quality: a positive's cls target is its own box's IoU with the face,"
+              " the other cells in a labelled face negatives" if (report.get("training") or {}).get("config", {})
+              .get("quality_scores") else "") + ")"
            if "fine-tuned" in str(prov["source_model"]) else "")
         + f", int8 at"
         f" {report['input'][0]}x{report['input'][1]}, with height and width left open (`input.adaptive_multiple`"

@@ -55,11 +55,10 @@ class TrainConfig:
     box_weight: float = 2.0
     box_loss: str = "smooth_l1"  # on the (dx, dy, log w, log h) codes, or "giou" on the decoded boxes
     kps_weight: float = 0.1
-    # So that the cell NMS keeps is the best-boxed one: the cells centred in a labelled face that do
-    # not learn it go to score 0 instead of the teacher's (face_negatives), and a positive's cls
-    # target is the IoU of its own (the student's) box with the face instead of 1 (iou_scores).
-    face_negatives: bool = False
-    iou_scores: bool = False
+    # Score targets that follow box quality: a positive's cls target is the IoU of its own (the
+    # student's) box with the annotated face, and the other cells centred in a labelled face go to 0
+    # instead of the teacher's score -- so the cell NMS keeps is the best-boxed one.
+    quality_scores: bool = False
 
 
 def label_keypoints(scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], onnx: Path, max_side: int = 640,
@@ -201,7 +200,7 @@ def targets(teacher_out: Sequence[np.ndarray], examples: Sequence[dd.Example], c
     for k, e in enumerate(examples):
         p, face, skip = assign(decoded[k], cells, steps, e.boxes, e.ignore, cfg)
         score_w[k, skip] = 0.0
-        if cfg.face_negatives and len(e.boxes):
+        if cfg.quality_scores and len(e.boxes):
             # one face, one detection: the cells in a labelled face that do not learn it are negatives
             score_t[k, centred_in(cells, steps, e.boxes[~np.asarray(e.ignore, bool)]).any(axis=1)] = 0.0
         score_t[k, p] = 1.0
@@ -229,7 +228,7 @@ def train(model: Any, teacher: Any, batches: Batches, cfg: TrainConfig, out: Pat
         with tf.GradientTape() as tape:
             scores, boxes, kps = model(x, training=True)
             p = tf.clip_by_value(scores, eps, 1 - eps)
-            if cfg.iou_scores:
+            if cfg.quality_scores:
                 # a positive's cls target is how well its own box fits the face (not a gradient path)
                 fit = tf.stop_gradient(iou_and_giou(tf, boxes, box_t, cell_t, step_t)[0])
                 score_t = tf.stack([tf.where(pos > 0, fit, score_t[..., 0]), score_t[..., 1]], axis=-1)
@@ -303,10 +302,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--box-loss", choices=["smooth_l1", "giou"], default=TrainConfig.box_loss)
     p.add_argument("--box-weight", type=float, default=TrainConfig.box_weight)
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--face-negatives", action=argparse.BooleanOptionalAction, default=TrainConfig.face_negatives,
-                   help="cells centred in a labelled face that are not its positives learn score 0, not the teacher's")
-    p.add_argument("--iou-scores", action=argparse.BooleanOptionalAction, default=TrainConfig.iou_scores,
-                   help="a positive's cls target is the IoU of its own box with the face, not 1")
+    p.add_argument("--quality-scores", action=argparse.BooleanOptionalAction, default=TrainConfig.quality_scores,
+                   help="a positive's cls target is the IoU of its own box with the face, other cells in a labelled"
+                        " face are negatives (so NMS keeps the best-boxed cell); --no-quality-scores: the teacher's")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of train scenes held out to choose the threshold")
     p.add_argument("--max-false", type=float, default=0.4, help="false detections / image allowed at the chosen threshold")
     p.add_argument("--synthetic-masks", type=float, default=0.0, metavar="P",
@@ -332,7 +330,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     cv2.setNumThreads(1)
     onnx = a.onnx or yk.DEFAULT_ONNX
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, box_loss=a.box_loss, box_weight=a.box_weight,
-                      face_negatives=a.face_negatives, iou_scores=a.iou_scores)
+                      quality_scores=a.quality_scores)
     if a.synthetic_masks and not (a.data_root / "mask-templates" / "masks.cfg").is_file():
         raise ConvertError(f"{a.data_root / 'mask-templates' / 'masks.cfg'}: mask templates not found; fix: pass"
                            " --data-root DIR holding mask-templates/, or --synthetic-masks 0")
