@@ -55,10 +55,6 @@ class TrainConfig:
     box_weight: float = 2.0
     box_loss: str = "smooth_l1"  # on the (dx, dy, log w, log h) codes, or "giou" on the decoded boxes
     kps_weight: float = 0.1
-    # Score targets that follow box quality: a positive's cls target is the IoU of its own (the
-    # student's) box with the annotated face, and the other cells centred in a labelled face go to 0
-    # instead of the teacher's score -- so the cell NMS keeps is the best-boxed one.
-    quality_scores: bool = False
 
 
 def label_keypoints(scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], onnx: Path, max_side: int = 640,
@@ -108,13 +104,6 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return iou_matrix(a, b)
 
 
-def centred_in(cells: np.ndarray, steps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(N, G) whether each cell's centre lies in each of the (G, 4) boxes."""
-    centres = (cells + 0.5) * steps[:, None]
-    return ((centres[:, None, 0] >= boxes[None, :, 0]) & (centres[:, None, 0] <= boxes[None, :, 2])
-            & (centres[:, None, 1] >= boxes[None, :, 1]) & (centres[:, None, 1] <= boxes[None, :, 3]))
-
-
 def assign(teacher_boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray, gt: np.ndarray, ignore: np.ndarray,
            cfg: TrainConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positive cells of one view and the face each learns, and the cells with no score loss.
@@ -125,7 +114,9 @@ def assign(teacher_boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray, gt: 
     skip = np.zeros(n, bool)
     if len(gt) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), skip
-    inside = centred_in(cells, steps, gt)
+    centres = (cells + 0.5) * steps[:, None]
+    inside = ((centres[:, None, 0] >= gt[None, :, 0]) & (centres[:, None, 0] <= gt[None, :, 2])
+              & (centres[:, None, 1] >= gt[None, :, 1]) & (centres[:, None, 1] <= gt[None, :, 3]))  # (N, G)
     cand = np.flatnonzero(inside.any(axis=1))
     best_iou = np.zeros(n)
     best_gt = np.full(n, -1)
@@ -150,11 +141,6 @@ def assign(teacher_boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray, gt: 
 def giou(tf: Any, pred: Any, target: Any, cells: Any, steps: Any) -> Any:
     """Generalized IoU of predicted and target box codes (B, N, 4) at their cells, decoded to pixels
     like :func:`decode_boxes`: what the IoU >= 0.5 criterion of the evaluation scores."""
-    return iou_and_giou(tf, pred, target, cells, steps)[1]
-
-
-def iou_and_giou(tf: Any, pred: Any, target: Any, cells: Any, steps: Any) -> Tuple[Any, Any]:
-    """IoU and generalized IoU of box codes (B, N, 4) at their cells (see :func:`giou`)."""
 
     def corners(code: Any) -> Any:
         centre = (cells + code[..., :2]) * steps
@@ -167,7 +153,7 @@ def iou_and_giou(tf: Any, pred: Any, target: Any, cells: Any, steps: Any) -> Tup
     union = area(p1, p2) + area(t1, t2) - inter
     hull = area(tf.minimum(p1, t1), tf.maximum(p2, t2))
     iou = inter / tf.maximum(union, 1e-6)
-    return iou, iou - (hull - union) / tf.maximum(hull, 1e-6)
+    return iou - (hull - union) / tf.maximum(hull, 1e-6)
 
 
 class Batches:
@@ -200,9 +186,6 @@ def targets(teacher_out: Sequence[np.ndarray], examples: Sequence[dd.Example], c
     for k, e in enumerate(examples):
         p, face, skip = assign(decoded[k], cells, steps, e.boxes, e.ignore, cfg)
         score_w[k, skip] = 0.0
-        if cfg.quality_scores and len(e.boxes):
-            # one face, one detection: the cells in a labelled face that do not learn it are negatives
-            score_t[k, centred_in(cells, steps, e.boxes[~np.asarray(e.ignore, bool)]).any(axis=1)] = 0.0
         score_t[k, p] = 1.0
         pos[k, p] = 1.0
         box_t[k, p] = encode_boxes(e.boxes[face], cells[p], steps[p])
@@ -228,10 +211,6 @@ def train(model: Any, teacher: Any, batches: Batches, cfg: TrainConfig, out: Pat
         with tf.GradientTape() as tape:
             scores, boxes, kps = model(x, training=True)
             p = tf.clip_by_value(scores, eps, 1 - eps)
-            if cfg.quality_scores:
-                # a positive's cls target is how well its own box fits the face (not a gradient path)
-                fit = tf.stop_gradient(iou_and_giou(tf, boxes, box_t, cell_t, step_t)[0])
-                score_t = tf.stack([tf.where(pos > 0, fit, score_t[..., 0]), score_t[..., 1]], axis=-1)
             t = tf.clip_by_value(score_t, eps, 1 - eps)
             # KL divergence of Bernoullis: the cross-entropy less the target's own entropy, so the
             # loss reads 0 where the student agrees with the teacher (same gradient as the BCE)
@@ -302,9 +281,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--box-loss", choices=["smooth_l1", "giou"], default=TrainConfig.box_loss)
     p.add_argument("--box-weight", type=float, default=TrainConfig.box_weight)
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--quality-scores", action=argparse.BooleanOptionalAction, default=TrainConfig.quality_scores,
-                   help="a positive's cls target is the IoU of its own box with the face, other cells in a labelled"
-                        " face are negatives (so NMS keeps the best-boxed cell); --no-quality-scores: the teacher's")
     p.add_argument("--holdout", type=float, default=0.1, help="fraction of train scenes held out to choose the threshold")
     p.add_argument("--max-false", type=float, default=0.4, help="false detections / image allowed at the chosen threshold")
     p.add_argument("--synthetic-masks", type=float, default=0.0, metavar="P",
@@ -329,8 +305,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     tf_threads(a.threads)
     cv2.setNumThreads(1)
     onnx = a.onnx or yk.DEFAULT_ONNX
-    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, box_loss=a.box_loss, box_weight=a.box_weight,
-                      quality_scores=a.quality_scores)
+    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, box_loss=a.box_loss, box_weight=a.box_weight)
     if a.synthetic_masks and not (a.data_root / "mask-templates" / "masks.cfg").is_file():
         raise ConvertError(f"{a.data_root / 'mask-templates' / 'masks.cfg'}: mask templates not found; fix: pass"
                            " --data-root DIR holding mask-templates/, or --synthetic-masks 0")
@@ -365,4 +340,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_command("maskwatch-convert train-yunet", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
-__all__ = ("TrainConfig", "assign", "centred_in", "encode_boxes", "main", "run", "targets", "train")
+__all__ = ("TrainConfig", "assign", "encode_boxes", "main", "run", "targets", "train")

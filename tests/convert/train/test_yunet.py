@@ -62,37 +62,6 @@ def test_targets_raise_positives_and_keep_the_teacher_elsewhere():
     np.testing.assert_allclose(decode_boxes(t["box_t"][0, c:c + 1], CELLS[c:c + 1], STEPS[c:c + 1]), gt, atol=1e-4)
 
 
-def test_quality_scores_make_the_other_cells_in_a_labelled_face_negatives_and_leave_the_rest_to_the_teacher():
-    gt = np.array([[40.0, 40.0, 88.0, 100.0], [200.0, 40.0, 260.0, 120.0]], np.float32)
-    ignore = np.array([False, True])  # the second face is an ignore region: no targets change there
-    c = next(i for i, (cc, s) in enumerate(zip(CELLS, STEPS)) if s == 16 and tuple(cc) == (3, 4))
-    t_boxes = np.zeros((1, len(CELLS), 4), np.float32)
-    t_boxes[0, c] = ty.encode_boxes(gt[:1], CELLS[c:c + 1], STEPS[c:c + 1])[0]
-    t_scores = np.full((1, len(CELLS), 2), 0.7, np.float32)
-    ex = dd.Example(np.zeros((256, 320, 3), np.uint8), gt, np.zeros((2, 6, 2)), np.zeros(2, bool), ignore)
-    outs = [t_scores, t_boxes, np.zeros((1, len(CELLS), 10))]
-    plain = ty.targets(outs, [ex], CELLS, STEPS, ty.TrainConfig())
-    q = ty.targets(outs, [ex], CELLS, STEPS, ty.TrainConfig(quality_scores=True))
-    in_face = ty.centred_in(CELLS, STEPS, gt[:1])[:, 0]
-    in_ignored = ty.centred_in(CELLS, STEPS, gt[1:])[:, 0]
-    assert q["pos"][0, c] == 1 and (q["score_t"][0, c] == 1).all()  # the step swaps cls for the box's IoU
-    others = in_face & (q["pos"][0] == 0)
-    assert others.sum() > 3 and (q["score_t"][0, others] == 0).all() and (plain["score_t"][0, others] == 0.7).all()
-    assert np.allclose(q["score_t"][0, in_ignored], 0.7)
-    assert np.allclose(q["score_t"][0, ~in_face], plain["score_t"][0, ~in_face])
-
-
-@pytest.mark.tf
-def test_the_quality_target_is_the_iou_of_the_students_own_box():
-    tf = pytest.importorskip("tensorflow")
-    a = np.zeros((1, len(CELLS), 4), np.float32)
-    b = a.copy()
-    b[0, :, 2] = np.log(2.0)  # twice as wide, same centre and height: IoU 0.5
-    iou, g = ty.iou_and_giou(tf, tf.constant(a), tf.constant(b), tf.constant(CELLS, tf.float32),
-                             tf.constant(STEPS[:, None], tf.float32))
-    assert np.allclose(iou.numpy(), 0.5, atol=1e-5) and np.allclose(g.numpy(), 0.5, atol=1e-5)
-
-
 @pytest.mark.tf
 @pytest.mark.skipif(not (SHARED / "scenes-ilc2021").is_dir(), reason="../shared datasets not there")
 def test_a_short_run_trains_saves_and_names_the_next_command(tmp_path, capsys):
@@ -100,11 +69,10 @@ def test_a_short_run_trains_saves_and_names_the_next_command(tmp_path, capsys):
     pytest.importorskip("onnx")
     out = tmp_path / "ft.keras"
     rc = ty.main(["--steps", "2", "--batch", "2", "--log-every", "1", "--holdout", "0.005", "--out", str(out),
-                  "--data-root", str(SHARED), "--quality-scores"])
+                  "--data-root", str(SHARED)])
     assert rc == 0 and out.is_file()
     info = json.loads(out.with_suffix(".train.json").read_text())
     assert info["steps"] == 2 and len(info["history"]) == 2 and np.isfinite(info["history"][-1]["loss"])
-    assert info["config"]["quality_scores"] is True
     assert 0 < info["threshold"] <= 1
     assert f"maskwatch-convert yunet --keras {out}" in capsys.readouterr().out
 
