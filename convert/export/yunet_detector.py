@@ -159,11 +159,8 @@ def _rebuild(report: Mapping[str, Any], threshold: float) -> str:
         return f"Rebuild: `{export}` (writes this section, the figures and the model pair)."
     from convert.train.yunet import TrainConfig  # noqa: PLC0415
 
-    flags = []
-    for k, v in train["config"].items():
-        if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight", "quality_scores") and v != getattr(TrainConfig, k):
-            name = f"--{k.replace('_', '-')}"
-            flags.append((name if v else f"--no-{name[2:]}") if isinstance(v, bool) else f"{name} {v}")
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in train["config"].items()
+             if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight") and v != getattr(TrainConfig, k)]
     return (f"Training: {train['steps']} steps of {train['config']['batch']} views in {train['seconds'] / 60:.0f} min"
             f" on this 2-core CPU, {train['train_images']} train images ({train['held_out_images']} held out). Rebuild:"
             f" `{('maskwatch-convert train-yunet ' + ' '.join(flags)).strip()}` then `{export} --keras"
@@ -206,10 +203,7 @@ def card_section(report: Mapping[str, Any], side: Mapping[str, Any], stem: str) 
         f" `{prov['source_model']}` (ONNX sha256 {str(prov.get('source_model_sha256', ''))[:16]}...), rebuilt as Keras"
         f" from the ONNX file's own graph (`convert/ports/yunet_keras.py`; {_opencv_check(par)})"
         + (", fine-tuned here on scenes-ilc2021 train (`convert/train/yunet.py`: the untouched model as teacher on"
-           " everything but labelled faces, positives chosen by its boxes, low learning rate"
-           + ("; score targets that follow box quality: a positive's cls target is its own box's IoU with the face,"
-              " the other cells in a labelled face negatives" if (report.get("training") or {}).get("config", {})
-              .get("quality_scores") else "") + ")"
+           " everything but labelled faces, positives chosen by its boxes, low learning rate)"
            if "fine-tuned" in str(prov["source_model"]) else "")
         + f", int8 at"
         f" {report['input'][0]}x{report['input'][1]}, with height and width left open (`input.adaptive_multiple`"
