@@ -171,7 +171,7 @@ def detect_raw(
     """Decode + the sidecar's NMS (BlazeFace's: weighted), in model-input normalized coordinates."""
     b, s, k = blazeface.decode(raw_boxes, raw_scores, anchors, decoding)
     opts = decoding.get("nms", {})
-    return nms.suppress(str(opts.get("method", "weighted")), b, s, k, float(opts.get("iou_threshold", 0.3)), min_score)
+    return nms.suppress(nms.method_of(decoding, "weighted"), b, s, k, float(opts.get("iou_threshold", 0.3)), min_score)
 
 
 # Float detections' box height at the model input, for kept_by_height_px.

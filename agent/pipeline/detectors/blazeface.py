@@ -140,7 +140,8 @@ def decode(
 
 class Decoder:
     """The ``blazeface`` family: outputs ``regressors`` (1, N, 4 + 2K) and ``scores`` (1, N, 1)
-    against SSD anchors; weighted NMS. Raises KeyError / ValueError on a bad ``decoding``."""
+    against SSD anchors; the sidecar's NMS (weighted where it names none). Raises KeyError / ValueError
+    on a bad ``decoding``."""
 
     outputs = ("regressors", "scores")
 
@@ -153,9 +154,7 @@ class Decoder:
         self.keypoint_names: List[str] = list(self.decoding.get("keypoint_names", []))
         self.default_min_score = float(self.decoding.get("default_min_score", 0.5))
         self.default_iou = float((self.decoding.get("nms") or {}).get("iou_threshold", 0.3))
-        self.nms_method = str((self.decoding.get("nms") or {}).get("method", "weighted"))  # MediaPipe's
-        if self.nms_method not in nms.METHODS:
-            raise ValueError(f"`decoding.nms.method` must be one of {', '.join(nms.METHODS)}, not {self.nms_method!r}")
+        self.nms_method = nms.method_of(self.decoding, "weighted")  # MediaPipe's
         self._size = np.array(input_wh, np.float64)
 
     def decode(self, read: OutputReader, raw: Mapping[str, np.ndarray], min_score: float, iou: float) -> Decoded:

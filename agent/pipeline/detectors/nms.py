@@ -8,7 +8,7 @@ the face's box alone.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Mapping, Tuple
 
 import cv2
 import numpy as np
@@ -72,6 +72,15 @@ def hard(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_thres
     return boxes[picked], scores[picked], keypoints[picked]
 
 
+def method_of(decoding: Mapping[str, Any], default: str) -> str:
+    """A sidecar ``decoding``'s ``nms.method`` (``default`` where absent: what files written before the
+    field was read were scored with); ValueError naming the field for another value."""
+    method = str((decoding.get("nms") or {}).get("method", default))
+    if method not in METHODS:
+        raise ValueError(f"`decoding.nms.method` must be one of {', '.join(METHODS)}, not {method!r}")
+    return method
+
+
 def suppress(method: str, boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float,
              min_score: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``hard`` or ``weighted`` NMS (see the module); boxes (N, 4) x1y1x2y2, keypoints (N, K, 2)."""
@@ -81,4 +90,4 @@ def suppress(method: str, boxes: np.ndarray, scores: np.ndarray, keypoints: np.n
     return hard(boxes, scores, keypoints, iou_threshold, min_score)
 
 
-__all__ = ("METHODS", "hard", "iou_with", "suppress", "weighted")
+__all__ = ("METHODS", "hard", "iou_with", "method_of", "suppress", "weighted")

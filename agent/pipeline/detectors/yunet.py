@@ -60,10 +60,7 @@ class Decoder:
                              f" `decoding.num_keypoints` is {decoding['num_keypoints']}")
         self.default_min_score = float(decoding["default_min_score"])
         self.default_iou = float(decoding["nms"]["iou_threshold"])
-        # files written before the method was read name "hard", which is what they were scored with
-        self.nms_method = str(decoding["nms"].get("method", "hard"))
-        if self.nms_method not in nms.METHODS:
-            raise ValueError(f"`decoding.nms.method` must be one of {', '.join(nms.METHODS)}, not {self.nms_method!r}")
+        self.nms_method = nms.method_of(decoding, "hard")  # OpenCV's, the authors'
         self.cells, self.steps = grid(int(input_wh[0]), int(input_wh[1]), strides)
 
     def decode(self, read: OutputReader, raw: Mapping[str, np.ndarray], min_score: float, iou: float) -> Decoded:
