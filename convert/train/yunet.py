@@ -156,17 +156,40 @@ def giou(tf: Any, pred: Any, target: Any, cells: Any, steps: Any) -> Any:
     return iou - (hull - union) / tf.maximum(hull, 1e-6)
 
 
+def missed_faces(model: Any, scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], min_score: float = 0.5,
+                 min_height: float = 20.0) -> np.ndarray:
+    """Per scene, how many labelled faces >= ``min_height`` px tall ``model`` (Keras YuNet) does not
+    find at IoU >= 0.5 and ``min_score``: the evaluation's own detector and matching rule."""
+    from convert.evaluate import detector as de  # noqa: PLC0415
+    from convert.ports import yunet_keras as yk  # noqa: PLC0415
+
+    h, w = (int(d) for d in model.inputs[0].shape[1:3])
+    side = yk.sidecar_template((w, h), "teacher", "", min_score)
+    bgr = {id(s): img[..., ::-1] for s, img in zip(scenes, images)}  # images are RGB here
+    results = de.run_detector(de.make_detector(de.KerasModel(model, side), min_score), scenes, lambda s: bgr[id(s)])
+    out = np.zeros(len(scenes), np.int64)
+    for i, r in enumerate(results):
+        found = set(r.matched[(r.matched >= 0) & (r.scores >= min_score)].tolist())
+        out[i] = sum(1 for j, hgt in enumerate(r.heights) if hgt >= min_height and j not in found)
+    return out
+
+
 class Batches:
-    """Seeded stream of augmented views (BGR float) with their faces."""
+    """Seeded stream of augmented views (BGR float) with their faces; ``weights`` (one per scene,
+    default even) set how often each scene is drawn."""
 
     def __init__(self, scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], aug: dd.AugmentConfig,
-                 batch: int, seed: int, templates: Sequence[Any] = ()) -> None:
+                 batch: int, seed: int, templates: Sequence[Any] = (), weights: Optional[np.ndarray] = None) -> None:
         self.scenes, self.images, self.aug, self.batch = scenes, images, aug, batch
         self.templates = templates  # mask templates for synthetic masks (aug.p_synthetic_mask)
         self.rng = np.random.default_rng(seed)
+        self.p = None if weights is None else np.asarray(weights, np.float64) / float(np.sum(weights))
 
     def __call__(self) -> Tuple[np.ndarray, List[dd.Example]]:
-        idx = self.rng.integers(len(self.scenes), size=self.batch)
+        if self.p is None:  # the shipped recipe's draws, unchanged
+            idx = self.rng.integers(len(self.scenes), size=self.batch)
+        else:
+            idx = self.rng.choice(len(self.scenes), size=self.batch, p=self.p)
         examples = [dd.augment(self.scenes[i], self.images[i], self.rng, self.aug, self.templates) for i in idx]
         # augment works in RGB (its colour jitter's hue); YuNet reads BGR
         x = np.stack([e.image[..., ::-1] for e in examples]).astype(np.float32)
@@ -286,6 +309,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-masks", type=float, default=0.0, metavar="P",
                    help="chance that an unmasked frontal train face gets a pasted mask template, placed from the"
                         " untouched model's keypoints (mask-templates/ under --data-root; 0: none)")
+    p.add_argument("--hard-examples", type=float, default=0.0, metavar="B",
+                   help="draw a train scene (1 + B x the faces the untouched model misses there) times as often; 0: evenly")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     p.add_argument("--onnx", type=Path, default=None, help="YuNet ONNX (default ../shared/models/yunet/yunet_n_dynamic.onnx)")
@@ -323,14 +348,24 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     aug = dd.AugmentConfig(width=w, height=h, min_face=10.0, max_face=200.0, p_synthetic_mask=a.synthetic_masks)
     log(f"fine-tuning YuNet {w}x{h} ({student.count_params()} parameters) on {len(train_scenes)} train scenes"
         f" ({len(holdout)} held out), {cfg.steps} steps of {cfg.batch}")
-    batches = Batches(train_scenes, images, aug, cfg.batch, cfg.seed, templates)
+    weights: Optional[np.ndarray] = None
+    sampling: Dict[str, Any] = {}
+    if a.hard_examples:
+        missed = missed_faces(teacher, train_scenes, images)
+        weights = 1.0 + a.hard_examples * missed
+        sampling = {"hard_examples": a.hard_examples, "faces_missed": int(missed.sum()),
+                    "scenes": int((missed > 0).sum())}
+        log(f"  hard examples: the untouched model misses {missed.sum()} train faces >= 20 px in {(missed > 0).sum()}"
+            f" scenes; those are drawn up to {weights.max():.0f}x as often ({weights[missed > 0].sum() / weights.sum() * 100:.0f} %"
+            " of draws)")
+    batches = Batches(train_scenes, images, aug, cfg.batch, cfg.seed, templates, weights)
     result = train(student, teacher, batches, cfg, a.out, log, a.log_every, a.save_every)
     log(f"saved {a.out} ({result['seconds']} s)")
     thr = choose_threshold(student, holdout, a.max_false, log)
     info = {"config": asdict(cfg), "augment": asdict(aug), "source": onnx.name, "source_sha256": sha,
             "input": f"{w}x{h}", "train_images": len(train_scenes), "held_out_images": len(holdout),
             "mask_templates": [t.name for t in templates], "keypoints": keypoint_info,
-            **result, **thr}
+            "sampling": sampling, **result, **thr}
     a.out.with_suffix(".train.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
     log(f"next: maskwatch-convert yunet --keras {a.out} --min-score {thr['threshold']}")
     return 0
@@ -340,4 +375,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_command("maskwatch-convert train-yunet", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
-__all__ = ("TrainConfig", "assign", "encode_boxes", "main", "run", "targets", "train")
+__all__ = ("TrainConfig", "assign", "missed_faces", "encode_boxes", "main", "run", "targets", "train")

@@ -62,6 +62,37 @@ def test_targets_raise_positives_and_keep_the_teacher_elsewhere():
     np.testing.assert_allclose(decode_boxes(t["box_t"][0, c:c + 1], CELLS[c:c + 1], STEPS[c:c + 1]), gt, atol=1e-4)
 
 
+def test_batches_draw_scenes_by_their_weights_and_evenly_without():
+    scenes = [dd.Scene(f"s{i}", Path(f"s{i}.jpg"), 10, 10, np.zeros((0, 4)), ()) for i in range(3)]
+
+    class Draw(ty.Batches):  # the draws alone, no augmentation
+        def __call__(self):
+            return self.rng.choice(len(self.scenes), size=self.batch, p=self.p) if self.p is not None else None
+
+    counts = np.bincount(Draw(scenes, [], None, 6000, 0, weights=np.array([1.0, 1.0, 4.0]))(), minlength=3)
+    assert counts[2] == pytest.approx(4000, rel=0.06) and counts[0] == pytest.approx(1000, rel=0.15)
+    assert ty.Batches(scenes, [], None, 4, 0).p is None  # even: the shipped recipe's own draws
+
+
+@pytest.mark.tf
+@pytest.mark.skipif(not (SHARED / "scenes-ilc2021").is_dir(), reason="../shared datasets not there")
+def test_missed_faces_counts_what_the_untouched_model_does_not_find():
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("onnx")
+    from convert.ports import yunet_keras as yk
+
+    scenes = [s for s in dd.read_scenes(SHARED, "train") if len(s.boxes)][:6]
+    images = [dd.load_rgb(s.path) for s in scenes]
+    model, _ = yk.build_keras(yk.DEFAULT_ONNX, (256, 320))
+    missed = ty.missed_faces(model, scenes, images)
+    big = [int(((s.boxes[:, 3] - s.boxes[:, 1]) >= 20).sum()) for s in scenes]
+    assert missed.shape == (6,) and (missed >= 0).all() and (missed <= big).all() and sum(big) > missed.sum()
+    # a face nobody could find: an annotation moved onto empty sky is always missed
+    s0 = scenes[0]
+    moved = dd.Scene(s0.image, s0.path, s0.width, s0.height, np.array([[0.0, 0.0, 30.0, 30.0]]), ("no_mask",))
+    assert ty.missed_faces(model, [moved], images[:1]).tolist() == [1]
+
+
 @pytest.mark.tf
 @pytest.mark.skipif(not (SHARED / "scenes-ilc2021").is_dir(), reason="../shared datasets not there")
 def test_a_short_run_trains_saves_and_names_the_next_command(tmp_path, capsys):
