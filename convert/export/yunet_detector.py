@@ -52,10 +52,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-images", type=int, default=300, help="train scenes in the representative set")
     p.add_argument("--parity-images", type=int, default=40, help="val scenes for the check against cv2.FaceDetectorYN")
     p.add_argument("--min-score", type=float, default=0.5, help="the sidecar's default_min_score")
-    p.add_argument("--nms", choices=["hard", "weighted"], default="hard",
+    from agent.pipeline.detectors.nms import METHODS  # noqa: PLC0415
+    from convert.ports.yunet_keras import NMS_IOU, NMS_METHOD  # noqa: PLC0415
+
+    p.add_argument("--nms", choices=METHODS, default=NMS_METHOD,
                    help="the sidecar's decoding.nms.method: hard keeps each group's top box (OpenCV's, the authors'),"
                         " weighted averages the group's boxes by score")
-    p.add_argument("--nms-iou", type=float, default=0.45, help="the sidecar's decoding.nms.iou_threshold")
+    p.add_argument("--nms-iou", type=float, default=NMS_IOU, help="the sidecar's decoding.nms.iou_threshold")
     p.add_argument("--keras", type=Path, default=None,
                    help="a fine-tuned YuNet .keras to export instead of the ONNX weights (the ONNX check is skipped)")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow / LiteRT threads")
@@ -145,9 +148,11 @@ def failure_gallery(results: Sequence[Any], scenes: Sequence[Any], load: Callabl
 
 def _export_flags(report: Mapping[str, Any]) -> str:
     """``maskwatch-convert yunet`` flags that differ from its defaults, as the report recorded them."""
-    nms = report.get("nms", {"method": "hard", "iou_threshold": 0.45})
-    flags = [f"--nms {nms['method']}"] if nms["method"] != "hard" else []
-    return " ".join(flags + ([f"--nms-iou {nms['iou_threshold']}"] if nms["iou_threshold"] != 0.45 else []))
+    from convert.ports.yunet_keras import NMS_IOU, NMS_METHOD  # noqa: PLC0415
+
+    nms = report.get("nms", {"method": NMS_METHOD, "iou_threshold": NMS_IOU})
+    flags = [f"--nms {nms['method']}"] if nms["method"] != NMS_METHOD else []
+    return " ".join(flags + ([f"--nms-iou {nms['iou_threshold']}"] if nms["iou_threshold"] != NMS_IOU else []))
 
 
 def _rebuild(report: Mapping[str, Any], threshold: float) -> str:
@@ -264,7 +269,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     if not 0.0 < a.nms_iou < 1.0:
-        raise ConvertError(f"--nms-iou {a.nms_iou}: must be between 0 and 1 (exclusive); fix: e.g. --nms-iou 0.45")
+        raise ConvertError(f"--nms-iou {a.nms_iou}: must be between 0 and 1 (exclusive); fix: e.g. --nms-iou {yk.NMS_IOU}")
     t0 = time.time()
     tf_threads(a.threads)
     onnx_path = a.onnx or yk.DEFAULT_ONNX

@@ -28,6 +28,8 @@ from convert.paths import SHARED_ROOT
 
 DEFAULT_ONNX = SHARED_ROOT / "models" / "yunet" / "yunet_n_dynamic.onnx"
 STRIDES = (8, 16, 32)
+# The authors' NMS (and cv2.FaceDetectorYN's): what a build writes unless asked for another.
+NMS_METHOD, NMS_IOU = "hard", 0.45
 HEADS = ("cls", "obj", "bbox", "kps")  # the ONNX output prefixes, one of each per stride
 # The sidecar's logical outputs and the heads that make them (scores = cls and obj side by side).
 OUTPUTS = {"scores": ("cls", "obj"), "boxes": ("bbox",), "keypoints": ("kps",)}
@@ -161,7 +163,7 @@ def keras_outputs(model: Any, bgr_input: np.ndarray) -> Dict[str, np.ndarray]:
     return {n: np.asarray(o)[0] for n, o in zip(OUTPUTS, outs)}
 
 
-def opencv_detector(onnx_path: Path, width: int, height: int, score: float = 0.5, nms: float = 0.45) -> Any:
+def opencv_detector(onnx_path: Path, width: int, height: int, score: float = 0.5, nms: float = NMS_IOU) -> Any:
     """``cv2.FaceDetectorYN`` running the ONNX file on inputs of ``width`` x ``height``."""
     from agent.logs import quiet_opencv  # noqa: PLC0415 - opencv 5's dnn warns at every create
 
@@ -177,7 +179,7 @@ def opencv_faces(detector: Any, bgr_input: np.ndarray) -> np.ndarray:
 
 
 def parity_vs_opencv(model: Any, onnx_path: Path, images: Sequence[np.ndarray], score: float = 0.5,
-                     nms: float = 0.45) -> Dict[str, Any]:
+                     nms: float = NMS_IOU) -> Dict[str, Any]:
     """The Keras model + the agent's decoder against ``cv2.FaceDetectorYN`` on letterboxed inputs.
 
     Faces are paired by IoU; returns the counts and the largest box / keypoint (px) and score
@@ -205,8 +207,8 @@ def parity_vs_opencv(model: Any, onnx_path: Path, images: Sequence[np.ndarray], 
     return {"images": len(images), "faces_opencv": n_ref, "faces_keras": n_ours, "paired": n_pairs, "max_abs_diff": worst}
 
 
-def decoding_fields(default_min_score: float = 0.5, iou: float = 0.45,
-                    box_adjust: Optional[Mapping[str, float]] = None, nms: str = "hard") -> Dict[str, Any]:
+def decoding_fields(default_min_score: float = 0.5, iou: float = NMS_IOU,
+                    box_adjust: Optional[Mapping[str, float]] = None, nms: str = NMS_METHOD) -> Dict[str, Any]:
     """The sidecar's ``decoding`` of a YuNet built here (docs/model-contract.md)."""
     return {
         "type": "yunet",
@@ -220,8 +222,8 @@ def decoding_fields(default_min_score: float = 0.5, iou: float = 0.45,
 
 
 def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, min_score: float,
-                     box_adjust: Optional[Mapping[str, float]] = None, nms: str = "hard",
-                     nms_iou: float = 0.45) -> Dict[str, Any]:
+                     box_adjust: Optional[Mapping[str, float]] = None, nms: str = NMS_METHOD,
+                     nms_iou: float = NMS_IOU) -> Dict[str, Any]:
     """The sidecar fields the build knows (quantization, hashes and dates are filled on write)."""
     w, h = input_wh
     # adaptive_multiple: YuNet runs at any multiple of its largest stride; twice that gives half as
@@ -243,5 +245,5 @@ def sidecar_template(input_wh: Tuple[int, int], source: str, source_sha: str, mi
     }
 
 
-__all__ = ("DEFAULT_ONNX", "OUTPUTS", "STRIDES", "build_keras", "decoding_fields", "keras_outputs", "sidecar_template",
+__all__ = ("DEFAULT_ONNX", "NMS_IOU", "NMS_METHOD", "OUTPUTS", "STRIDES", "build_keras", "decoding_fields", "keras_outputs", "sidecar_template",
            "opencv_detector", "opencv_faces", "parity_vs_opencv", "read_onnx")

@@ -169,7 +169,7 @@ def missed_faces(model: Any, scenes: Sequence[dd.Scene], images: Sequence[np.nda
     results = de.run_detector(de.make_detector(de.KerasModel(model, side), min_score), scenes, lambda s: bgr[id(s)])
     out = np.zeros(len(scenes), np.int64)
     for i, r in enumerate(results):
-        found = set(r.matched[(r.matched >= 0) & (r.scores >= min_score)].tolist())
+        found = set(r.matched[r.matched >= 0].tolist())  # the detector kept only scores >= min_score
         out[i] = sum(1 for j, hgt in enumerate(r.heights) if hgt >= min_height and j not in found)
     return out
 
