@@ -62,10 +62,17 @@ def weighted(
     return np.asarray(out_b, np.float32), np.asarray(out_s, np.float32), np.asarray(out_k, np.float32).reshape(-1, k, 2)
 
 
-def hard(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float, min_score: float
-         ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OpenCV's NMS over detections with score >= ``min_score``: the kept ones, best first."""
+def hard(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float, min_score: float,
+         whole_pixels: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's NMS over detections with score >= ``min_score``: the kept ones, best first.
+
+    ``whole_pixels``: overlaps are measured on each box's x, y, width and height truncated to whole
+    pixels, as ``cv2.FaceDetectorYN`` does (it hands NMS ``Rect2i`` boxes), so a YuNet decoder keeps
+    the faces its reference keeps; the boxes returned keep their fractions.
+    """
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # OpenCV takes arrays as Rect2d
+    if whole_pixels:
+        xywh = np.trunc(xywh.astype(np.float32))  # C's int(float) of FaceDetectorYN's float32 rows
     picked = np.asarray(cv2.dnn.NMSBoxes(xywh, np.asarray(scores, np.float32), float(min_score), float(iou_threshold)),
                         np.int64).reshape(-1)
     picked = picked[np.argsort(-scores[picked], kind="stable")]
@@ -82,12 +89,13 @@ def method_of(decoding: Mapping[str, Any], default: str) -> str:
 
 
 def suppress(method: str, boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float,
-             min_score: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``hard`` or ``weighted`` NMS (see the module); boxes (N, 4) x1y1x2y2, keypoints (N, K, 2)."""
+             min_score: float, whole_pixels: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``hard`` or ``weighted`` NMS (see the module); boxes (N, 4) x1y1x2y2, keypoints (N, K, 2);
+    ``whole_pixels`` as in :func:`hard` (``weighted`` averages the boxes as they are)."""
     if method == "weighted":
         b, s, k = weighted(boxes, scores, keypoints, iou_threshold, min_score)
         return b.astype(np.float64), s.astype(np.float64), k.astype(np.float64)
-    return hard(boxes, scores, keypoints, iou_threshold, min_score)
+    return hard(boxes, scores, keypoints, iou_threshold, min_score, whole_pixels)
 
 
 __all__ = ("METHODS", "hard", "iou_with", "method_of", "suppress", "weighted")

@@ -76,7 +76,9 @@ class Decoder:
         boxes = decode_boxes(read("boxes", raw["boxes"].reshape(-1, 4)[keep]).astype(np.float64), cell, self.steps[keep])
         pts = read("keypoints", raw["keypoints"].reshape(-1, 2 * k)[keep]).astype(np.float64).reshape(-1, k, 2)
         kps = (cell[:, None, :] + pts) * step[:, :, None]
-        return nms.suppress(self.nms_method, boxes, score[keep].astype(np.float64), kps, iou, min_score)
+        # input pixels, measured on whole pixels as cv2.FaceDetectorYN does (the parity reference)
+        return nms.suppress(self.nms_method, boxes, score[keep].astype(np.float64), kps, iou, min_score,
+                            whole_pixels=True)
 
 
 def check_input_size(width: int, height: int, strides: List[int]) -> None:

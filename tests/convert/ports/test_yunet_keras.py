@@ -28,7 +28,9 @@ def model():
 
 @needs_onnx
 def test_rebuild_matches_opencv_on_real_images(model, astronaut):
-    images = [cv2.imread(str(p)) for p in sorted(SCENES.glob("*.jpg"))[:6]] + [astronaut]
+    # + a crowd where one pair of faces overlaps by 0.45 only on FaceDetectorYN's whole-pixel boxes
+    names = [p.name for p in sorted(SCENES.glob("*.jpg"))[:6]] + ["152677fa1f900e49.jpg"]
+    images = [cv2.imread(str(SCENES / n)) for n in names if (SCENES / n).is_file()] + [astronaut]
     check = yk.parity_vs_opencv(model, yk.DEFAULT_ONNX, images)
     assert check["faces_opencv"] >= 5  # real faces were compared, not empty frames
     assert check["paired"] == check["faces_opencv"] == check["faces_keras"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -92,6 +93,20 @@ def test_hard_keeps_the_top_box_as_it_is_and_drops_what_it_covers():
     assert s.tolist() == [0.9, 0.7]
     np.testing.assert_array_equal(b, boxes[[1, 2]])
     np.testing.assert_array_equal(k, kps[[1, 2]])
+
+
+def test_hard_on_whole_pixels_measures_overlap_as_face_detector_yn_does():
+    # IoU 0.42 as drawn, 0.33 on whole pixels (x 0.9 -> 0, width 10.0 -> 10): at 0.4 the fractions
+    # suppress the second box, FaceDetectorYN's Rect2i boxes keep it; either way the boxes come back unrounded
+    boxes = np.array([[0.9, 0.0, 10.9, 10.0], [5.0, 0.0, 15.0, 10.0]])
+    scores = np.array([0.9, 0.8])
+    kps = np.zeros((2, 5, 2))
+    drawn, _, _ = nms.hard(boxes, scores, kps, 0.4, 0.5)
+    whole, _, _ = nms.suppress("hard", boxes, scores, kps, 0.4, 0.5, whole_pixels=True)
+    np.testing.assert_array_equal(drawn, boxes[:1])
+    np.testing.assert_array_equal(whole, boxes)
+    as_rect2i = [[0, 0, 10, 10], [5, 0, 10, 10]]  # what FaceDetectorYN hands cv2.dnn.NMSBoxes
+    assert sorted(np.asarray(cv2.dnn.NMSBoxes(as_rect2i, scores.tolist(), 0.5, 0.4)).reshape(-1).tolist()) == [0, 1]
 
 
 def test_suppress_weighted_averages_the_group_hard_keeps_the_top():
