@@ -5,7 +5,10 @@ through its built-in synonyms and ``--label-map``). Only images that appear in t
 scored (matched by file name); ``--split NAME`` further keeps the images of one split of a
 ``image,...,split`` CSV (``--split-csv``, default ``images.csv`` beside the boxes file). Each image goes
 through the same :class:`agent.tools.detect.Detector` as ``maskwatch detect``; detections are matched to
-annotated faces greedily by detector score at IoU >= 0.5, one detection per face.
+annotated faces greedily by detector score at IoU >= ``--iou`` (0.5, the usual rule), one detection per
+face. A lower ``--iou`` scores against annotations drawn to another box convention than the
+detector's (e.g. a turned face boxed around its visible part): what it adds is faces found whose
+box is drawn otherwise, not faces missed.
 
 ``--classifier SIDECAR`` (repeatable) compares classifiers: each image is detected once (the
 config's detector) and classified by every given model; the tables are printed side by side, one
@@ -29,6 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from agent.tools.annotations import LABELS, AnnotationError, Boxes, LabelMap, load
 from agent.tools.scoring import UNMASKED, EvaluateError, pct, read_photo, score_image
+
+DEFAULT_IOU = 0.5
 
 def _group(faces: List[Dict[str, Any]]) -> Dict[str, Any]:
     rows: Dict[str, Any] = {}
@@ -154,6 +159,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                          " without_mask, mask_weared_incorrect, ...) need no map. May repeat")
     sp.add_argument("--min-size", type=float, default=40.0, metavar="PX",
                     help="also report faces at least this many pixels tall (default 40)")
+    sp.add_argument("--iou", type=float, default=DEFAULT_IOU, metavar="X",
+                    help="least overlap (IoU) of a detection with an annotated face to count it found (default"
+                         f" {DEFAULT_IOU}; lower for annotations boxed otherwise than the detector)")
     sp.add_argument("--json", metavar="OUT", help="save the metrics and per-face outcomes as JSON")
     sp.add_argument("--confusion-png", metavar="OUT", help="save the confusion matrix as a PNG (needs matplotlib)")
     sp.add_argument("--force", action="store_true", help="overwrite existing --json / --confusion-png files")
@@ -200,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
         # Options that conflict first: installing matplotlib would not mend them.
         if args.stream is not None and (args.confusion_png or getattr(args, "classifiers", None)):
             raise EvaluateError("--stream scores people, one model pair: leave out --confusion-png and --classifier")
+        if not 0 < args.iou <= 1:
+            raise EvaluateError(f"--iou {args.iou:g}: give the least overlap of a detection with an annotated face,"
+                                f" more than 0 and at most 1 (0.5 is the usual rule)")
         if args.stream is not None and not 0 < args.stream <= 60:
             raise EvaluateError(f"--stream {args.stream:g}: give the seconds of clip per photo, more than 0 and at"
                                 f" most 60 (a few seconds is what a person spends in view)")
@@ -226,8 +237,8 @@ def run(args: argparse.Namespace) -> int:
             image = read_photo(path, cfg)
             faces, _ = run(image)
             h, w = image.shape[:2]
-            per_image[name] = score_image([face_json(f, w, h) for f in faces], boxes[name])
-        summary = summarize(per_image, args.min_size)
+            per_image[name] = score_image([face_json(f, w, h) for f in faces], boxes[name], args.iou)
+        summary = summarize(per_image, args.min_size, args.iou)
         print(format_table(summary))
         if args.confusion_png:
             save_confusion_png(summary, args.confusion_png)
@@ -265,9 +276,9 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
         h, w = image.shape[:2]
         for k, clf in enumerate(classifiers):
             faces = clf.classify(image, found)
-            per_model[k][name] = score_image([face_json(f, w, h) for f in faces], boxes[name])
+            per_model[k][name] = score_image([face_json(f, w, h) for f in faces], boxes[name], args.iou)
     models = [{"sidecar": p, "name": c.model.name, "version": c.model.version,
-               **summarize(per_image, args.min_size), "per_image": per_image}
+               **summarize(per_image, args.min_size, args.iou), "per_image": per_image}
               for p, c, per_image in zip(args.classifiers, classifiers, per_model)]
     print(format_compare(models))
     if args.json:

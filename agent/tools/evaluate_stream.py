@@ -8,7 +8,7 @@ on which other photos are scored). Each clip runs through a fresh :class:`agent.
 built as ``maskwatch run`` builds it (:func:`agent.assemble.build_pipeline`: the config's detector,
 classifier, tracker and alert policy) one frame at a time with :meth:`Pipeline.process`, the
 run loop's per-frame step. Each alert is matched to the annotated faces of its frame (moved by
-that frame's jitter) at IoU >= 0.5, as detections are in the photo mode; each annotated face is
+that frame's jitter) at IoU >= ``--iou``, as detections are in the photo mode; each annotated face is
 one person. Scored: unmasked people alerted, masked people falsely alerted (95 % Wilson
 intervals), alerts on no annotated face, and repeat alerts on one person (a track lost and
 started again).
@@ -83,8 +83,10 @@ def _shifted(box: Sequence[float], dx: float, dy: float) -> Tuple[float, float, 
     return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
 
 
-def run_clip(pipeline: Any, image: np.ndarray, faces: Sequence[Annotation], spec: ClipSpec, name: str) -> Dict[str, Any]:
-    """One photo's clip through ``pipeline``: per annotated person its alerts, and the alerts on no face.
+def run_clip(pipeline: Any, image: np.ndarray, faces: Sequence[Annotation], spec: ClipSpec, name: str,
+             iou_thr: float = 0.5) -> Dict[str, Any]:
+    """One photo's clip through ``pipeline``: per annotated person its alerts (matched at IoU >= ``iou_thr``),
+    and the alerts on no face.
 
     ``pipeline`` is a fresh :class:`agent.pipeline.loop.Pipeline` (its tracker and alert policy start empty).
     """
@@ -95,7 +97,7 @@ def run_clip(pipeline: Any, image: np.ndarray, faces: Sequence[Annotation], spec
         events = pipeline.process(Frame(image=frame, timestamp=k / spec.fps, index=k, source=name)).events
         if not events:
             continue
-        matched = match_greedy([(e.box, e.score) for e in events], [_shifted(f.box, dx, dy) for f in faces])
+        matched = match_greedy([(e.box, e.score) for e in events], [_shifted(f.box, dx, dy) for f in faces], iou_thr)
         for g, m in enumerate(matched):
             if m is not None:
                 alerts[g] += 1
@@ -123,13 +125,14 @@ def _people_group(people: List[Dict[str, Any]]) -> Dict[str, Any]:
     return rows
 
 
-def summarize_stream(per_image: Dict[str, Dict[str, Any]], spec: ClipSpec, min_size: float = 40) -> Dict[str, Any]:
+def summarize_stream(per_image: Dict[str, Dict[str, Any]], spec: ClipSpec, min_size: float = 40,
+                     iou_thr: float = 0.5) -> Dict[str, Any]:
     """Per-person metrics over :func:`run_clip` outcomes, for all faces and faces >= ``min_size`` px tall."""
     people = [p for r in per_image.values() for p in r["people"]]
     on_no_face = sum(r["alerts_on_no_face"] for r in per_image.values())
     return {
         "mode": "stream", "images": len(per_image), "seconds": spec.seconds, "fps": spec.fps,
-        "frames_per_clip": spec.frames, "seed": spec.seed, "iou": 0.5, "min_size": min_size,
+        "frames_per_clip": spec.frames, "seed": spec.seed, "iou": iou_thr, "min_size": min_size,
         "all": _people_group(people),
         "min_size_faces": _people_group([p for p in people if p["height"] >= min_size]),
         "alerts": sum(p["alerts"] for p in people) + on_no_face,
@@ -177,9 +180,9 @@ def cmd_stream(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[st
         # as `maskwatch run` wires it; alerts go to a buffer (they are read from the frame results)
         publisher = StdoutPublisher(stream=io.StringIO(), stats_enabled=False, crops=False)
         per_image[name] = run_clip(build_pipeline(cfg, publisher, models), read_photo(path, cfg), boxes[name],
-                                   spec, name)
+                                   spec, name, args.iou)
     elapsed = time.perf_counter() - started
-    summary = {**summarize_stream(per_image, spec, args.min_size),
+    summary = {**summarize_stream(per_image, spec, args.min_size, args.iou),
                "models": {m.model.name: m.model.version for m in models},
                "tracker": dataclasses.asdict(cfg.tracker), "alert_policy": dataclasses.asdict(cfg.alerts)}
     print(format_stream_table(summary))

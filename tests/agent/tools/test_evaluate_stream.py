@@ -58,6 +58,17 @@ def test_run_clip_matches_alerts_to_annotated_people():
     assert r["alerts_on_no_face"] == 1
 
 
+def test_run_clip_matches_at_the_given_iou():
+    # an alert box at IoU 0.45 with the annotated face: on no face at the usual 0.5, the person's at 0.4
+    faces = [Annotation((0, 0, 100, 200), "no_mask")]  # large: the clip's 2 px jitter keeps IoU in 0.42-0.45
+    fake = _Pipeline({3: [_event((0, 0, 100, 90))]})
+    spec = ClipSpec(seconds=1, fps=12)
+    strict, loose = run_clip(fake, PHOTO, faces, spec, "a.jpg"), run_clip(fake, PHOTO, faces, spec, "a.jpg", 0.4)
+    assert (strict["people"][0]["alerts"], strict["alerts_on_no_face"]) == (0, 1)
+    assert (loose["people"][0]["alerts"], loose["alerts_on_no_face"]) == (1, 0)
+    assert summarize_stream({"a.jpg": loose}, spec, iou_thr=0.4)["iou"] == 0.4
+
+
 def test_summary_counts_people_once_with_intervals():
     def person(label, alerts, height=60):
         return {"label": label, "alerts": alerts, "height": height}
