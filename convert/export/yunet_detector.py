@@ -270,6 +270,9 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
 
     if not 0.0 < a.nms_iou < 1.0:
         raise ConvertError(f"--nms-iou {a.nms_iou}: must be between 0 and 1 (exclusive); fix: e.g. --nms-iou {yk.NMS_IOU}")
+    if not a.no_write and not Path(a.models_dir).is_dir():  # found now, not after minutes of work
+        raise ConvertError(f"{a.models_dir}: models folder does not exist; fix: create it, or give --models-dir an"
+                           " existing folder (or --no-write to score only)")
     t0 = time.time()
     tf_threads(a.threads)
     onnx_path = a.onnx or yk.DEFAULT_ONNX

@@ -118,6 +118,16 @@ def test_yunet_command_refuses_an_nms_overlap_outside_0_1_before_any_work(tmp_pa
     assert list(models.iterdir()) == [] and not (tmp_path / "build").exists()
 
 
+def test_yunet_command_refuses_a_missing_models_folder_before_any_work(tmp_path, capsys):
+    """A --models-dir that does not exist stops the build at once (it used to after the whole export)."""
+    from convert.cli import main
+
+    assert main(["yunet", "--models-dir", str(tmp_path / "nope"), "--build-dir", str(tmp_path / "build")]) == 2
+    err = capsys.readouterr().err
+    assert "nope: models folder does not exist" in err and "fix:" in err and "Traceback" not in err
+    assert not (tmp_path / "build").exists() and not (tmp_path / "nope").exists()
+
+
 def test_the_sidecar_names_the_nms_the_build_was_asked_for():
     side = yk.sidecar_template((320, 256), "x.onnx", "", 0.5, nms="weighted", nms_iou=0.3)
     assert side["decoding"]["nms"] == {"method": "weighted", "iou_threshold": 0.3}
