@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from agent.tools.annotations import LABELS, AnnotationError, Boxes, LabelMap, load
-from agent.tools.scoring import UNMASKED, EvaluateError, pct, read_photo, score_image
+from agent.tools.scoring import MATCH_IOU, UNMASKED, EvaluateError, pct, read_photo, score_image
 
-DEFAULT_IOU = 0.5
 
 def _group(faces: List[Dict[str, Any]]) -> Dict[str, Any]:
     rows: Dict[str, Any] = {}
@@ -58,7 +57,7 @@ def _group(faces: List[Dict[str, Any]]) -> Dict[str, Any]:
     return rows
 
 
-def summarize(per_image: Dict[str, Dict[str, Any]], min_size: float = 40, iou_thr: float = 0.5) -> Dict[str, Any]:
+def summarize(per_image: Dict[str, Dict[str, Any]], min_size: float = 40, iou_thr: float = MATCH_IOU) -> Dict[str, Any]:
     """Metrics over :func:`score_image` outcomes, for all faces and for faces >= ``min_size`` px tall.
 
     ``correct_pct`` is of the found faces; the confusion matrix (true label -> predicted label or
@@ -159,9 +158,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
                          " without_mask, mask_weared_incorrect, ...) need no map. May repeat")
     sp.add_argument("--min-size", type=float, default=40.0, metavar="PX",
                     help="also report faces at least this many pixels tall (default 40)")
-    sp.add_argument("--iou", type=float, default=DEFAULT_IOU, metavar="X",
+    sp.add_argument("--iou", type=float, default=MATCH_IOU, metavar="X",
                     help="least overlap (IoU) of a detection with an annotated face to count it found (default"
-                         f" {DEFAULT_IOU}; lower for annotations boxed otherwise than the detector)")
+                         f" {MATCH_IOU}; lower for annotations boxed otherwise than the detector)")
     sp.add_argument("--json", metavar="OUT", help="save the metrics and per-face outcomes as JSON")
     sp.add_argument("--confusion-png", metavar="OUT", help="save the confusion matrix as a PNG (needs matplotlib)")
     sp.add_argument("--force", action="store_true", help="overwrite existing --json / --confusion-png files")
@@ -210,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluateError("--stream scores people, one model pair: leave out --confusion-png and --classifier")
         if not 0 < args.iou <= 1:
             raise EvaluateError(f"--iou {args.iou:g}: give the least overlap of a detection with an annotated face,"
-                                f" more than 0 and at most 1 (0.5 is the usual rule)")
+                                f" more than 0 and at most 1 ({MATCH_IOU} is the usual rule)")
         if args.stream is not None and not 0 < args.stream <= 60:
             raise EvaluateError(f"--stream {args.stream:g}: give the seconds of clip per photo, more than 0 and at"
                                 f" most 60 (a few seconds is what a person spends in view)")

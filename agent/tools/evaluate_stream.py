@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from agent.tools.annotations import LABELS, Annotation, Boxes
-from agent.tools.scoring import UNMASKED, match_greedy, pct, read_photo, wilson
+from agent.tools.scoring import MATCH_IOU, UNMASKED, match_greedy, pct, read_photo, wilson
 from agent.types import Frame
 
 # A still camera's clip: how far a frame may be shifted (px), sensor noise (sd, 8-bit levels) and
@@ -84,7 +84,7 @@ def _shifted(box: Sequence[float], dx: float, dy: float) -> Tuple[float, float, 
 
 
 def run_clip(pipeline: Any, image: np.ndarray, faces: Sequence[Annotation], spec: ClipSpec, name: str,
-             iou_thr: float = 0.5) -> Dict[str, Any]:
+             iou_thr: float = MATCH_IOU) -> Dict[str, Any]:
     """One photo's clip through ``pipeline``: per annotated person its alerts (matched at IoU >= ``iou_thr``),
     and the alerts on no face.
 
@@ -126,7 +126,7 @@ def _people_group(people: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def summarize_stream(per_image: Dict[str, Dict[str, Any]], spec: ClipSpec, min_size: float = 40,
-                     iou_thr: float = 0.5) -> Dict[str, Any]:
+                     iou_thr: float = MATCH_IOU) -> Dict[str, Any]:
     """Per-person metrics over :func:`run_clip` outcomes, for all faces and faces >= ``min_size`` px tall."""
     people = [p for r in per_image.values() for p in r["people"]]
     on_no_face = sum(r["alerts_on_no_face"] for r in per_image.values())

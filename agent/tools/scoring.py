@@ -11,6 +11,8 @@ from agent.tools.annotations import Annotation
 from agent.types import Box
 
 UNMASKED = ("incorrect_mask", "no_mask")
+# The usual rule: a detection finds an annotated face when their boxes overlap by IoU >= this.
+MATCH_IOU = 0.5
 
 
 class EvaluateError(ValueError):
@@ -20,7 +22,7 @@ class EvaluateError(ValueError):
 # --- matching and metrics ---------------------------------------------------------------------
 
 
-def match_greedy(dets: Sequence[Tuple[Box, float]], gts: Sequence[Box], iou_thr: float = 0.5) -> List[Optional[int]]:
+def match_greedy(dets: Sequence[Tuple[Box, float]], gts: Sequence[Box], iou_thr: float = MATCH_IOU) -> List[Optional[int]]:
     """For each annotated box, the index of its matched detection or None.
 
     Detections ``(box, score)`` are taken in decreasing score (ties: input order); each takes the
@@ -39,7 +41,7 @@ def match_greedy(dets: Sequence[Tuple[Box, float]], gts: Sequence[Box], iou_thr:
     return matched
 
 
-def score_image(faces: Sequence[Dict[str, Any]], gts: Sequence[Annotation], iou_thr: float = 0.5) -> Dict[str, Any]:
+def score_image(faces: Sequence[Dict[str, Any]], gts: Sequence[Annotation], iou_thr: float = MATCH_IOU) -> Dict[str, Any]:
     """One image's outcome: per annotated face its predicted label (None = missed), and spurious count.
 
     ``faces`` are ``maskwatch detect --json`` face objects (``box``, ``label``, ``face_score``).

@@ -25,11 +25,11 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from agent.pipeline.detect import DetectorConfig, FaceDetector
-from agent.tools.scoring import match_greedy, wilson
+from agent.tools.scoring import MATCH_IOU, match_greedy, wilson
 from convert.data.detector import FACE_LABELS, Scene
 from convert.export.parity import greedy_match, iou_matrix
 
-IOU_THRESHOLD = 0.5
+IOU_THRESHOLD = MATCH_IOU  # the pipeline's rule (maskwatch evaluate's default)
 MIN_HEIGHT = 40.0
 LOW_SCORE = 0.02  # curve runs keep detections down to this score
 
