@@ -29,7 +29,6 @@ from agent.tools.scoring import MATCH_IOU, match_greedy, wilson
 from convert.data.detector import FACE_LABELS, Scene
 from convert.export.parity import greedy_match, iou_matrix
 
-IOU_THRESHOLD = MATCH_IOU  # the pipeline's rule (maskwatch evaluate's default)
 MIN_HEIGHT = 40.0
 LOW_SCORE = 0.02  # curve runs keep detections down to this score
 
@@ -109,7 +108,7 @@ class ImageResult:
 
 
 def match(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray,
-          iou_threshold: float = IOU_THRESHOLD) -> Tuple[np.ndarray, np.ndarray]:
+          iou_threshold: float = MATCH_IOU) -> Tuple[np.ndarray, np.ndarray]:
     """Greedy score-ordered matching; returns (order of detections, matched face per detection).
 
     The rule is the agent's (:func:`agent.tools.scoring.match_greedy`, what ``maskwatch evaluate``
@@ -131,7 +130,7 @@ def match(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray,
 
 
 def run_detector(detector: FaceDetector, scenes: Sequence[Scene], load: Callable[[Scene], np.ndarray],
-                 iou_threshold: float = IOU_THRESHOLD) -> List[ImageResult]:
+                 iou_threshold: float = MATCH_IOU) -> List[ImageResult]:
     """Detect on every scene (``load`` gives its BGR pixels) and match to the annotations."""
     results = []
     for s in scenes:
@@ -255,7 +254,7 @@ def false_detection_kinds(results: Sequence[ImageResult], scenes: Sequence[Scene
     for r, s in zip(results, scenes):
         for k in np.flatnonzero((r.scores >= threshold) & (r.matched < 0)):
             best = float(iou_matrix(r.boxes[k:k + 1], s.boxes).max()) if len(s.boxes) else 0.0
-            kind = ("duplicate" if best >= IOU_THRESHOLD else "loose_box" if best >= 0.3
+            kind = ("duplicate" if best >= MATCH_IOU else "loose_box" if best >= 0.3
                     else "near_face" if best >= 0.1 else "background")
             kinds[kind] += 1
     return kinds

@@ -203,6 +203,16 @@ def _previous_build(side_path: Path, sha256: str) -> Tuple[Optional[str], Option
     return old["version"], date if isinstance(date, str) else None
 
 
+def require_models_dir(models_dir: Path | str, hint: str = "") -> Path:
+    """``models_dir`` as a Path; ConvertError naming it and the fix when it is not a folder. Commands
+    call it before their work as well, so a typo stops them at once, not at the write."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise ConvertError(f"{models_dir}: models folder does not exist; fix: create it, or give --models-dir an"
+                           f" existing folder{hint}")
+    return models_dir
+
+
 def write_model_pair(models_dir: Path | str, stem: str, tflite_bytes: bytes, sidecar: dict,
                      extra: Optional[Mapping[str, bytes]] = None) -> Tuple[Path, Path]:
     """Write ``models_dir/stem.tflite`` + ``stem.json`` and update ``models_dir/SHA256SUMS``.
@@ -216,9 +226,7 @@ def write_model_pair(models_dir: Path | str, stem: str, tflite_bytes: bytes, sid
     ``provenance.float_model`` names) is written in the same atomic step and listed in SHA256SUMS.
     Returns (tflite path, sidecar path).
     """
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        raise ConvertError(f"{models_dir}: models folder does not exist")
+    models_dir = require_models_dir(models_dir)
     model_path, side_path = models_dir / f"{stem}.tflite", models_dir / f"{stem}.json"
     side = fill_sidecar(sidecar, tflite_bytes, model_path.name)
     version, date = _previous_build(side_path, side["model_sha256"])
@@ -239,6 +247,7 @@ __all__ = (
     "check_sidecar_fields",
     "fill_sidecar",
     "litert_interpreter",
+    "require_models_dir",
     "tflite_io",
     "write_files_atomically",
     "write_model_pair",

@@ -265,14 +265,13 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.data.detector import read_scenes  # noqa: PLC0415
     from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
     from convert.export.quantize import open_input_size, quantize_int8  # noqa: PLC0415
-    from convert.export.sidecar import write_model_pair  # noqa: PLC0415
+    from convert.export.sidecar import require_models_dir, write_model_pair  # noqa: PLC0415
     from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     if not 0.0 < a.nms_iou < 1.0:
         raise ConvertError(f"--nms-iou {a.nms_iou}: must be between 0 and 1 (exclusive); fix: e.g. --nms-iou {yk.NMS_IOU}")
-    if not a.no_write and not Path(a.models_dir).is_dir():  # found now, not after minutes of work
-        raise ConvertError(f"{a.models_dir}: models folder does not exist; fix: create it, or give --models-dir an"
-                           " existing folder (or --no-write to score only)")
+    if not a.no_write:  # found now, not after minutes of work
+        require_models_dir(a.models_dir, " (or --no-write to score only)")
     t0 = time.time()
     tf_threads(a.threads)
     onnx_path = a.onnx or yk.DEFAULT_ONNX

@@ -335,9 +335,9 @@ def _check_args(a: argparse.Namespace) -> None:
 
 def _outputs(a: argparse.Namespace, base_sidecar: Path, base_model: Path) -> Tuple[Path, Path, Path]:
     """(models folder, new .tflite, new .json); refuses the base model itself and, without --force, any existing file."""
-    models_dir = a.models_dir or base_sidecar.parent
-    if not models_dir.is_dir():
-        raise ConvertError(f"{models_dir}: models folder does not exist (--models-dir)")
+    from convert.export.sidecar import require_models_dir  # noqa: PLC0415
+
+    models_dir = require_models_dir(a.models_dir or base_sidecar.parent)
     out_model, out_side = models_dir / f"{a.out_stem}.tflite", models_dir / f"{a.out_stem}.json"
     if out_side.resolve() == base_sidecar.resolve() or out_model.resolve() == base_model.resolve():
         raise ConvertError(f"--out-stem {a.out_stem}: that is the base model itself; choose another stem")
