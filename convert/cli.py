@@ -202,19 +202,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     settings()
     external = _external_available()
     if argv and argv[0] in external:
-        return int(importlib.import_module(external[argv[0]]).main(argv[1:]) or 0)
-    p = build_parser()
-    a = p.parse_args(argv)
-    if not getattr(a, "func", None):
-        p.print_help()
-        return 2
+        # The pass-through commands parse their own arguments; their user errors end below too,
+        # as one line and exit 2 rather than a traceback.
+        command = argv[0]
+        call = lambda: importlib.import_module(external[command]).main(argv[1:])  # noqa: E731
+    else:
+        p = build_parser()
+        a = p.parse_args(argv)
+        if not getattr(a, "func", None):
+            p.print_help()
+            return 2
+        command, call = a.command, lambda: a.func(a)  # noqa: E731
     try:
-        return int(a.func(a) or 0)
+        return int(call() or 0)
     except ConvertError as exc:
-        print(f"maskwatch-convert {a.command}: error: {exc}", file=sys.stderr)
+        print(f"maskwatch-convert {command}: error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"maskwatch-convert {a.command}: error: {exc}", file=sys.stderr)
+        print(f"maskwatch-convert {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; models/ left unchanged", file=sys.stderr)

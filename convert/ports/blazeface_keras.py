@@ -35,6 +35,8 @@ MODEL_FILES = {
     "short": "face_detection_short_range.tflite",
     "full": "face_detection_full_range_sparse.tflite",
 }
+# The landmark graph whose trunk convert.ports.landmark_keras reuses as a classifier backbone.
+LANDMARK_FILE = "mediapipe/modules/face_landmark/face_landmark.tflite"
 
 
 def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
@@ -196,7 +198,7 @@ def fetch_mediapipe(dest: Path) -> Path:
 def ensure_mediapipe(dest: Optional[Path] = None) -> Path:
     """The unpacked wheel at ``dest`` (default :func:`mediapipe_dir`), fetched once when absent."""
     dest = Path(dest) if dest is not None else mediapipe_dir()
-    if all((dest / FACE_DIR / f).is_file() for f in MODEL_FILES.values()):
+    if all((dest / FACE_DIR / f).is_file() for f in MODEL_FILES.values()) and (dest / LANDMARK_FILE).is_file():
         return dest
     return fetch_mediapipe(dest)
 

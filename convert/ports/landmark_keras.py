@@ -40,13 +40,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from agent.model import sha256_of
-from convert.ports.blazeface_keras import mediapipe_dir
+from convert.ports.blazeface_keras import LANDMARK_FILE, ensure_mediapipe, mediapipe_dir
 from convert.ports.graph import Graph, layer_name, layers, options
 from convert.errors import ConvertError
 from convert.tf import keras_module, tf_threads
 from convert.paths import REPO_ROOT
 
-LANDMARK_FILE = "mediapipe/modules/face_landmark/face_landmark.tflite"
 NATIVE_SIZE = 192
 NATIVE_RANGE = (0.0, 1.0)  # input pixel range the original net was trained on
 PROJECT_RANGE = (-1.0, 1.0)  # (pixel - 127.5) / 127.5, the project's classifier normalization
@@ -398,8 +397,8 @@ def _resize_crops(s: Any, size: int) -> Any:
 def _arguments() -> argparse.ArgumentParser:
     """Options of the landmark-trunk classifier trainer."""
     p = argparse.ArgumentParser(prog="landmark-classifier", description=main.__doc__)
-    p.add_argument("--mediapipe-dir", type=Path, default=mediapipe_dir(),
-                   help="unpacked mediapipe 0.10.21 wheel (default: $MASKWATCH_MEDIAPIPE_DIR or .cache/, see ensure_mediapipe)")
+    p.add_argument("--mediapipe-dir", type=Path, default=None,
+                   help="unpacked mediapipe 0.10.21 wheel (default: $MASKWATCH_MEDIAPIPE_DIR or .cache/, fetched there once by ensure_mediapipe)")
     p.add_argument("--crops", type=Path, required=True, help="crop cache made by python -m convert.data.classifier")
     p.add_argument("--size", type=int, default=None, help="input size (default: the crops' size; else the crops are resized)")
     p.add_argument("--stride", type=int, default=16, choices=sorted(CUTS), help="cut the trunk at this stride")
@@ -538,6 +537,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.models_dir.resolve() == (REPO_ROOT / "models").resolve():
         print("error: this trainer writes candidates only; --models-dir must not be the shipped models/", file=sys.stderr)
         return 2
+    if not a.crops.is_file():
+        raise ConvertError(f"--crops {a.crops}: no such crop cache; fix: make it with "
+                           f"`maskwatch-convert classifier-data --size 48 --out {a.crops}`")
+    if a.mediapipe_dir is None:
+        # Only the landmark trunk reads the wheel; it is fetched (pip download, no install) like the
+        # other commands' BlazeFace files, but after the arguments are known not to fail.
+        a.mediapipe_dir = ensure_mediapipe() if a.backbone == "landmark" else mediapipe_dir()
     tf_threads(a.threads)
     log = lambda s: print(s, flush=True)  # noqa: E731
     tr, va, syn_val, info, size = _data(a)

@@ -114,3 +114,15 @@ def test_quantize_end_to_end_classifier(tmp_path):
     assert side["outputs"]["logits"]["dtype"] == "int8"
     assert "top1_agreement" in json.loads((models / "cls.parity.json").read_text())
     subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=models, check=True)
+
+
+def test_pass_through_command_user_error_is_one_line_exit_2(tmp_path, capsys):
+    """A pass-through command (here landmark-classifier) raising ConvertError: one line naming the
+    flag and the fix, exit 2, no traceback (it used to escape the CLI as a traceback)."""
+    assert "landmark-classifier" in EXTERNAL
+    missing = tmp_path / "nope" / "crops.npz"
+    assert main(["landmark-classifier", "--crops", str(missing), "--models-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"maskwatch-convert landmark-classifier: error: --crops {missing}" in err
+    assert "classifier-data" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

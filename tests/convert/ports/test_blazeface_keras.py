@@ -126,6 +126,21 @@ def test_missing_mediapipe_dir_is_a_clear_error(tmp_path):
         load_blazeface(tmp_path, "full")
 
 
+def test_ensure_mediapipe_fetches_when_the_landmark_graph_is_missing(tmp_path, monkeypatch):
+    """A cache holding only the detection graphs is refetched: landmark-classifier needs the landmark one."""
+    import convert.ports.blazeface_keras as bk
+
+    for f in MODEL_FILES.values():
+        (tmp_path / FACE_DIR).mkdir(parents=True, exist_ok=True)
+        (tmp_path / FACE_DIR / f).write_bytes(b"x")
+    fetched = []
+    monkeypatch.setattr(bk, "fetch_mediapipe", lambda dest: fetched.append(dest) or dest)
+    assert bk.ensure_mediapipe(tmp_path) == tmp_path and fetched == [tmp_path]
+    (tmp_path / bk.LANDMARK_FILE).parent.mkdir(parents=True)
+    (tmp_path / bk.LANDMARK_FILE).write_bytes(b"x")
+    assert bk.ensure_mediapipe(tmp_path) == tmp_path and fetched == [tmp_path]  # complete: no fetch
+
+
 def test_corrupt_tflite_is_a_clear_error():
     from convert.ports.blazeface_keras import tflite_to_keras
 
