@@ -53,7 +53,8 @@ def kept_split(float_outs: Sequence[Any], flat: bytes, val_x: Sequence[np.ndarra
     """(float detections, kept at IoU >= 0.9) for int8 outputs, and for each int8 output swapped for
     the float one; ``float_outs`` are the float model's raw outputs for ``val_x`` (:func:`float_raw`)."""
     from agent.pipeline.detectors import blazeface
-    from convert.export.parity import TfliteRunner, detect_raw, detector_outputs, greedy_match, iou_matrix
+    from agent.pipeline.boxes import iou_matrix
+    from convert.export.parity import TfliteRunner, detect_raw, detector_outputs, greedy_match
 
     run = TfliteRunner(flat)
     anchors = blazeface.generate_anchors(dec["anchors"])
@@ -73,7 +74,8 @@ def kept_under_input_change(model: Any, float_outs: Sequence[Any], val_x: Sequen
     """(float detections, kept at IoU >= 0.9) when the float model's input is ``change(x)``;
     ``float_outs`` are its raw outputs for ``val_x`` unchanged (:func:`float_raw`)."""
     from agent.pipeline.detectors import blazeface
-    from convert.export.parity import detect_raw, greedy_match, iou_matrix
+    from agent.pipeline.boxes import iou_matrix
+    from convert.export.parity import detect_raw, greedy_match
 
     anchors = blazeface.generate_anchors(dec["anchors"])
     n = kept = 0

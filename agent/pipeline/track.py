@@ -20,6 +20,7 @@ import statistics
 
 import numpy as np
 
+from agent.pipeline.boxes import iou
 from agent.pipeline.classify import pick_label
 from agent.types import Box, Face, Track
 
@@ -60,15 +61,6 @@ def centre_similarity(a: Box, b: Box, max_distance: float, max_size_ratio: float
         return 0.0
     d = math.hypot((a[0] + a[2] - b[0] - b[2]) / 2.0, (a[1] + a[3] - b[1] - b[3]) / 2.0) / sa
     return max(0.0, 1.0 - d / max_distance)
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two x1, y1, x2, y2 boxes (0 when either is empty)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from agent.pipeline.track import iou
+from agent.pipeline.boxes import iou
 from agent.tools.annotations import Annotation
 from agent.types import Box
 

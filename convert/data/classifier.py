@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from agent.pipeline.crop import CropSpec, crop_face
-from agent.pipeline.track import iou  # the runtime's IoU: one definition for both sides
+from agent.pipeline.boxes import iou  # the runtime's IoU: one definition for both sides
 from agent.types import Box
 from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
 from convert.data.masks import is_frontal, load_mask_templates, paste_mask

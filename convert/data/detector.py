@@ -39,7 +39,7 @@ from agent.pipeline.detectors import blazeface
 from agent.pipeline.detect import Letterbox
 from agent.pipeline.crop import warp_shrinking
 from convert.data.masks import MaskTemplate, face_points, is_frontal, paste_mask
-from convert.export.parity import iou_matrix
+from agent.pipeline.boxes import iou_matrix
 
 SCENES = "scenes-ilc2021"
 FACE_LABELS: Tuple[str, ...] = ("mask", "no_mask", "incorrect_mask")

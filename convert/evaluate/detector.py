@@ -27,7 +27,8 @@ import numpy as np
 from agent.pipeline.detect import DetectorConfig, FaceDetector
 from agent.tools.scoring import MATCH_IOU, match_greedy, wilson
 from convert.data.detector import FACE_LABELS, Scene
-from convert.export.parity import greedy_match, iou_matrix
+from agent.pipeline.boxes import iou_matrix
+from convert.export.parity import greedy_match
 
 MIN_HEIGHT = 40.0
 LOW_SCORE = 0.02  # curve runs keep detections down to this score

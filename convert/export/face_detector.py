@@ -184,7 +184,8 @@ def fit_box_adjust(
     annotated faces >= ``min_height`` px tall at IoU >= ``iou_threshold``. The medians are robust to
     the few wrong matches; the IoU before/after on the same pairs is reported.
     """
-    from convert.export.parity import TfliteRunner, detector_outputs, detect_raw, greedy_match, iou_matrix  # noqa: PLC0415
+    from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
+    from convert.export.parity import TfliteRunner, detector_outputs, detect_raw, greedy_match  # noqa: PLC0415
 
     dec = sidecar["decoding"]
     size = int(sidecar["input"]["height"])
@@ -208,7 +209,7 @@ def fit_box_adjust(
 def box_adjust_from_pairs(d: np.ndarray, g: np.ndarray) -> Dict[str, Any]:
     """Median (dx, dy, sw, sh) mapping detected boxes ``d`` (N, 4) to their annotated boxes ``g``;
     medians are robust to the few wrong matches. Reports the IoU before/after on the same pairs."""
-    from convert.export.parity import iou_matrix  # noqa: PLC0415
+    from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
 
     if len(d) < 20:
         raise ConvertError(f"box_adjust: only {len(d)} matched faces; need a larger training split")

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.pipeline.boxes import iou_matrix
 from agent.pipeline.classify import softmax
 from agent.pipeline.detectors import blazeface, nms
 from convert.errors import ConvertError
@@ -125,20 +126,6 @@ def classifier_parity(
     return report
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), x1y1x2y2. A box with no
-    area counts as empty (IoU 0), so degenerate boxes never match anything."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def greedy_match(iou: np.ndarray, threshold: float) -> List[Tuple[int, int]]:
     """One-to-one pairs (i, j) by decreasing IoU, each with IoU >= threshold."""
     pairs: List[Tuple[int, int]] = []
@@ -171,7 +158,7 @@ def detect_raw(
     """Decode + the sidecar's NMS (BlazeFace's: weighted), in model-input normalized coordinates."""
     b, s, k = blazeface.decode(raw_boxes, raw_scores, anchors, decoding)
     opts = decoding.get("nms", {})
-    return nms.suppress(nms.method_of(decoding, "weighted"), b, s, k, float(opts.get("iou_threshold", 0.3)), min_score)
+    return nms.suppress(nms.method_of(decoding, "weighted"), b, s, k, float(opts.get("iou_threshold", blazeface.DEFAULT_NMS_IOU)), min_score)
 
 
 # Float detections' box height at the model input, for kept_by_height_px.
@@ -300,7 +287,6 @@ __all__ = (
     "write_parity_report",
     "latency_ms",
     "TfliteRunner",
-    "iou_matrix",
     "greedy_match",
     "keras_outputs",
 )

@@ -97,7 +97,8 @@ def fit_box_adjust(model: Any, scenes: Sequence[Any], load: Callable[[Any], np.n
     """box_adjust from the agent detector's faces (none applied) matched to annotated train faces."""
     from convert.evaluate import detector as de  # noqa: PLC0415
     from convert.export.face_detector import box_adjust_from_pairs  # noqa: PLC0415
-    from convert.export.parity import greedy_match, iou_matrix  # noqa: PLC0415
+    from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
+    from convert.export.parity import greedy_match  # noqa: PLC0415
 
     det = de.make_detector(model, min_score)
     det.box_adjust = (0.0, 0.0, 1.0, 1.0)

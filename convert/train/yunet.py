@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from agent.pipeline.boxes import iou_matrix
 from agent.pipeline.detectors.yunet import decode_boxes, grid
 from convert.data import detector as dd
 from convert.data.masks import load_mask_templates
@@ -65,7 +66,7 @@ def label_keypoints(scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], on
     The scenes carry no keypoints, and synthetic masks are placed from them; the annotators' boxes
     are narrower than YuNet's, hence the loose pairing. Images are shrunk to ``max_side`` first.
     """
-    from convert.export.parity import greedy_match, iou_matrix  # noqa: PLC0415
+    from convert.export.parity import greedy_match  # noqa: PLC0415
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
 
     found = 0
@@ -98,12 +99,6 @@ def encode_boxes(boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray) -> np.
     return np.concatenate([centre / s - cells, np.log(size / s)], axis=1)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from convert.export.parity import iou_matrix  # noqa: PLC0415
-
-    return iou_matrix(a, b)
-
-
 def assign(teacher_boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray, gt: np.ndarray, ignore: np.ndarray,
            cfg: TrainConfig) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positive cells of one view and the face each learns, and the cells with no score loss.
@@ -121,7 +116,7 @@ def assign(teacher_boxes: np.ndarray, cells: np.ndarray, steps: np.ndarray, gt: 
     best_iou = np.zeros(n)
     best_gt = np.full(n, -1)
     if cand.size:
-        iou = _iou(teacher_boxes[cand], gt) * inside[cand]
+        iou = iou_matrix(teacher_boxes[cand], gt) * inside[cand]
         for j in range(len(gt)):
             col = iou[:, j]
             if ignore[j]:

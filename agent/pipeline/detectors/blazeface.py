@@ -18,6 +18,8 @@ from agent.pipeline.detectors.base import Decoded, OutputReader
 
 # Logit margin of score_floor: far above float32 rounding, far below any score that matters.
 _FLOOR_MARGIN = 1e-3
+# NMS overlap when a sidecar names none: MediaPipe's face detection graphs use 0.3.
+DEFAULT_NMS_IOU = 0.3
 
 
 def _scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
@@ -153,7 +155,7 @@ class Decoder:
                              f" {self.decoding.get('num_boxes')}")
         self.keypoint_names: List[str] = list(self.decoding.get("keypoint_names", []))
         self.default_min_score = float(self.decoding.get("default_min_score", 0.5))
-        self.default_iou = float((self.decoding.get("nms") or {}).get("iou_threshold", 0.3))
+        self.default_iou = float((self.decoding.get("nms") or {}).get("iou_threshold", DEFAULT_NMS_IOU))
         self.nms_method = nms.method_of(self.decoding, "weighted")  # MediaPipe's
         self._size = np.array(input_wh, np.float64)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.pipeline.detect import DetectorConfig, FaceDetector, Letterbox, LetterboxPlan, clip_box, letterbox
-from agent.pipeline.track import iou
+from agent.pipeline.boxes import iou
 
 
 @pytest.fixture(scope="module")

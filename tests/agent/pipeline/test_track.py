@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from agent.pipeline.track import Tracker, TrackerConfig, decide, iou
+from agent.pipeline.track import Tracker, TrackerConfig, decide
 from agent.types import Face
 
 LABELS = ("mask", "incorrect_mask", "no_mask")
@@ -16,13 +16,6 @@ def face(x: float, y: float = 100.0, size: float = 80.0, label: str = "no_mask",
     rest = (1.0 - p) / 2
     scores = {lab: (p if lab == label else rest) for lab in LABELS}
     return Face(box=(x, y, x + size, y + size), face_score=0.9, label=label, score=p, scores=scores)
-
-
-def test_iou():
-    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
-    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
-    assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
 
 
 def test_one_walker_keeps_one_id_and_gets_decided():

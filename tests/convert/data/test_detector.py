@@ -7,7 +7,7 @@ import pytest
 
 from agent.pipeline.detectors import blazeface
 from convert.data import detector as dd
-from convert.export.parity import iou_matrix
+from agent.pipeline.boxes import iou_matrix
 from convert.paths import DEFAULT_DATA_ROOT
 
 # A BlazeFace full-range style decoding block (MediaPipe SsdAnchorsCalculatorOptions): test data,

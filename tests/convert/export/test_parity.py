@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from convert.export.parity import greedy_match, iou_matrix, write_parity_report
+from agent.pipeline.boxes import iou_matrix
+from convert.export.parity import greedy_match, write_parity_report
 
 
 def test_iou_matrix_and_greedy_match():
@@ -19,13 +20,6 @@ def test_iou_matrix_and_greedy_match():
     assert greedy_match(iou, 0.95) == [(0, 1)]
     assert sorted(greedy_match(iou, 0.5)) == [(0, 1), (1, 0)]
     assert greedy_match(iou_matrix(a[:0], b), 0.5) == []
-
-
-def test_iou_matrix_counts_boxes_without_area_as_empty():
-    flat = np.array([[5, 5, 5, 15], [8, 8, 2, 2]], float)  # zero width; inverted corners
-    face = np.array([[0, 0, 10, 10]], float)
-    assert iou_matrix(flat, face).tolist() == [[0.0], [0.0]]
-    assert iou_matrix(flat, flat).tolist() == [[0.0, 0.0], [0.0, 0.0]]
 
 
 def test_write_parity_report(tmp_path, capsys):

@@ -104,7 +104,7 @@ def test_rebuild_at_another_input_size(variant, hw, anchors):
         found = make_detector(KerasModel(m, side, name), 0.5).detect(bgr)
         assert found, name
         faces[name] = np.array(found[0].box)
-    from convert.export.parity import iou_matrix
+    from agent.pipeline.boxes import iou_matrix
 
     assert iou_matrix(faces["own"][None], faces["4:3"][None])[0, 0] > 0.7
 

@@ -152,7 +152,7 @@ def test_giou_of_codes_is_the_giou_of_the_decoded_boxes():
     a, b = rng.normal(0, 0.5, (1, len(CELLS), 4)), rng.normal(0, 0.5, (1, len(CELLS), 4))
     got = ty.giou(tf, tf.constant(a, tf.float32), tf.constant(b, tf.float32), tf.constant(CELLS, tf.float32),
                   tf.constant(STEPS[:, None], tf.float32)).numpy()[0]
-    from convert.export.parity import iou_matrix
+    from agent.pipeline.boxes import iou_matrix
 
     ba, bb = decode_boxes(a[0], CELLS, STEPS), decode_boxes(b[0], CELLS, STEPS)
     for i in (0, 500, len(CELLS) - 1):

@@ -20,16 +20,6 @@ def _random_boxes(rng, n, spread=0.3):
     return np.concatenate([xy, xy + rng.uniform(0, spread, (n, 2))], 1).astype(np.float32)
 
 
-def test_iou_with_matches_pairs():
-    boxes = _random_boxes(np.random.default_rng(1), 30)
-    boxes[3, 2:] = boxes[3, :2]  # a zero-area box overlaps nothing
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    for i in range(30):
-        row = nms.iou_with(boxes[i], boxes, areas, float(areas[i]))
-        for j in range(30):
-            assert row[j] == pytest.approx(_pair_iou(boxes[i], boxes[j]), abs=1e-6)
-
-
 def _reference_nms(boxes, scores, kps, iou_threshold, min_score):
     """MediaPipe's weighted NMS written plainly, one pair at a time."""
     left = sorted((i for i in range(len(scores)) if scores[i] >= min_score), key=lambda i: -scores[i])
