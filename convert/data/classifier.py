@@ -37,9 +37,11 @@ import numpy as np
 
 from agent.pipeline.crop import CropSpec, crop_face
 from agent.pipeline.boxes import iou  # the runtime's IoU: one definition for both sides
+from agent.pipeline.detectors.blazeface import generate_anchors
 from agent.types import Box
 from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
 from convert.data.masks import is_frontal, load_mask_templates, paste_mask
+from convert.export.face_detector import ANCHORS
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 LABELS: Tuple[str, ...] = ("mask", "incorrect_mask", "no_mask", "not_face")
@@ -205,18 +207,6 @@ def partial_face_box(face: Box, faces: Sequence[Box], rng: np.random.Generator, 
 
 # ---------------------------------------------------------------- face detector for re-framing
 
-def _short_range_anchors() -> np.ndarray:
-    """BlazeFace short-range anchors (128 px, strides 8, 16, 16, 16): (896, 2) centres in 0..1."""
-    centres = []
-    for stride, per_cell in ((8, 2), (16, 6)):
-        grid = 128 // stride
-        for yy in range(grid):
-            for xx in range(grid):
-                for _ in range(per_cell):
-                    centres.append(((xx + 0.5) / grid, (yy + 0.5) / grid))
-    return np.asarray(centres, np.float32)
-
-
 class FaceFinder:
     """Finds the main face of a face-crop image with MediaPipe BlazeFace short range (float TFLite).
 
@@ -232,7 +222,8 @@ class FaceFinder:
         self._input = self._interp.get_input_details()[0]["index"]
         outs = {tuple(d["shape"]): d["index"] for d in self._interp.get_output_details()}
         self._reg, self._cls = outs[(1, 896, 16)], outs[(1, 896, 1)]
-        self._anchors = _short_range_anchors()
+        # the short-range graph's own anchor options, the ones its sidecar carries: (896, 2) centres in 0..1
+        self._anchors = generate_anchors(ANCHORS["short"])[:, :2]
         self.min_score = min_score
         self.adjust = (0.0, 0.0, 1.0, 1.0)
 
