@@ -28,6 +28,7 @@ from agent.model import ModelError, cv2_table, pixel_table, read_sidecar
 from agent.pipeline.classify import pick_label, softmax
 from convert.data import classifier as cd
 from convert.evaluate.card import update_card
+from convert.export.parity import TfliteRunner
 from convert.tf import tensorflow
 from convert.paths import REPO_ROOT
 
@@ -36,15 +37,14 @@ FACE_LABELS = cd.LABELS[:3]
 
 
 class Int8Classifier:
-    """The .tflite classifier through LiteRT, quantizing inputs and dequantizing logits itself."""
+    """The .tflite classifier through convert's one LiteRT runner (:class:`convert.export.parity.TfliteRunner`),
+    fed uint8 crops through the agent's pixel table or normalized float crops; logits dequantized."""
 
     def __init__(self, tflite_bytes: bytes, threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interp = Interpreter(model_content=tflite_bytes, num_threads=threads)
-        self.interp.allocate_tensors()
-        self.inp = self.interp.get_input_details()[0]
-        self.out = self.interp.get_output_details()[0]
+        self.runner = TfliteRunner(tflite_bytes, threads)
+        self.interp, self.inp = self.runner.it, self.runner.inp
+        if len(self.runner.outs) != 1:
+            raise ModelError(f"a classifier has one output (logits); this model has {len(self.runner.outs)}")
 
     def pixel_lut(self, normalization: Mapping[str, Sequence[float]]) -> np.ndarray:
         """(256, 3) table pixel -> input tensor value for a sidecar's ``input.normalization``:
@@ -61,37 +61,21 @@ class Int8Classifier:
         return self._run(cv2.LUT(np.ascontiguousarray(x_uint8).reshape(n * h, w, c), table).reshape(n, h, w, c))
 
     def _run(self, tensors: np.ndarray) -> np.ndarray:
-        out = []
-        for k in range(len(tensors)):
-            self.interp.set_tensor(self.inp["index"], tensors[k : k + 1])
-            self.interp.invoke()
-            o = self.interp.get_tensor(self.out["index"])
-            scale, zp = self.out["quantization"]
-            out.append((o.astype(np.float32) - zp) * scale if scale else o.astype(np.float32))
-        return np.concatenate(out)
+        """Dequantized logits of input tensors already in the model's dtype, one invoke per crop."""
+        return np.concatenate([self._invoke(tensors[k : k + 1]) for k in range(len(tensors))])
 
-    def _quant(self, x: np.ndarray) -> np.ndarray:
-        dtype = self.inp["dtype"]
-        scale, zp = self.inp["quantization"]
-        if dtype == np.float32:
-            return x.astype(np.float32)
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+    def _invoke(self, tensor: np.ndarray) -> np.ndarray:
+        self.interp.set_tensor(self.inp["index"], tensor)
+        self.interp.invoke()
+        return self.runner.outputs()[0]
 
     def logits(self, x_norm: np.ndarray) -> np.ndarray:
         """Logits for normalized float crops (N, H, W, 3), one invoke per crop."""
-        out = []
-        for k in range(len(x_norm)):
-            self.interp.set_tensor(self.inp["index"], self._quant(x_norm[k : k + 1]))
-            self.interp.invoke()
-            o = self.interp.get_tensor(self.out["index"])
-            scale, zp = self.out["quantization"]
-            out.append((o.astype(np.float32) - zp) * scale if scale else o.astype(np.float32))
-        return np.concatenate(out)
+        return self._run(self.runner.quantize_input(x_norm))
 
     def latency_ms(self, x_norm: np.ndarray, runs: int = 300) -> float:
         """Median milliseconds of set_tensor + invoke for one crop."""
-        q = self._quant(x_norm[:1])
+        q = self.runner.quantize_input(x_norm[:1])
         for _ in range(20):
             self.interp.set_tensor(self.inp["index"], q)
             self.interp.invoke()

@@ -40,13 +40,17 @@ class TfliteRunner:
         """One (1, H, W, C) float batch -> {output shape: float output}."""
         self.it.set_tensor(self.inp["index"], self.quantize_input(x))
         self.it.invoke()
-        res: Dict[Tuple[int, ...], np.ndarray] = {}
+        return {tuple(int(d) for d in o["shape"]): v for o, v in zip(self.outs, self.outputs())}
+
+    def outputs(self) -> List[np.ndarray]:
+        """The last invoke's outputs, in the model's output order, dequantized to float32."""
+        res = []
         for o in self.outs:
             v = self.it.get_tensor(o["index"])
             if np.dtype(o["dtype"]) != np.float32:
                 scale, zero = o["quantization"]
                 v = (v.astype(np.float32) - zero) * scale
-            res[tuple(int(d) for d in o["shape"])] = v.astype(np.float32)
+            res.append(v.astype(np.float32))
         return res
 
 
