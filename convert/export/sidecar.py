@@ -73,7 +73,8 @@ def tflite_io(tflite_bytes: bytes, input_shape: Optional[Sequence[int]] = None) 
     return inputs[0], list(it.get_output_details())
 
 
-def _quant_dict(detail: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def quant_dict(detail: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """A tensor's sidecar ``quantization`` (scale, zero point), None for a float tensor."""
     if np.dtype(detail["dtype"]) == np.float32:
         return None
     scale, zero = detail["quantization"]
@@ -134,7 +135,7 @@ def fill_sidecar(sidecar: Mapping[str, Any], tflite_bytes: bytes, model_file: st
     if [int(d) for d in inp["shape"]] != want_in:
         raise ConvertError(f"model input shape {list(inp['shape'])} differs from the sidecar input {want_in}")
     side["input"]["dtype"] = np.dtype(inp["dtype"]).name
-    side["input"]["quantization"] = _quant_dict(inp)
+    side["input"]["quantization"] = quant_dict(inp)
 
     by_shape = {tuple(int(d) for d in o["shape"]): o for o in outs}
     if len(by_shape) != len(outs):
@@ -148,7 +149,7 @@ def fill_sidecar(sidecar: Mapping[str, Any], tflite_bytes: bytes, model_file: st
             )
         o = by_shape[shape]
         spec["dtype"] = np.dtype(o["dtype"]).name
-        spec["quantization"] = _quant_dict(o)
+        spec["quantization"] = quant_dict(o)
     if len(side["outputs"]) != len(outs):
         raise ConvertError(f"the model has {len(outs)} outputs, the sidecar names {len(side['outputs'])}")
 
@@ -246,6 +247,7 @@ __all__ = (
     "SCHEMA",
     "check_sidecar_fields",
     "fill_sidecar",
+    "quant_dict",
     "litert_interpreter",
     "require_models_dir",
     "tflite_io",

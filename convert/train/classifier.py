@@ -297,18 +297,11 @@ def make_sidecar(
     ``source_model``: the provenance line for a model not trained from scratch (a pretrained backbone);
     ``n_representative``: how many train crops calibrated the int8 ranges.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from convert.export.sidecar import quant_dict, tflite_io  # noqa: PLC0415
 
     tf = tensorflow()
-
-    interp = Interpreter(model_content=tflite_bytes)
-    interp.allocate_tensors()
-    i = interp.get_input_details()[0]
-    o = interp.get_output_details()[0]
-
-    def q(d):
-        scale, zp = d["quantization"]
-        return None if scale == 0 else {"scale": float(scale), "zero_point": int(zp)}
+    i, outs = tflite_io(tflite_bytes)
+    o = outs[0]
 
     return {
         "schema": "maskwatch-model/1",
@@ -317,11 +310,11 @@ def make_sidecar(
         "version": _dt.date.today().strftime("%Y.%m.%d"),
         "input": {
             "height": int(i["shape"][1]), "width": int(i["shape"][2]), "channels": int(i["shape"][3]),
-            "color": "RGB", "dtype": np.dtype(i["dtype"]).name, "quantization": q(i),
+            "color": "RGB", "dtype": np.dtype(i["dtype"]).name, "quantization": quant_dict(i),
             "normalization": normalization(),
             "resize": "stretch",
         },
-        "outputs": {"logits": {"shape": [int(v) for v in o["shape"]], "dtype": np.dtype(o["dtype"]).name, "quantization": q(o)}},
+        "outputs": {"logits": {"shape": [int(v) for v in o["shape"]], "dtype": np.dtype(o["dtype"]).name, "quantization": quant_dict(o)}},
         "labels": list(cd.LABELS),
         "non_face_labels": ["not_face"],
         "output": {"name": "logits", "activation": "softmax", "temperature": round(float(temperature), 4)},
