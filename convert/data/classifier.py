@@ -215,13 +215,9 @@ class FaceFinder:
     """
 
     def __init__(self, model_path: Path, min_score: float = 0.5) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from convert.export.parity import TfliteRunner  # noqa: PLC0415
 
-        self._interp = Interpreter(model_path=str(model_path), num_threads=1)
-        self._interp.allocate_tensors()
-        self._input = self._interp.get_input_details()[0]["index"]
-        outs = {tuple(d["shape"]): d["index"] for d in self._interp.get_output_details()}
-        self._reg, self._cls = outs[(1, 896, 16)], outs[(1, 896, 1)]
+        self._run = TfliteRunner(Path(model_path).read_bytes())
         # the short-range graph's own anchor options, the ones its sidecar carries: (896, 2) centres in 0..1
         self._anchors = generate_anchors(ANCHORS["short"])[:, :2]
         self.min_score = min_score
@@ -244,10 +240,9 @@ class FaceFinder:
         canvas = np.zeros((side, side, 3), np.uint8)
         canvas[oy : oy + h, ox : ox + w] = bgr
         rgb = cv2.cvtColor(cv2.resize(canvas, (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-        self._interp.set_tensor(self._input, (rgb.astype(np.float32)[None] - 127.5) / 127.5)
-        self._interp.invoke()
-        reg = self._interp.get_tensor(self._reg)[0]
-        logit = np.clip(self._interp.get_tensor(self._cls)[0, :, 0], -100, 100)
+        outs = self._run((rgb.astype(np.float32)[None] - 127.5) / 127.5)
+        reg = outs[(1, 896, 16)][0]
+        logit = np.clip(outs[(1, 896, 1)][0, :, 0], -100, 100)
         i = int(np.argmax(logit))
         score = float(1 / (1 + np.exp(-logit[i])))
         if score < self.min_score:

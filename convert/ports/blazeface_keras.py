@@ -248,19 +248,15 @@ def check_images(images_dir: Optional[Path], n_images: int) -> List[np.ndarray]:
 def parity_vs_tflite(model: Any, data: bytes, images_dir: Optional[Path], n_images: int = 8) -> Dict[str, Any]:
     """Max |Keras - original tflite| over both outputs on real images, each stretched to the input."""
     import cv2  # noqa: PLC0415
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from convert.export.parity import TfliteRunner  # noqa: PLC0415
 
-    it = Interpreter(model_content=data, num_threads=1)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    h, w = int(inp["shape"][1]), int(inp["shape"][2])
+    run = TfliteRunner(data)
+    h, w = int(run.inp["shape"][1]), int(run.inp["shape"][2])
     worst = 0.0
     imgs = check_images(images_dir, n_images)
     for rgb in imgs:
         x = ((cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) - 127.5) / 127.5)[None]
-        it.set_tensor(inp["index"], x)
-        it.invoke()
-        ref = {tuple(int(d) for d in o["shape"]): it.get_tensor(o["index"]) for o in it.get_output_details()}
+        ref = run(x)
         for out in model(x, training=False):
             out = np.asarray(out)
             worst = max(worst, float(np.abs(out - ref[out.shape]).max()))

@@ -239,17 +239,13 @@ def face_crops(data_root: Path, n: int, size: int = NATIVE_SIZE, split: str = "v
 
 def _run_tflite(data: bytes, x: np.ndarray) -> Dict[Tuple[int, ...], np.ndarray]:
     """Original outputs (by shape) for a batch of float inputs, one invoke per image."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from convert.export.parity import TfliteRunner  # noqa: PLC0415
 
-    it = Interpreter(model_content=data, num_threads=1)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
+    run = TfliteRunner(data)
     res: Dict[Tuple[int, ...], List[np.ndarray]] = {}
     for xi in x:
-        it.set_tensor(inp["index"], xi[None].astype(np.float32))
-        it.invoke()
-        for o in it.get_output_details():
-            res.setdefault(tuple(int(d) for d in o["shape"][1:]), []).append(it.get_tensor(o["index"])[0])
+        for shape, v in run(xi[None].astype(np.float32)).items():
+            res.setdefault(shape[1:], []).append(v[0])
     return {k: np.stack(v) for k, v in res.items()}
 
 
