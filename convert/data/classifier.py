@@ -37,11 +37,11 @@ import numpy as np
 
 from agent.pipeline.crop import CropSpec, crop_face
 from agent.pipeline.boxes import iou  # the runtime's IoU: one definition for both sides
-from agent.pipeline.detectors.blazeface import generate_anchors
+from agent.pipeline.detectors import blazeface
 from agent.types import Box
 from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
 from convert.data.masks import is_frontal, load_mask_templates, paste_mask
-from convert.export.face_detector import ANCHORS
+from convert.export.face_detector import decoding_fields
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 LABELS: Tuple[str, ...] = ("mask", "incorrect_mask", "no_mask", "not_face")
@@ -218,8 +218,9 @@ class FaceFinder:
         from convert.export.parity import TfliteRunner  # noqa: PLC0415
 
         self._run = TfliteRunner(Path(model_path).read_bytes())
-        # the short-range graph's own anchor options, the ones its sidecar carries: (896, 2) centres in 0..1
-        self._anchors = generate_anchors(ANCHORS["short"])[:, :2]
+        # decoded as the agent decodes the short-range graph: its sidecar's decoding and anchors
+        self._decoding = decoding_fields("short")
+        self._anchors = blazeface.generate_anchors(self._decoding["anchors"])
         self.min_score = min_score
         self.adjust = (0.0, 0.0, 1.0, 1.0)
 
@@ -240,21 +241,19 @@ class FaceFinder:
         canvas = np.zeros((side, side, 3), np.uint8)
         canvas[oy : oy + h, ox : ox + w] = bgr
         rgb = cv2.cvtColor(cv2.resize(canvas, (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        n = len(self._anchors)
         outs = self._run((rgb.astype(np.float32)[None] - 127.5) / 127.5)
-        reg = outs[(1, 896, 16)][0]
-        logit = np.clip(outs[(1, 896, 1)][0, :, 0], -100, 100)
-        i = int(np.argmax(logit))
-        score = float(1 / (1 + np.exp(-logit[i])))
+        boxes, scores, kps = blazeface.decode(outs[(1, n, 16)][0], outs[(1, n, 1)][0, :, 0], self._anchors, self._decoding)
+        i = int(np.argmax(scores))  # the main face: the best cell, no NMS needed
+        score = float(scores[i])
         if score < self.min_score:
             return None
-        cx = reg[i, 0] / 128 + self._anchors[i, 0]
-        cy = reg[i, 1] / 128 + self._anchors[i, 1]
-        bw, bh = reg[i, 2] / 128, reg[i, 3] / 128
+        cx, cy = (boxes[i, 0] + boxes[i, 2]) / 2, (boxes[i, 1] + boxes[i, 3]) / 2
+        bw, bh = boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]
         dx, dy, sw, sh = self.adjust
         cx, cy, bw, bh = cx + dx * bw, cy + dy * bh, bw * sw, bh * sh
         box = ((cx - bw / 2) * side - ox, (cy - bh / 2) * side - oy, (cx + bw / 2) * side - ox, (cy + bh / 2) * side - oy)
-        kps = (reg[i, 4:16].reshape(6, 2) / 128 + self._anchors[i]) * side - np.array([ox, oy])
-        return box, score, kps.astype(np.float64)
+        return box, score, (kps[i] * side - np.array([ox, oy])).astype(np.float64)
 
     def fit_adjust(self, root: Path, faces: Sequence[SceneFace], n: int = 600, seed: int = 0) -> Dict[str, float]:
         """Fit ``adjust`` so detector boxes match annotator boxes: medians over scene train faces."""

@@ -46,18 +46,36 @@ KEYPOINT_NAMES = ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ea
 MEAN, STD = 127.5, 127.5  # MediaPipe feeds BlazeFace pixels scaled to [-1, 1]
 
 
-def sidecar_template(variant: str, source_name: str, source_sha256: str,
-                     input_wh: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
-    """Detector sidecar for a BlazeFace variant, before conversion fills files and quantization.
-
-    ``input_wh`` (width, height) describes the same graph rebuilt for another input size
-    (:func:`convert.ports.blazeface_keras.tflite_to_keras`): the anchor grid and the decoding scale follow.
-    """
+def decoding_fields(variant: str, input_wh: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+    """The sidecar ``decoding`` of a BlazeFace variant (MediaPipe's graph options), at its own input
+    or at ``input_wh`` (width, height) for the same graph rebuilt for another input size
+    (:func:`convert.ports.blazeface_keras.tflite_to_keras`): the anchor grid and the decoding scale follow."""
     a = dict(ANCHORS[variant])
     if input_wh is not None:
         a["input_size_width"], a["input_size_height"] = int(input_wh[0]), int(input_wh[1])
     width, height = int(a["input_size_width"]), int(a["input_size_height"])
-    n = len(blazeface.generate_anchors(a))
+    return {
+        "type": "blazeface",
+        "anchors": a,
+        "num_boxes": len(blazeface.generate_anchors(a)),
+        "box_format": "xywh_center",
+        "scale": [width, height, width, height],  # raw offsets are in input pixels
+        "num_keypoints": 6, "keypoint_offset": 4,
+        "keypoint_names": list(KEYPOINT_NAMES),
+        "score_activation": "sigmoid", "score_clipping": 100.0,
+        "nms": {"method": "weighted", "iou_threshold": blazeface.DEFAULT_NMS_IOU},
+        "default_min_score": 0.5,
+        "box_adjust": {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0},
+    }
+
+
+def sidecar_template(variant: str, source_name: str, source_sha256: str,
+                     input_wh: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+    """Detector sidecar for a BlazeFace variant, before conversion fills files and quantization
+    (``input_wh``: see :func:`decoding_fields`)."""
+    decoding = decoding_fields(variant, input_wh)
+    a, n = decoding["anchors"], decoding["num_boxes"]
+    width, height = int(a["input_size_width"]), int(a["input_size_height"])
     return {
         "schema": "maskwatch-model/1",
         "kind": "detector",
@@ -68,19 +86,7 @@ def sidecar_template(variant: str, source_name: str, source_sha256: str,
             "resize": "letterbox",
         },
         "outputs": {"regressors": {"shape": [1, n, 16]}, "scores": {"shape": [1, n, 1]}},
-        "decoding": {
-            "type": "blazeface",
-            "anchors": dict(a),
-            "num_boxes": n,
-            "box_format": "xywh_center",
-            "scale": [width, height, width, height],  # raw offsets are in input pixels
-            "num_keypoints": 6, "keypoint_offset": 4,
-            "keypoint_names": list(KEYPOINT_NAMES),
-            "score_activation": "sigmoid", "score_clipping": 100.0,
-            "nms": {"method": "weighted", "iou_threshold": 0.3},
-            "default_min_score": 0.5,
-            "box_adjust": {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0},
-        },
+        "decoding": decoding,
         "provenance": {
             "source_model": f"{source_name} (mediapipe 0.10.21 wheel)",
             "source_model_sha256": source_sha256,
