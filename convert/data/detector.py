@@ -625,20 +625,15 @@ def tflite_raw_detector(path: Path, mean: float = 127.5, std: float = 127.5, thr
 
     Outputs are found by shape: (1, N, 16) regressors, (1, N, 1) score logits.
     """
-    from agent.model import find_interpreter  # noqa: PLC0415 - only the labelling step needs it
+    from convert.export.parity import TfliteRunner  # noqa: PLC0415 - only the labelling step needs it
 
-    cls, _ = find_interpreter()
-    it = cls(model_path=str(path), num_threads=threads)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    if np.dtype(inp["dtype"]) != np.float32:
-        raise ValueError(f"{path}: expected a float-input model, got {np.dtype(inp['dtype'])}")
-    outs = {int(d["shape"][-1]): d["index"] for d in it.get_output_details()}
+    runner = TfliteRunner(Path(path).read_bytes(), threads)
+    if np.dtype(runner.inp["dtype"]) != np.float32:
+        raise ValueError(f"{path}: expected a float-input model, got {np.dtype(runner.inp['dtype'])}")
 
     def run(view: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        it.set_tensor(inp["index"], ((view.astype(np.float32) - mean) / std)[None])
-        it.invoke()
-        return it.get_tensor(outs[REG_DIM])[0], it.get_tensor(outs[1])[0, :, 0]
+        outs = {shape[-1]: v for shape, v in runner(((view.astype(np.float32) - mean) / std)[None]).items()}
+        return outs[REG_DIM][0], outs[1][0, :, 0]
 
     return run
 
