@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -155,3 +156,24 @@ def test_masked_photo_variants_paste_masks_where_the_placement_says(astronaut, a
     assert not changed["under_nose"][nose[1] - 3, nose[0]]
     assert not changed["chin"][nose[1], nose[0]]
     assert all(m.sum() > 500 for m in changed.values())
+
+
+def test_annotator_agreement_pairs_a_photo_stored_twice_and_maps_its_boxes(tmp_path):
+    """The same picture at half size is a pair (boxes scaled onto the first copy), another is not."""
+    aa = _load(REPO / "bench" / "annotator_agreement.py")
+    from convert.data.detector import Scene
+
+    rng = np.random.default_rng(0)
+    big = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (9, 9), 3)
+    other = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (9, 9), 3)
+    for name, img in (("a.png", big), ("b.png", cv2.resize(big, (160, 120), interpolation=cv2.INTER_AREA)), ("c.png", other)):
+        cv2.imwrite(str(tmp_path / name), img)
+    face = np.array([[100, 60, 160, 140]], np.float32)
+    a = Scene("a.png", tmp_path / "a.png", 320, 240, face, ("mask",))
+    b = Scene("b.png", tmp_path / "b.png", 160, 120, (face + [0, 10, 0, 10]) / 2, ("incorrect_mask",))  # 10 px lower
+    c = Scene("c.png", tmp_path / "c.png", 320, 240, face, ("mask",))
+    pairs = aa.duplicate_pairs([a, b, c], coarse=0.97, fine=0.95)
+    assert [(x.image, y.image) for x, y in pairs] == [("a.png", "b.png")]
+    (v, la, lb), = aa.face_pairs(a, b, min_height=40)
+    assert v == pytest.approx(70 / 90) and (la, lb) == ("mask", "incorrect_mask")
+    assert aa.face_pairs(a, b, min_height=100) == []  # the face is 80 px tall
