@@ -47,8 +47,13 @@ def read_primary(models_dir: Path, stem: str) -> Dict[str, Any]:
     """The int8 sidecar ``models_dir/stem.json``, checked by the agent's own reader."""
     from agent.model import ModelError, read_sidecar  # noqa: PLC0415
 
+    side = models_dir / f"{stem}.json"
+    if not side.is_file():  # the agent's message points at a config file, which this command has none of
+        stems = sorted(p.stem for p in models_dir.glob("*.json") if not p.name.endswith((".parity.json", ".fp16.json")))
+        raise ConvertError(f"{side}: model sidecar not found (--stem {stem}, --models-dir {models_dir})\n  fix: give the"
+                           f" stem of an int8 model pair there{': ' + ', '.join(stems) if stems else ''}")
     try:
-        return read_sidecar(models_dir / f"{stem}.json")
+        return read_sidecar(side)
     except ModelError as exc:
         raise ConvertError(str(exc)) from None
 

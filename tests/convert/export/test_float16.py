@@ -123,9 +123,11 @@ def test_a_missing_float_master_names_the_file_and_key_and_writes_nothing(int8_d
     assert sorted(p.name for p in int8_dir.iterdir()) == before
 
 
-def test_an_unknown_stem_names_the_sidecar(tmp_path):
+def test_an_unknown_stem_names_the_sidecar_and_the_stems_there(tmp_path, int8_dir):
     with pytest.raises(ConvertError, match="nope.json: model sidecar not found"):
         build(tmp_path, "nope")
+    with pytest.raises(ConvertError, match=r"--stem nope.*\n  fix: give the stem of an int8 model pair there: tiny$"):
+        build(int8_dir, "nope")
 
 
 def test_yunet_builds_the_float16_variant_when_asked():
