@@ -122,7 +122,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     from convert.export.sidecar import check_sidecar_fields, write_model_pair  # noqa: PLC0415
 
     side = rep.load_sidecar_template(a.sidecar_template, a)
-    check_sidecar_fields(side, str(a.sidecar_template or "flags"))
+    check_sidecar_fields(side, str(a.sidecar_template) if a.sidecar_template else "no --sidecar-template, so the flags (--kind ...)")
     model = rep.load_source_model(a.model)
     side.setdefault("provenance", {}).update(
         {"source_model": side.get("provenance", {}).get("source_model", a.model.name),

@@ -126,3 +126,14 @@ def test_pass_through_command_user_error_is_one_line_exit_2(tmp_path, capsys):
     assert f"maskwatch-convert landmark-classifier: error: --crops {missing}" in err
     assert "classifier-data" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_without_a_template_names_the_missing_flag(tmp_path, capsys):
+    """No --sidecar-template and no --kind: the message says the fields come from the flags, and which."""
+    models = tmp_path / "models"
+    models.mkdir()
+    rc = main(["quantize", str(tmp_path / "m.keras"), "--stem", "x", "--images", str(images(tmp_path)), "--models-dir", str(models)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no --sidecar-template, so the flags (--kind ...): missing required field 'kind'" in err and "Traceback" not in err
+    assert list(models.iterdir()) == []
