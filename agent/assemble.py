@@ -28,17 +28,24 @@ def load_models(cfg: Config) -> Tuple[FaceDetector, MaskClassifier]:
     # runtime.precision picks each model's variant (timing them when auto); the choice is logged.
     detector = choose_model(cfg.detector.model, "detector", threads, cfg.runtime.precision).model
     classifier = choose_model(cfg.classifier.model, "classifier", threads, cfg.runtime.precision).model
-    return FaceDetector(cfg.detector, threads, model=detector), MaskClassifier(cfg.classifier, threads, model=classifier)
+    models = FaceDetector(cfg.detector, threads, model=detector), MaskClassifier(cfg.classifier, threads, model=classifier)
+    check_alert_labels(cfg, models[1])  # here too, so check-config and every tool find it, not only `run`
+    return models
+
+
+def check_alert_labels(cfg: Config, classifier: MaskClassifier) -> None:
+    """`alerts.labels` must name the classifier's face labels: a name it never gives would never alert."""
+    unknown = [label for label in cfg.alerts.labels if label not in classifier.face_labels]
+    if unknown:
+        raise UsageError(f"{cfg.source_file}: `alerts.labels`: {unknown} not among the classifier's labels"
+                         f" {classifier.face_labels}\n  fix: use those names")
 
 
 def build_pipeline(cfg: Config, publisher: Publisher,
                    models: Optional[Tuple[FaceDetector, MaskClassifier]] = None) -> Pipeline:
     """Wire the stages a config describes around loaded models."""
     detector, classifier = models or load_models(cfg)
-    unknown = [label for label in cfg.alerts.labels if label not in classifier.face_labels]
-    if unknown:
-        raise UsageError(f"{cfg.source_file}: `alerts.labels`: {unknown} not among the classifier's labels"
-                         f" {classifier.face_labels}\n  fix: use those names")
+    check_alert_labels(cfg, classifier)
     versions = {detector.model.name: detector.model.version, classifier.model.name: classifier.model.version}
     preview = PreviewServer(cfg.preview, cfg.runtime.camera) if cfg.preview.enabled else None
     return Pipeline(detector, classifier, Tracker(cfg.tracker, thresholds=cfg.classifier.thresholds), AlertPolicy(cfg.alerts, cfg.runtime.camera, versions),

@@ -33,6 +33,7 @@ def _set(path, value):
     ("classifier", "output.temperature", 0.0, "output.temperature must be > 0"),
     ("classifier", "output.name", "probs", "output.name 'probs' is not in"),
     ("classifier", "labels", None, "missing key `labels`"),
+    ("classifier", "labels", ["mask", "no_mask"], "`labels` has 2 names but the model's `logits` output gives 4 values"),
     ("classifier", "output", None, "missing key `output`"),
     ("face_detector_yunet", "decoding.type", "yolo", "'yolo' is not a known detector family"),
     ("face_detector_yunet", "decoding.nms", None, "missing key `decoding.nms`"),
@@ -57,3 +58,14 @@ def test_a_swapped_model_with_a_bad_sidecar_is_one_clear_error(tmp_path, capsys,
     assert main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert says in err and str(models[kind]) in err and "fix:" in err and "Traceback" not in err
+
+
+def test_alert_labels_the_classifier_never_gives_are_one_clear_error(tmp_path, capsys, models_config):
+    """`alerts.labels` naming a label the classifier does not have would never alert: check-config
+    says so (it was caught only when `run` built its pipeline)."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(models_config.read_text() + "alerts:\n  labels: [no_mask, nomask]\n")
+    assert main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "`alerts.labels`: ['nomask'] not among the classifier's labels" in err and "fix:" in err
+    assert "Traceback" not in err
