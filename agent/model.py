@@ -99,6 +99,15 @@ def read_sidecar(path: os.PathLike | str, kind: Optional[str] = None) -> Dict[st
     if problem is not None:
         raise ModelError(f"{p}: {problem}\n  fix: rebuild the model (maskwatch-convert) or restore this sidecar"
                          " from the release; its fields: docs/model-contract.md, agent/schemas/model.schema.json")
+    # What the schema cannot say: one value for all channels or one per channel, and no zero std
+    # (the pixel table would fail to broadcast, or divide by zero, at the first frame).
+    norm, channels = meta["input"]["normalization"], int(meta["input"]["channels"])
+    for key in ("mean", "std"):
+        if len(norm[key]) not in (1, channels):
+            raise ModelError(f"{p}: `input.normalization.{key}` has {len(norm[key])} values; it needs 1 or"
+                             f" `input.channels` ({channels})\n  fix: rebuild the model or restore this sidecar")
+    if any(float(v) == 0.0 for v in norm["std"]):
+        raise ModelError(f"{p}: `input.normalization.std` has a 0\n  fix: rebuild the model or restore this sidecar")
     return meta
 
 
@@ -303,14 +312,20 @@ def load_model(
 
     mi = meta["input"]
     want_shape = [int(mi["height"]), int(mi["width"]), int(mi.get("channels", 3))]
+    resized = False
     try:
         interpreter = make_interpreter()
         inputs = interpreter.get_input_details()
         if len(inputs) == 1 and -1 in [int(v) for v in inputs[0].get("shape_signature", [])[1:3]]:
             # Height and width left open (an adaptive detector): the sidecar's size is the default.
+            resized = True
             interpreter.resize_tensor_input(int(inputs[0]["index"]), [1, *want_shape], strict=True)
         interpreter.allocate_tensors()
     except Exception as exc:  # the runtime reports corrupt flatbuffers with assorted types
+        if resized:  # the file loaded; the size the sidecar asks for is what the graph cannot take
+            raise ModelError(f"{sidecar_path}: the model cannot run at `input.height` x `input.width`"
+                             f" {want_shape[0]}x{want_shape[1]} ({exc})\n  fix: restore the sidecar built with"
+                             f" {model_path.name} (maskwatch-convert writes both)") from None
         raise ModelError(f"{model_path}: not a loadable TFLite model ({exc})\n  fix: rebuild it or"
                          " restore it from the release, with its sidecar") from None
     inputs = interpreter.get_input_details()

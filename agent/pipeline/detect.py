@@ -134,6 +134,11 @@ class FaceDetector:
             missing = sorted(set(self.decoder.outputs) - set(meta["outputs"]))
             if missing:
                 raise ValueError(f"`outputs` lacks {', '.join(missing)} (the {self.decoding.get('type')} family's)")
+            for name in self.decoder.outputs:  # the shapes were matched to the model file when it loaded
+                rows = int(meta["outputs"][name]["shape"][1])
+                if rows != self.decoder.rows:
+                    raise ValueError(f"the decoding gives {self.decoder.rows} cells at {self.width}x{self.height}"
+                                     f" but `outputs.{name}` has {rows} (check `decoding.strides` / `decoding.anchors`)")
             adj = self.decoding.get("box_adjust") or {}
             self.box_adjust = (float(adj.get("dx", 0.0)), float(adj.get("dy", 0.0)),
                                float(adj.get("sw", 1.0)), float(adj.get("sh", 1.0)))

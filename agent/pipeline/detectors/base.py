@@ -22,6 +22,7 @@ class Decoder(Protocol):
     """One detector family's decoding, built from the sidecar's ``decoding`` and the input size."""
 
     outputs: Sequence[str]  # the logical output names it reads
+    rows: int  # cells or anchors it decodes at this input size: each output's second dimension
     keypoint_names: List[str]
     default_min_score: float
     default_iou: float

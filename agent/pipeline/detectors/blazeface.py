@@ -150,6 +150,7 @@ class Decoder:
     def __init__(self, decoding: Mapping[str, Any], input_wh: Tuple[int, int]) -> None:
         self.decoding: Dict[str, Any] = dict(decoding)
         self.anchors = generate_anchors(self.decoding["anchors"])
+        self.rows = len(self.anchors)
         if len(self.anchors) != int(self.decoding.get("num_boxes", len(self.anchors))):
             raise ValueError(f"{len(self.anchors)} anchors from `decoding.anchors` but `decoding.num_boxes` is"
                              f" {self.decoding.get('num_boxes')}")

@@ -62,6 +62,7 @@ class Decoder:
         self.default_iou = float(decoding["nms"]["iou_threshold"])
         self.nms_method = nms.method_of(decoding, "hard")  # OpenCV's, the authors'
         self.cells, self.steps = grid(int(input_wh[0]), int(input_wh[1]), strides)
+        self.rows = len(self.cells)
 
     def decode(self, read: OutputReader, raw: Mapping[str, np.ndarray], min_score: float, iou: float) -> Decoded:
         """Faces of one input: boxes (N, 4) x1y1x2y2, scores (N,), keypoints (N, K, 2), input pixels."""

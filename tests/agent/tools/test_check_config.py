@@ -38,6 +38,10 @@ def _set(path, value):
     ("face_detector_yunet", "decoding.type", "yolo", "'yolo' is not a known detector family"),
     ("face_detector_yunet", "decoding.nms", None, "missing key `decoding.nms`"),
     ("face_detector_yunet", "decoding.strides", [8, 16, 0], "decoding.strides"),
+    ("face_detector_yunet", "decoding.strides", [8, 16], "the decoding gives 1600 cells at 320x256 but `outputs.scores` has 1680"),
+    ("face_detector_yunet", "input.width", 300, "the model cannot run at `input.height` x `input.width` 256x300"),
+    ("face_detector_yunet", "input.normalization.mean", [0, 0], "`input.normalization.mean` has 2 values; it needs 1 or `input.channels` (3)"),
+    ("face_detector_yunet", "input.normalization.std", [0, 1, 1], "`input.normalization.std` has a 0"),
     ("face_detector_door", "decoding.num_boxes", 100, "`decoding.num_boxes` is 100"),
     ("face_detector_door", "decoding.anchors", None, "missing key `decoding.anchors`"),
 ])
