@@ -106,6 +106,9 @@ class MaskClassifier:
             raise ModelError(f"{self.model.sidecar_path}: `labels` has {len(self.labels)} names but the model's"
                              f" `{self.output_name}` output gives {int(shape[-1])} values\n  fix: restore the sidecar"
                              " that was built with this model (maskwatch-convert writes both)")
+        if len(set(self.labels)) != len(self.labels) or not self.non_face <= set(self.labels):
+            raise ModelError(f"{self.model.sidecar_path}: `labels` {self.labels} must be distinct and hold every"
+                             f" `non_face_labels` {sorted(self.non_face)}\n  fix: restore the sidecar built with this model")
         if self.temperature <= 0 or not math.isfinite(self.temperature):
             raise ModelError(f"{self.model.sidecar_path}: output.temperature must be > 0\n  fix: rebuild")
         self._rgb = str(meta["input"].get("color", "RGB")).upper() == "RGB"
