@@ -66,8 +66,10 @@ class SourceConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.width <= 0 or self.height <= 0:
-            raise ValueError("width and height must be positive")
+        if self.width <= 0:  # one key per message: the config loader points at the key it starts with
+            raise ValueError("width must be positive")
+        if self.height <= 0:
+            raise ValueError("height must be positive")
         if self.fps <= 0:
             raise ValueError("fps must be positive")
         if not 0 < self.reopen_min_s <= self.reopen_max_s:

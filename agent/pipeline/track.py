@@ -46,8 +46,13 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.iou_threshold < 1.0:
             raise ValueError("iou_threshold must be between 0 and 1")
-        if self.max_missed < 0 or self.min_hits < 1 or self.window < 1:
-            raise ValueError("max_missed must be >= 0, min_hits and window >= 1")
+        # one message per key: the config loader points at the key a message starts with
+        if self.max_missed < 0:
+            raise ValueError("max_missed must be >= 0")
+        if self.min_hits < 1:
+            raise ValueError("min_hits must be >= 1")
+        if self.window < 1:
+            raise ValueError("window must be >= 1")
         if self.max_centre_distance < 0:
             raise ValueError("max_centre_distance must be >= 0")
 

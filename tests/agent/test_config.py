@@ -219,3 +219,18 @@ def test_check_config_cli_reports_without_traceback(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "did you mean `min_score`?" in r.stderr and f"{p}:2" in r.stderr
+
+
+@pytest.mark.parametrize("text,key", [
+    ("tracker:\n  window: 0\n", "tracker.window"),
+    ("tracker:\n  min_hits: 0\n", "tracker.min_hits"),
+    ("tracker:\n  max_missed: -1\n", "tracker.max_missed"),
+    ("source:\n  height: 0\n", "source.height"),
+])
+def test_a_section_check_points_at_the_key_it_is_about(tmp_path, text, key):
+    """A section's own check names the key at fault (tracker.window 0 was reported as max_missed)."""
+    p = tmp_path / "config.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load(p)
+    assert f"`{key}`" in str(exc.value)
