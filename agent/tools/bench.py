@@ -111,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size) if args.size else None
     if args.distinct < 1:
         raise UsageError("--distinct must be at least 1")
+    if args.frames < 1:  # nothing timed: the table would print a negative frame rate
+        raise UsageError(f"--frames {args.frames}: must be at least 1 (default 300)")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup {args.warmup}: must be 0 or more (default 20)")
+    if any(not 1 <= t <= 64 for t in args.threads):
+        raise UsageError(f"--threads {' '.join(map(str, args.threads))}: each must be between 1 and 64")
     keep: Optional[Callable[[np.ndarray], bool]] = None
     if args.max_faces is not None:
         if args.max_faces < 1:

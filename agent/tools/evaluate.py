@@ -210,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
         if not 0 < args.iou <= 1:
             raise EvaluateError(f"--iou {args.iou:g}: give the least overlap of a detection with an annotated face,"
                                 f" more than 0 and at most 1 ({MATCH_IOU} is the usual rule)")
+        if not 0 <= args.min_size < 1e5:  # also refuses nan
+            raise EvaluateError(f"--min-size {args.min_size:g}: give the face height in pixels from which the second"
+                                " block counts faces, 0 or more (40 is the usual line)")
         if args.stream is not None and not 0 < args.stream <= 60:
             raise EvaluateError(f"--stream {args.stream:g}: give the seconds of clip per photo, more than 0 and at"
                                 f" most 60 (a few seconds is what a person spends in view)")

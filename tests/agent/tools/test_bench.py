@@ -48,6 +48,9 @@ def test_bench_times_real_frames_fitted_to_a_camera_with_at_most_n_faces(capsys,
     (["--size", "640"], "--size '640': expected WIDTHxHEIGHT"),
     (["--max-faces", "2"], "--max-faces needs --source"),
     (["--source", "x", "--max-faces", "0"], "--max-faces must be at least 1"),
+    (["--frames", "0"], "--frames 0: must be at least 1"),
+    (["--warmup", "-1"], "--warmup -1: must be 0 or more"),
+    (["--threads", "0"], "--threads 0: each must be between 1 and 64"),
 ])
 def test_bench_usage_errors_name_the_option(capsys, models_config, argv, message):
     assert main(["bench", "--config", str(models_config), "--frames", "2", "--threads", "1", *argv]) == 2

@@ -131,6 +131,7 @@ def test_bad_inputs_exit_2_with_one_line(capsys, tmp_path, astronaut, astronaut_
         (["--boxes", str(good), "--iou", "0", str(imgs)], "--iou 0: give the least overlap"),
         (["--boxes", str(good), "--iou", "1.5", str(imgs)], "--iou 1.5: give the least overlap"),
         (["--boxes", str(good), "--iou", "nan", str(imgs)], "--iou nan: give the least overlap"),
+        (["--boxes", str(good), "--min-size", "-5", str(imgs)], "--min-size -5: give the face height"),
     ]
     for args, msg in cases:
         rc, out, err = _evaluate(capsys, "--config", str(models_config), *args)
