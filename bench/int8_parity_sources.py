@@ -54,7 +54,9 @@ def kept_split(float_outs: Sequence[Any], flat: bytes, val_x: Sequence[np.ndarra
     the float one; ``float_outs`` are the float model's raw outputs for ``val_x`` (:func:`float_raw`)."""
     from agent.pipeline.detectors import blazeface
     from agent.pipeline.boxes import iou_matrix
-    from convert.export.parity import TfliteRunner, detect_raw, detector_outputs, greedy_match
+    from agent.pipeline.boxes import greedy_match
+    from convert.export.parity import detect_raw, detector_outputs
+    from convert.litert import TfliteRunner
 
     run = TfliteRunner(flat)
     anchors = blazeface.generate_anchors(dec["anchors"])
@@ -75,7 +77,8 @@ def kept_under_input_change(model: Any, float_outs: Sequence[Any], val_x: Sequen
     ``float_outs`` are its raw outputs for ``val_x`` unchanged (:func:`float_raw`)."""
     from agent.pipeline.detectors import blazeface
     from agent.pipeline.boxes import iou_matrix
-    from convert.export.parity import detect_raw, greedy_match
+    from agent.pipeline.boxes import greedy_match
+    from convert.export.parity import detect_raw
 
     anchors = blazeface.generate_anchors(dec["anchors"])
     n = kept = 0

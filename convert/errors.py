@@ -16,6 +16,32 @@ class ConvertError(Exception):
     """A user-caused conversion error; the message names the file, the key and the fix."""
 
 
+def int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``low``; anything else is a usage error (exit 2) naming the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
+def open_fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a score or overlap threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (exclusive)")
+    return value
+
+
 def run_command(prog: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
                 run: Callable[[argparse.Namespace], int], argv: Optional[Sequence[str]] = None) -> int:
     """A ``maskwatch-convert`` subcommand's ``main``: parse, run, and turn a user's error (a

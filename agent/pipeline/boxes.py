@@ -1,4 +1,5 @@
-"""Intersection over union of x1, y1, x2, y2 boxes: the one definition the tracker, NMS, scoring and convert/ share.
+"""Intersection over union of x1, y1, x2, y2 boxes: the one definition the tracker, NMS, scoring and convert/ share,
+and the one-to-one pairing by IoU that convert/'s parity and evaluation checks use.
 
 Two forms of the same rule: :func:`iou` for one pair in plain Python (the tracker and the scorer
 call it per pair, where numpy's per-call overhead would cost more than the arithmetic) and
@@ -8,7 +9,7 @@ empty in both (IoU 0), so degenerate boxes never match anything; a test holds th
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -42,4 +43,22 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-12)
 
 
-__all__ = ("iou", "iou_matrix")
+def greedy_match(iou: np.ndarray, threshold: float) -> List[Tuple[int, int]]:
+    """One-to-one pairs (i, j) by decreasing IoU, each with IoU >= threshold."""
+    pairs: List[Tuple[int, int]] = []
+    if iou.size == 0:
+        return pairs
+    order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
+    used_a, used_b = set(), set()
+    for i, j in order:
+        if iou[i, j] < threshold:
+            break
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(int(i))
+        used_b.add(int(j))
+        pairs.append((int(i), int(j)))
+    return pairs
+
+
+__all__ = ("greedy_match", "iou", "iou_matrix")

@@ -39,9 +39,9 @@ from agent.pipeline.crop import CropSpec, crop_face
 from agent.pipeline.boxes import iou  # the runtime's IoU: one definition for both sides
 from agent.pipeline.detectors import blazeface
 from agent.types import Box
-from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
+from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, decoding_fields, mediapipe_dir
 from convert.data.masks import is_frontal, load_mask_templates, paste_mask
-from convert.export.face_detector import decoding_fields
+from convert.errors import int_at_least
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 LABELS: Tuple[str, ...] = ("mask", "incorrect_mask", "no_mask", "not_face")
@@ -215,7 +215,7 @@ class FaceFinder:
     """
 
     def __init__(self, model_path: Path, min_score: float = 0.5) -> None:
-        from convert.export.parity import TfliteRunner  # noqa: PLC0415
+        from convert.litert import TfliteRunner  # noqa: PLC0415
 
         self._run = TfliteRunner(Path(model_path).read_bytes())
         # decoded as the agent decodes the short-range graph: its sidecar's decoding and anchors
@@ -650,7 +650,7 @@ def load_crops(path: Path) -> Tuple[CropSet, CropSet, Dict[str, object]]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding scenes-ilc2021/ and faces/ (default: ../shared/datasets)")
-    p.add_argument("--size", type=int, default=64, help="crop side in pixels (the classifier input)")
+    p.add_argument("--size", type=int_at_least(8), default=64, help="crop side in pixels (the classifier input)")
     p.add_argument("--scale", type=float, default=1.3, help="crop side / larger face-box side")
     p.add_argument("--shift-y", type=float, default=0.0, help="move the crop centre down by this many box heights")
     p.add_argument("--anchor", choices=("box", "keypoints"), default="box",

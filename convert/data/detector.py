@@ -625,7 +625,7 @@ def tflite_raw_detector(path: Path, mean: float = 127.5, std: float = 127.5, thr
 
     Outputs are found by shape: (1, N, 16) regressors, (1, N, 1) score logits.
     """
-    from convert.export.parity import TfliteRunner  # noqa: PLC0415 - only the labelling step needs it
+    from convert.litert import TfliteRunner  # noqa: PLC0415 - only the labelling step needs it
 
     runner = TfliteRunner(Path(path).read_bytes(), threads)
     if np.dtype(runner.inp["dtype"]) != np.float32:

@@ -28,7 +28,7 @@ from agent.model import ModelError, cv2_table, pixel_table, read_sidecar
 from agent.pipeline.classify import pick_label, softmax
 from convert.data import classifier as cd
 from convert.evaluate.card import update_card
-from convert.export.parity import TfliteRunner
+from convert.litert import TfliteRunner
 from convert.tf import tensorflow
 from convert.paths import REPO_ROOT
 
@@ -37,7 +37,7 @@ FACE_LABELS = cd.LABELS[:3]
 
 
 class Int8Classifier:
-    """The .tflite classifier through convert's one LiteRT runner (:class:`convert.export.parity.TfliteRunner`),
+    """The .tflite classifier through convert's one LiteRT runner (:class:`convert.litert.TfliteRunner`),
     fed uint8 crops through the agent's pixel table or normalized float crops; logits dequantized."""
 
     def __init__(self, tflite_bytes: bytes, threads: int = 1) -> None:

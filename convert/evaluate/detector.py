@@ -27,8 +27,7 @@ import numpy as np
 from agent.pipeline.detect import DetectorConfig, FaceDetector
 from agent.tools.scoring import MATCH_IOU, match_greedy, wilson
 from convert.data.detector import FACE_LABELS, Scene
-from agent.pipeline.boxes import iou_matrix
-from convert.export.parity import greedy_match
+from agent.pipeline.boxes import greedy_match, iou_matrix
 
 MIN_HEIGHT = 40.0
 LOW_SCORE = 0.02  # curve runs keep detections down to this score

@@ -19,54 +19,9 @@ import numpy as np
 from agent.pipeline.detect import letterbox as agent_letterbox
 from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
+from convert.ports.blazeface_keras import MIN_SCORE, decoding_fields
 
-# MediaPipe's face_detection_{short,full}_range graphs (mediapipe 0.10.21,
-# modules/face_detection/face_detection.pbtxt + the *_range_cpu.pbtxt options): SsdAnchorsCalculator
-# and TensorsToDetectionsCalculator options, verbatim names.
-ANCHORS: Dict[str, Dict[str, Any]] = {
-    "full": {
-        "num_layers": 1, "min_scale": 0.1484375, "max_scale": 0.75,
-        "input_size_height": 192, "input_size_width": 192,
-        "anchor_offset_x": 0.5, "anchor_offset_y": 0.5,
-        "strides": [4], "aspect_ratios": [1.0],
-        "fixed_anchor_size": True, "interpolated_scale_aspect_ratio": 0.0,
-        "reduce_boxes_in_lowest_layer": False,
-    },
-    "short": {
-        "num_layers": 4, "min_scale": 0.1484375, "max_scale": 0.75,
-        "input_size_height": 128, "input_size_width": 128,
-        "anchor_offset_x": 0.5, "anchor_offset_y": 0.5,
-        "strides": [8, 16, 16, 16], "aspect_ratios": [1.0],
-        "fixed_anchor_size": True, "interpolated_scale_aspect_ratio": 1.0,
-        "reduce_boxes_in_lowest_layer": False,
-    },
-}
-MIN_SCORE = {"full": 0.6, "short": 0.5}  # MediaPipe's min_score_thresh per graph
-KEYPOINT_NAMES = ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]
 MEAN, STD = 127.5, 127.5  # MediaPipe feeds BlazeFace pixels scaled to [-1, 1]
-
-
-def decoding_fields(variant: str, input_wh: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
-    """The sidecar ``decoding`` of a BlazeFace variant (MediaPipe's graph options), at its own input
-    or at ``input_wh`` (width, height) for the same graph rebuilt for another input size
-    (:func:`convert.ports.blazeface_keras.tflite_to_keras`): the anchor grid and the decoding scale follow."""
-    a = dict(ANCHORS[variant])
-    if input_wh is not None:
-        a["input_size_width"], a["input_size_height"] = int(input_wh[0]), int(input_wh[1])
-    width, height = int(a["input_size_width"]), int(a["input_size_height"])
-    return {
-        "type": "blazeface",
-        "anchors": a,
-        "num_boxes": len(blazeface.generate_anchors(a)),
-        "box_format": "xywh_center",
-        "scale": [width, height, width, height],  # raw offsets are in input pixels
-        "num_keypoints": 6, "keypoint_offset": 4,
-        "keypoint_names": list(KEYPOINT_NAMES),
-        "score_activation": "sigmoid", "score_clipping": 100.0,
-        "nms": {"method": "weighted", "iou_threshold": blazeface.DEFAULT_NMS_IOU},
-        "default_min_score": 0.5,
-        "box_adjust": {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0},
-    }
 
 
 def sidecar_template(variant: str, source_name: str, source_sha256: str,
@@ -191,7 +146,9 @@ def fit_box_adjust(
     the few wrong matches; the IoU before/after on the same pairs is reported.
     """
     from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
-    from convert.export.parity import TfliteRunner, detector_outputs, detect_raw, greedy_match  # noqa: PLC0415
+    from agent.pipeline.boxes import greedy_match  # noqa: PLC0415
+    from convert.export.parity import detector_outputs, detect_raw  # noqa: PLC0415
+    from convert.litert import TfliteRunner  # noqa: PLC0415
 
     dec = sidecar["decoding"]
     size = int(sidecar["input"]["height"])
@@ -300,7 +257,8 @@ def corrected_int8(keras_model: Any, xs: Sequence[np.ndarray], fit_xs: Sequence[
     ``fit_xs``, anchors the float model scores >= ``min_score``; ``fit_float``: the Keras model's
     outputs on them when the caller has them already); the Keras model is left as it was.
     Returns (flat, what was fitted) or (the given flat, reason) when the graph has no such heads."""
-    from convert.export.parity import TfliteRunner, keras_outputs, detector_outputs  # noqa: PLC0415
+    from convert.export.parity import keras_outputs, detector_outputs  # noqa: PLC0415
+    from convert.litert import TfliteRunner  # noqa: PLC0415
     from convert.export.quantize import quantize_int8  # noqa: PLC0415
 
     if "regressors" not in float_outputs:
@@ -428,4 +386,4 @@ def build_face_detector(
     return report
 
 
-__all__ = ("sidecar_template", "build_face_detector", "fit_box_adjust", "box_adjust_from_pairs", "letterbox", "preprocess", "read_split", "ANCHORS")
+__all__ = ("sidecar_template", "build_face_detector", "fit_box_adjust", "box_adjust_from_pairs", "letterbox", "preprocess", "read_split")

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from convert.errors import ConvertError, run_command
+from convert.errors import ConvertError, int_at_least, run_command
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 from convert.tf import keras_module, tf_threads
 
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stem", required=True, help="the int8 model: models/STEM.json (e.g. face_detector_yunet, mask_classifier)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding scenes-ilc2021/ (parity on its val split)")
-    p.add_argument("--val-images", type=int, default=None, help="limit the val scenes of the parity row")
+    p.add_argument("--val-images", type=int_at_least(1), default=None, help="limit the val scenes of the parity row")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow / LiteRT threads")
 
 
@@ -154,7 +154,8 @@ def classifier_parity(keras_model: Any, flat: bytes, side: Dict[str, Any], data_
 def build(models_dir: Path, stem: str, data_root: Path = DEFAULT_DATA_ROOT, val_images: Optional[int] = None,
           threads: int = 2, log: Callable[[str], None] = print) -> Path:
     """Build, score and write the float16 variant of ``models_dir/stem.json``; returns its sidecar path."""
-    from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
+    from convert.export.parity import write_parity_report  # noqa: PLC0415
+    from convert.litert import latency_ms  # noqa: PLC0415
     from convert.export.quantize import open_input_size, quantize_float16  # noqa: PLC0415
     from convert.export.sidecar import write_model_pair  # noqa: PLC0415
 

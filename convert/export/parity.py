@@ -7,71 +7,17 @@ Latency is measured with LiteRT (the runtime the agent uses): median of many inv
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.pipeline.boxes import iou_matrix
+from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.classify import softmax
 from agent.pipeline.detectors import blazeface, nms
 from convert.errors import ConvertError
-from convert.export.sidecar import litert_interpreter, write_files_atomically
-
-
-class TfliteRunner:
-    """Runs a TFLite model on float (preprocessed) inputs; outputs dequantized, keyed by shape."""
-
-    def __init__(self, tflite_bytes: bytes, threads: int = 1) -> None:
-        self.it = litert_interpreter(tflite_bytes, threads)
-        self.inp = self.it.get_input_details()[0]
-        self.outs = self.it.get_output_details()
-
-    def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        dt = np.dtype(self.inp["dtype"])
-        if dt == np.float32:
-            return x.astype(np.float32)
-        scale, zero = self.inp["quantization"]
-        info = np.iinfo(dt)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dt)
-
-    def __call__(self, x: np.ndarray) -> Dict[Tuple[int, ...], np.ndarray]:
-        """One (1, H, W, C) float batch -> {output shape: float output}."""
-        self.it.set_tensor(self.inp["index"], self.quantize_input(x))
-        self.it.invoke()
-        return {tuple(int(d) for d in o["shape"]): v for o, v in zip(self.outs, self.outputs())}
-
-    def outputs(self) -> List[np.ndarray]:
-        """The last invoke's outputs, in the model's output order, dequantized to float32."""
-        res = []
-        for o in self.outs:
-            v = self.it.get_tensor(o["index"])
-            if np.dtype(o["dtype"]) != np.float32:
-                scale, zero = o["quantization"]
-                v = (v.astype(np.float32) - zero) * scale
-            res.append(v.astype(np.float32))
-        return res
-
-
-def latency_ms(tflite_bytes: bytes, threads: Sequence[int] = (1, 2), runs: int = 300, warmup: int = 20,
-               input_shape: Optional[Sequence[int]] = None) -> Dict[str, float]:
-    """Median LiteRT invoke time in ms for each thread count (input: zeros; time excludes I/O), at
-    ``input_shape`` for a model that leaves its input size open."""
-    res: Dict[str, float] = {}
-    for n in threads:
-        it = litert_interpreter(tflite_bytes, n, input_shape)
-        inp = it.get_input_details()[0]
-        it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-        for _ in range(warmup):
-            it.invoke()
-        times = np.empty(runs)
-        for k in range(runs):
-            t0 = time.perf_counter()
-            it.invoke()
-            times[k] = time.perf_counter() - t0
-        res[f"threads_{n}"] = round(float(np.median(times)) * 1000.0, 4)
-    return res
+from convert.export.sidecar import write_files_atomically
+from convert.litert import TfliteRunner, latency_ms
 
 
 def keras_outputs(keras_model: Any, x: np.ndarray) -> List[np.ndarray]:
@@ -128,24 +74,6 @@ def classifier_parity(
         report["accuracy_float"] = round(float(np.mean(top_f == y)), 5)
         report["accuracy_int8"] = round(float(np.mean(top_q == y)), 5)
     return report
-
-
-def greedy_match(iou: np.ndarray, threshold: float) -> List[Tuple[int, int]]:
-    """One-to-one pairs (i, j) by decreasing IoU, each with IoU >= threshold."""
-    pairs: List[Tuple[int, int]] = []
-    if iou.size == 0:
-        return pairs
-    order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
-    used_a, used_b = set(), set()
-    for i, j in order:
-        if iou[i, j] < threshold:
-            break
-        if i in used_a or j in used_b:
-            continue
-        used_a.add(int(i))
-        used_b.add(int(j))
-        pairs.append((int(i), int(j)))
-    return pairs
 
 
 def detector_outputs(decoding: Mapping[str, Any], outs: Mapping[Tuple[int, ...], np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
@@ -289,8 +217,5 @@ __all__ = (
     "classifier_parity",
     "detector_parity",
     "write_parity_report",
-    "latency_ms",
-    "TfliteRunner",
-    "greedy_match",
     "keras_outputs",
 )

@@ -13,11 +13,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from convert.errors import ConvertError
+from convert.litert import tflite_io
 from convert.export.quantize import tensorflow_version
 
 SCHEMA = "maskwatch-model/1"
@@ -45,32 +46,6 @@ CLASSIFIER_FIELDS: Tuple[str, ...] = ("labels", "output.name", "output.activatio
 
 # ---------------------------------------------------------------------------------------------
 # Reading a converted model back
-
-
-def litert_interpreter(tflite_bytes: bytes, threads: int = 1, input_shape: Optional[Sequence[int]] = None) -> Any:
-    """An allocated LiteRT interpreter of a flatbuffer; one whose single input leaves dimensions open
-    (-1 in its signature) is first sized to ``input_shape`` (the sidecar's)."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
-
-    it = Interpreter(model_content=bytes(tflite_bytes), num_threads=threads)
-    inputs = it.get_input_details()
-    if len(inputs) == 1 and input_shape is not None and -1 in [int(v) for v in inputs[0].get("shape_signature", [])]:
-        it.resize_tensor_input(int(inputs[0]["index"]), [int(v) for v in input_shape], strict=True)
-    it.allocate_tensors()
-    return it
-
-
-def tflite_io(tflite_bytes: bytes, input_shape: Optional[Sequence[int]] = None) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    """Input and output tensor details of a TFLite flatbuffer, read with LiteRT (sized to
-    ``input_shape`` if it leaves input dimensions open, see :func:`litert_interpreter`)."""
-    try:
-        it = litert_interpreter(tflite_bytes, 1, input_shape)
-    except (ValueError, RuntimeError) as exc:
-        raise ConvertError(f"not a valid TFLite model: {exc}") from exc
-    inputs = it.get_input_details()
-    if len(inputs) != 1:
-        raise ConvertError(f"the model has {len(inputs)} inputs; maskwatch models take one image")
-    return inputs[0], list(it.get_output_details())
 
 
 def quant_dict(detail: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
@@ -248,9 +223,7 @@ __all__ = (
     "check_sidecar_fields",
     "fill_sidecar",
     "quant_dict",
-    "litert_interpreter",
     "require_models_dir",
-    "tflite_io",
     "write_files_atomically",
     "write_model_pair",
 )

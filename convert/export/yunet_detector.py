@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from agent.pipeline.detect import adaptive_input_size
-from convert.errors import ConvertError, run_command
+from convert.errors import ConvertError, open_fraction, run_command
 from convert.tf import tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD, help="float master, reports and figures")
     p.add_argument("--calibration-images", type=int, default=300, help="train scenes in the representative set")
     p.add_argument("--parity-images", type=int, default=40, help="val scenes for the check against cv2.FaceDetectorYN")
-    p.add_argument("--min-score", type=float, default=0.5, help="the sidecar's default_min_score")
+    p.add_argument("--min-score", type=open_fraction, default=0.5, help="the sidecar's default_min_score")
     from agent.pipeline.detectors.nms import METHODS  # noqa: PLC0415
     from convert.ports.yunet_keras import NMS_IOU, NMS_METHOD  # noqa: PLC0415
 
@@ -98,7 +98,7 @@ def fit_box_adjust(model: Any, scenes: Sequence[Any], load: Callable[[Any], np.n
     from convert.evaluate import detector as de  # noqa: PLC0415
     from convert.export.face_detector import box_adjust_from_pairs  # noqa: PLC0415
     from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
-    from convert.export.parity import greedy_match  # noqa: PLC0415
+    from agent.pipeline.boxes import greedy_match  # noqa: PLC0415
 
     det = de.make_detector(model, min_score)
     det.box_adjust = (0.0, 0.0, 1.0, 1.0)
@@ -264,7 +264,8 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.evaluate import detector as de  # noqa: PLC0415
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
     from convert.data.detector import read_scenes  # noqa: PLC0415
-    from convert.export.parity import latency_ms, write_parity_report  # noqa: PLC0415
+    from convert.export.parity import write_parity_report  # noqa: PLC0415
+    from convert.litert import latency_ms  # noqa: PLC0415
     from convert.export.quantize import open_input_size, quantize_int8  # noqa: PLC0415
     from convert.export.sidecar import require_models_dir, write_model_pair  # noqa: PLC0415
     from convert.train.detector import bgr_loader  # noqa: PLC0415

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
 from convert.fetch import pip_download
 from convert.ports.graph import FUSED, Graph, layer_name, layers, options
@@ -37,6 +38,53 @@ MODEL_FILES = {
 }
 # The landmark graph whose trunk convert.ports.landmark_keras reuses as a classifier backbone.
 LANDMARK_FILE = "mediapipe/modules/face_landmark/face_landmark.tflite"
+
+# MediaPipe's face_detection_{short,full}_range graphs (mediapipe 0.10.21,
+# modules/face_detection/face_detection.pbtxt + the *_range_cpu.pbtxt options): SsdAnchorsCalculator
+# and TensorsToDetectionsCalculator options, verbatim names.
+ANCHORS: Dict[str, Dict[str, Any]] = {
+    "full": {
+        "num_layers": 1, "min_scale": 0.1484375, "max_scale": 0.75,
+        "input_size_height": 192, "input_size_width": 192,
+        "anchor_offset_x": 0.5, "anchor_offset_y": 0.5,
+        "strides": [4], "aspect_ratios": [1.0],
+        "fixed_anchor_size": True, "interpolated_scale_aspect_ratio": 0.0,
+        "reduce_boxes_in_lowest_layer": False,
+    },
+    "short": {
+        "num_layers": 4, "min_scale": 0.1484375, "max_scale": 0.75,
+        "input_size_height": 128, "input_size_width": 128,
+        "anchor_offset_x": 0.5, "anchor_offset_y": 0.5,
+        "strides": [8, 16, 16, 16], "aspect_ratios": [1.0],
+        "fixed_anchor_size": True, "interpolated_scale_aspect_ratio": 1.0,
+        "reduce_boxes_in_lowest_layer": False,
+    },
+}
+MIN_SCORE = {"full": 0.6, "short": 0.5}  # MediaPipe's min_score_thresh per graph
+KEYPOINT_NAMES = ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]
+
+
+def decoding_fields(variant: str, input_wh: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+    """The sidecar ``decoding`` of a BlazeFace variant (MediaPipe's graph options), at its own input
+    or at ``input_wh`` (width, height) for the same graph rebuilt for another input size
+    (:func:`convert.ports.blazeface_keras.tflite_to_keras`): the anchor grid and the decoding scale follow."""
+    a = dict(ANCHORS[variant])
+    if input_wh is not None:
+        a["input_size_width"], a["input_size_height"] = int(input_wh[0]), int(input_wh[1])
+    width, height = int(a["input_size_width"]), int(a["input_size_height"])
+    return {
+        "type": "blazeface",
+        "anchors": a,
+        "num_boxes": len(blazeface.generate_anchors(a)),
+        "box_format": "xywh_center",
+        "scale": [width, height, width, height],  # raw offsets are in input pixels
+        "num_keypoints": 6, "keypoint_offset": 4,
+        "keypoint_names": list(KEYPOINT_NAMES),
+        "score_activation": "sigmoid", "score_clipping": 100.0,
+        "nms": {"method": "weighted", "iou_threshold": blazeface.DEFAULT_NMS_IOU},
+        "default_min_score": 0.5,
+        "box_adjust": {"dx": 0.0, "dy": 0.0, "sw": 1.0, "sh": 1.0},
+    }
 
 
 def tflite_to_keras(data: bytes, source: str = "model", name: str = "blazeface",
@@ -248,7 +296,7 @@ def check_images(images_dir: Optional[Path], n_images: int) -> List[np.ndarray]:
 def parity_vs_tflite(model: Any, data: bytes, images_dir: Optional[Path], n_images: int = 8) -> Dict[str, Any]:
     """Max |Keras - original tflite| over both outputs on real images, each stretched to the input."""
     import cv2  # noqa: PLC0415
-    from convert.export.parity import TfliteRunner  # noqa: PLC0415
+    from convert.litert import TfliteRunner  # noqa: PLC0415
 
     run = TfliteRunner(data)
     h, w = int(run.inp["shape"][1]), int(run.inp["shape"][2])
@@ -292,4 +340,5 @@ def load_keras(path: Path | str) -> Any:
     return keras.saving.load_model(str(path), compile=False)
 
 
-__all__ = ("tflite_to_keras", "parity_vs_tflite", "check_images", "load_blazeface", "load_keras", "fetch_mediapipe", "model_path", "skip_blocks")
+__all__ = ("ANCHORS", "KEYPOINT_NAMES", "decoding_fields", "tflite_to_keras", "parity_vs_tflite", "check_images", "load_blazeface", "load_keras",
+           "fetch_mediapipe", "model_path", "skip_blocks")

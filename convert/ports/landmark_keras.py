@@ -42,7 +42,7 @@ import numpy as np
 from agent.model import sha256_of
 from convert.ports.blazeface_keras import LANDMARK_FILE, ensure_mediapipe, mediapipe_dir
 from convert.ports.graph import Graph, layer_name, layers, options
-from convert.errors import ConvertError
+from convert.errors import ConvertError, int_at_least
 from convert.tf import keras_module, tf_threads
 from convert.paths import REPO_ROOT
 
@@ -239,7 +239,7 @@ def face_crops(data_root: Path, n: int, size: int = NATIVE_SIZE, split: str = "v
 
 def _run_tflite(data: bytes, x: np.ndarray) -> Dict[Tuple[int, ...], np.ndarray]:
     """Original outputs (by shape) for a batch of float inputs, one invoke per image."""
-    from convert.export.parity import TfliteRunner  # noqa: PLC0415
+    from convert.litert import TfliteRunner  # noqa: PLC0415
 
     run = TfliteRunner(data)
     res: Dict[Tuple[int, ...], List[np.ndarray]] = {}
@@ -396,7 +396,7 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--mediapipe-dir", type=Path, default=None,
                    help="unpacked mediapipe 0.10.21 wheel (default: $MASKWATCH_MEDIAPIPE_DIR or .cache/, fetched there once by ensure_mediapipe)")
     p.add_argument("--crops", type=Path, required=True, help="crop cache made by python -m convert.data.classifier")
-    p.add_argument("--size", type=int, default=None, help="input size (default: the crops' size; else the crops are resized)")
+    p.add_argument("--size", type=int_at_least(8), default=None, help="input size (default: the crops' size; else the crops are resized)")
     p.add_argument("--stride", type=int, default=16, choices=sorted(CUTS), help="cut the trunk at this stride")
     p.add_argument("--backbone", default="landmark", choices=BACKBONES,
                    help="pretrained trunk: MediaPipe's face landmark net, or torchvision's ImageNet MobileNetV2 (see convert.ports.mobilenet_keras)")
@@ -406,11 +406,11 @@ def _arguments() -> argparse.ArgumentParser:
                    help="pooling of the trunk's features: gap (average), gdc (a learned weight per position) or two-view"
                         " (the trunk on the whole face at half the side and on its nose-mouth window; see build_classifier)")
     p.add_argument("--expand", type=int, default=0, help="1x1 conv to this many channels (+ReLU) before pooling; 0: none")
-    p.add_argument("--freeze-epochs", type=int, default=1, help="head-only epochs first")
+    p.add_argument("--freeze-epochs", type=int_at_least(0), default=1, help="head-only epochs first")
     p.add_argument("--head-lr", type=float, default=3e-3)
-    p.add_argument("--epochs", type=int, default=13, help="all-weights epochs after the head-only ones")
+    p.add_argument("--epochs", type=int_at_least(0), default=13, help="all-weights epochs after the head-only ones")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int_at_least(1), default=64)
     p.add_argument("--mixup", type=float, default=0.0, help="all-weights epochs: mix each crop with another of the batch, Beta(A, A) (0: off)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="all-weights epochs: soft targets (0: off)")
     p.add_argument("--seed", type=int, default=0)

@@ -187,7 +187,7 @@ def parity_vs_opencv(model: Any, onnx_path: Path, images: Sequence[np.ndarray], 
     """
     from agent.pipeline.detect import letterbox  # noqa: PLC0415
     from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
-    from convert.export.parity import greedy_match  # noqa: PLC0415
+    from agent.pipeline.boxes import greedy_match  # noqa: PLC0415
 
     h, w = (int(d) for d in model.inputs[0].shape[1:3])
     decoder = yunet_family.Decoder(decoding_fields(), (w, h))

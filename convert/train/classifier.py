@@ -297,7 +297,8 @@ def make_sidecar(
     ``source_model``: the provenance line for a model not trained from scratch (a pretrained backbone);
     ``n_representative``: how many train crops calibrated the int8 ranges.
     """
-    from convert.export.sidecar import quant_dict, tflite_io  # noqa: PLC0415
+    from convert.export.sidecar import quant_dict  # noqa: PLC0415
+    from convert.litert import tflite_io  # noqa: PLC0415
 
     tf = tensorflow()
     i, outs = tflite_io(tflite_bytes)

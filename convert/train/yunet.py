@@ -35,7 +35,7 @@ from agent.pipeline.boxes import iou_matrix
 from agent.pipeline.detectors.yunet import decode_boxes, grid
 from convert.data import detector as dd
 from convert.data.masks import load_mask_templates
-from convert.errors import ConvertError, run_command
+from convert.errors import ConvertError, int_at_least, run_command
 from convert.tf import tensorflow, tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -66,7 +66,7 @@ def label_keypoints(scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], on
     The scenes carry no keypoints, and synthetic masks are placed from them; the annotators' boxes
     are narrower than YuNet's, hence the loose pairing. Images are shrunk to ``max_side`` first.
     """
-    from convert.export.parity import greedy_match  # noqa: PLC0415
+    from agent.pipeline.boxes import greedy_match  # noqa: PLC0415
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
 
     found = 0
@@ -293,8 +293,8 @@ def choose_threshold(model: Any, holdout: Sequence[dd.Scene], max_false_per_imag
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default="320x256", help="input WIDTHxHEIGHT, multiples of 32")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
-    p.add_argument("--batch", type=int, default=TrainConfig.batch)
+    p.add_argument("--steps", type=int_at_least(1), default=TrainConfig.steps)
+    p.add_argument("--batch", type=int_at_least(1), default=TrainConfig.batch)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--box-loss", choices=["smooth_l1", "giou"], default=TrainConfig.box_loss)
     p.add_argument("--box-weight", type=float, default=TrainConfig.box_weight)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.pipeline.boxes import iou, iou_matrix
+from agent.pipeline.boxes import greedy_match, iou, iou_matrix
 
 
 def test_iou():
@@ -34,3 +34,14 @@ def test_pair_and_matrix_forms_agree_on_every_pair():
         for j in range(40):
             assert m[i, j] == pytest.approx(iou(boxes[i], boxes[j]), abs=1e-12)
     assert iou_matrix(boxes[0], boxes).shape == (1, 40)  # one box reads as a row
+
+
+def test_iou_matrix_and_greedy_match():
+    a = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
+    b = np.array([[20, 20, 30, 31], [0, 0, 10, 10], [100, 100, 110, 110]], float)
+    iou = iou_matrix(a, b)
+    assert iou.shape == (2, 3)
+    assert iou[0, 1] == pytest.approx(1.0) and iou[1, 0] == pytest.approx(100 / 110)
+    assert greedy_match(iou, 0.95) == [(0, 1)]
+    assert sorted(greedy_match(iou, 0.5)) == [(0, 1), (1, 0)]
+    assert greedy_match(iou_matrix(a[:0], b), 0.5) == []

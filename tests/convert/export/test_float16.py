@@ -14,7 +14,8 @@ tf = pytest.importorskip("tensorflow")
 from convert.errors import ConvertError  # noqa: E402
 from convert.export.float16 import DEFAULT_DATA_ROOT, build, main, variant_sidecar  # noqa: E402
 from convert.export.quantize import quantize_float16, quantize_int8  # noqa: E402
-from convert.export.sidecar import tflite_io, write_model_pair  # noqa: E402
+from convert.export.sidecar import write_model_pair  # noqa: E402
+from convert.litert import tflite_io  # noqa: E402
 
 LABELS = ["mask", "incorrect_mask", "no_mask", "not_face"]
 

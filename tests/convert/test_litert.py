@@ -1,0 +1,47 @@
+"""convert.litert: convert/'s one LiteRT runner, on a real int8 flatbuffer quantized here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf
+pytest.importorskip("tensorflow")
+
+from convert.errors import ConvertError  # noqa: E402
+from convert.export.quantize import quantize_int8  # noqa: E402
+from convert.litert import TfliteRunner, latency_ms, tflite_io  # noqa: E402
+from tests.convert.export.tiny import rep, tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pair():
+    model = tiny_model()
+    return model, quantize_int8(model, rep())
+
+
+def test_tensor_details_and_a_corrupt_file(pair):
+    _, flat = pair
+    inp, outs = tflite_io(flat)
+    assert list(inp["shape"]) == [1, 16, 16, 3] and np.dtype(inp["dtype"]) == np.int8
+    assert sorted(tuple(o["shape"]) for o in outs) == [(1, 64, 1), (1, 64, 4)]
+    with pytest.raises(ConvertError, match="not a valid TFLite model"):
+        tflite_io(b"not a flatbuffer")
+
+
+def test_runner_gives_dequantized_outputs_by_shape_close_to_the_float_model(pair):
+    model, flat = pair
+    x = rep(1, seed=3)[0]
+    run = TfliteRunner(flat)
+    got = run(x)
+    assert set(got) == {(1, 64, 4), (1, 64, 1)} and all(v.dtype == np.float32 for v in got.values())
+    want = {tuple(np.asarray(o).shape): np.asarray(o) for o in model(x, training=False)}
+    for shape, v in got.items():
+        assert np.abs(v - want[shape]).max() < 0.1 * (np.abs(want[shape]).max() + 1e-6) + 0.05
+    assert [o.shape for o in run.outputs()] == [got[tuple(int(d) for d in o["shape"])].shape for o in run.outs]
+
+
+def test_latency_is_timed_per_thread_count(pair):
+    _, flat = pair
+    ms = latency_ms(flat, threads=(1, 2), runs=5, warmup=1)
+    assert set(ms) == {"threads_1", "threads_2"} and all(v > 0 for v in ms.values())
