@@ -1,0 +1,42 @@
+"""convert.errors: the flag types that turn a bad number into a usage error (exit 2), not a traceback
+or a run that silently does nothing."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from convert.errors import int_at_least, open_fraction
+
+
+def test_int_at_least():
+    assert int_at_least(1)("3") == 3 and int_at_least(0)("0") == 0
+    for bad, says in (("0", "0 is below 1"), ("-2", "-2 is below 1"), ("2.5", "'2.5' is not a whole number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            int_at_least(1)(bad)
+
+
+def test_open_fraction():
+    assert open_fraction("0.5") == 0.5
+    for bad in ("0", "1", "2", "nan", "-0.1", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            open_fraction(bad)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["classifier-data", "--size", "0"], "argument --size: 0 is below 8"),
+    (["yunet", "--min-score", "2"], "argument --min-score: 2 is not between 0 and 1"),
+    (["train-yunet", "--steps", "0"], "argument --steps: 0 is below 1"),
+    (["landmark-classifier", "--crops", "x", "--epochs", "-1"], "argument --epochs: -1 is below 0"),
+    (["float16", "--stem", "x", "--val-images", "-3"], "argument --val-images: -3 is below 1"),
+])
+def test_commands_refuse_numbers_that_would_break_or_skip_the_work(argv, says, capsys):
+    """Each used to start: --size 0 died in a ZeroDivisionError, --min-score 2 in a ModelError
+    traceback after the export, --steps 0 and --epochs -1 trained nothing, --val-images -3 rebuilt
+    the shipped float16 variant on a slice of val."""
+    from convert.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and says in capsys.readouterr().err
