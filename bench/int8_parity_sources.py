@@ -53,8 +53,7 @@ def kept_split(float_outs: Sequence[Any], flat: bytes, val_x: Sequence[np.ndarra
     """(float detections, kept at IoU >= 0.9) for int8 outputs, and for each int8 output swapped for
     the float one; ``float_outs`` are the float model's raw outputs for ``val_x`` (:func:`float_raw`)."""
     from agent.pipeline.detectors import blazeface
-    from agent.pipeline.boxes import iou_matrix
-    from agent.pipeline.boxes import greedy_match
+    from agent.pipeline.boxes import greedy_match, iou_matrix
     from convert.export.parity import detect_raw, detector_outputs
     from convert.litert import TfliteRunner
 
@@ -76,8 +75,7 @@ def kept_under_input_change(model: Any, float_outs: Sequence[Any], val_x: Sequen
     """(float detections, kept at IoU >= 0.9) when the float model's input is ``change(x)``;
     ``float_outs`` are its raw outputs for ``val_x`` unchanged (:func:`float_raw`)."""
     from agent.pipeline.detectors import blazeface
-    from agent.pipeline.boxes import iou_matrix
-    from agent.pipeline.boxes import greedy_match
+    from agent.pipeline.boxes import greedy_match, iou_matrix
     from convert.export.parity import detect_raw
 
     anchors = blazeface.generate_anchors(dec["anchors"])

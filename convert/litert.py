@@ -61,12 +61,13 @@ class TfliteRunner:
 
     def __call__(self, x: np.ndarray) -> Dict[Tuple[int, ...], np.ndarray]:
         """One (1, H, W, C) float batch -> {output shape: float output}."""
-        self.it.set_tensor(self.inp["index"], self.quantize_input(x))
-        self.it.invoke()
-        return {tuple(int(d) for d in o["shape"]): v for o, v in zip(self.outs, self.outputs())}
+        return {tuple(int(d) for d in o["shape"]): v for o, v in zip(self.outs, self.invoke(self.quantize_input(x)))}
 
-    def outputs(self) -> List[np.ndarray]:
-        """The last invoke's outputs, in the model's output order, dequantized to float32."""
+    def invoke(self, tensor: np.ndarray) -> List[np.ndarray]:
+        """Outputs for an input already in the model's dtype (see :meth:`quantize_input`), in the
+        model's output order, dequantized to float32."""
+        self.it.set_tensor(self.inp["index"], tensor)
+        self.it.invoke()
         res = []
         for o in self.outs:
             v = self.it.get_tensor(o["index"])

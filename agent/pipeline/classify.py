@@ -99,12 +99,12 @@ class MaskClassifier:
         if self.output_name not in self.model.output_index:
             raise ModelError(f"{self.model.sidecar_path}: output.name {self.output_name!r} is not in"
                              " `outputs`\n  fix: rebuild the model")
-        index = self.model.output_index[self.output_name]
-        shape = next(d["shape"] for d in self.model.interpreter.get_output_details() if d["index"] == index)
-        if int(shape[-1]) != len(self.labels):
-            # one label per output value: a mismatch would label faces by the wrong index, or fail mid-run
+        # one label per output value (a mismatch would label faces by the wrong index, or fail mid-run);
+        # the sidecar's output shapes were matched to the model file when it loaded
+        width = int(meta["outputs"][self.output_name]["shape"][-1])
+        if width != len(self.labels):
             raise ModelError(f"{self.model.sidecar_path}: `labels` has {len(self.labels)} names but the model's"
-                             f" `{self.output_name}` output gives {int(shape[-1])} values\n  fix: restore the sidecar"
+                             f" `{self.output_name}` output gives {width} values\n  fix: restore the sidecar"
                              " that was built with this model (maskwatch-convert writes both)")
         if len(set(self.labels)) != len(self.labels) or not self.non_face <= set(self.labels):
             raise ModelError(f"{self.model.sidecar_path}: `labels` {self.labels} must be distinct and hold every"

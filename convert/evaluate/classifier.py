@@ -42,7 +42,6 @@ class Int8Classifier:
 
     def __init__(self, tflite_bytes: bytes, threads: int = 1) -> None:
         self.runner = TfliteRunner(tflite_bytes, threads)
-        self.interp, self.inp = self.runner.it, self.runner.inp
         if len(self.runner.outs) != 1:
             raise ModelError(f"a classifier has one output (logits); this model has {len(self.runner.outs)}")
 
@@ -50,8 +49,8 @@ class Int8Classifier:
         """(256, 3) table pixel -> input tensor value for a sidecar's ``input.normalization``:
         the agent's own table (:func:`agent.model.pixel_table`), so evaluation feeds the model what
         the agent feeds it."""
-        scale, zp = self.inp["quantization"]
-        return pixel_table(normalization, self.inp["dtype"], (float(scale), int(zp)))
+        scale, zp = self.runner.inp["quantization"]
+        return pixel_table(normalization, self.runner.inp["dtype"], (float(scale), int(zp)))
 
     def logits_uint8(self, x_uint8: np.ndarray, normalization: Mapping[str, Sequence[float]]) -> np.ndarray:
         """Logits for uint8 RGB crops (N, H, W, 3), turned into tensors as the agent's classifier does
@@ -62,12 +61,7 @@ class Int8Classifier:
 
     def _run(self, tensors: np.ndarray) -> np.ndarray:
         """Dequantized logits of input tensors already in the model's dtype, one invoke per crop."""
-        return np.concatenate([self._invoke(tensors[k : k + 1]) for k in range(len(tensors))])
-
-    def _invoke(self, tensor: np.ndarray) -> np.ndarray:
-        self.interp.set_tensor(self.inp["index"], tensor)
-        self.interp.invoke()
-        return self.runner.outputs()[0]
+        return np.concatenate([self.runner.invoke(tensors[k : k + 1])[0] for k in range(len(tensors))])
 
     def logits(self, x_norm: np.ndarray) -> np.ndarray:
         """Logits for normalized float crops (N, H, W, 3), one invoke per crop."""
@@ -76,14 +70,15 @@ class Int8Classifier:
     def latency_ms(self, x_norm: np.ndarray, runs: int = 300) -> float:
         """Median milliseconds of set_tensor + invoke for one crop."""
         q = self.runner.quantize_input(x_norm[:1])
+        it, index = self.runner.it, self.runner.inp["index"]
         for _ in range(20):
-            self.interp.set_tensor(self.inp["index"], q)
-            self.interp.invoke()
+            it.set_tensor(index, q)
+            it.invoke()
         times = []
         for _ in range(runs):
             t = time.perf_counter()
-            self.interp.set_tensor(self.inp["index"], q)
-            self.interp.invoke()
+            it.set_tensor(index, q)
+            it.invoke()
             times.append(time.perf_counter() - t)
         return float(np.median(times) * 1000)
 

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Seq
 import cv2
 import numpy as np
 
+from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.detect import letterbox as agent_letterbox
 from agent.pipeline.detectors import blazeface
 from convert.errors import ConvertError
@@ -145,8 +146,6 @@ def fit_box_adjust(
     annotated faces >= ``min_height`` px tall at IoU >= ``iou_threshold``. The medians are robust to
     the few wrong matches; the IoU before/after on the same pairs is reported.
     """
-    from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
-    from agent.pipeline.boxes import greedy_match  # noqa: PLC0415
     from convert.export.parity import detector_outputs, detect_raw  # noqa: PLC0415
     from convert.litert import TfliteRunner  # noqa: PLC0415
 
@@ -172,7 +171,6 @@ def fit_box_adjust(
 def box_adjust_from_pairs(d: np.ndarray, g: np.ndarray) -> Dict[str, Any]:
     """Median (dx, dy, sw, sh) mapping detected boxes ``d`` (N, 4) to their annotated boxes ``g``;
     medians are robust to the few wrong matches. Reports the IoU before/after on the same pairs."""
-    from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
 
     if len(d) < 20:
         raise ConvertError(f"box_adjust: only {len(d)} matched faces; need a larger training split")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.detect import adaptive_input_size
 from convert.errors import ConvertError, open_fraction, run_command
 from convert.tf import tf_threads
@@ -97,8 +98,6 @@ def fit_box_adjust(model: Any, scenes: Sequence[Any], load: Callable[[Any], np.n
     """box_adjust from the agent detector's faces (none applied) matched to annotated train faces."""
     from convert.evaluate import detector as de  # noqa: PLC0415
     from convert.export.face_detector import box_adjust_from_pairs  # noqa: PLC0415
-    from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
-    from agent.pipeline.boxes import greedy_match  # noqa: PLC0415
 
     det = de.make_detector(model, min_score)
     det.box_adjust = (0.0, 0.0, 1.0, 1.0)

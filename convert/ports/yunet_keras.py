@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.detectors import yunet as yunet_family
 from convert.errors import ConvertError
 from convert.tf import keras_module
@@ -186,8 +187,6 @@ def parity_vs_opencv(model: Any, onnx_path: Path, images: Sequence[np.ndarray], 
     differences over the pairs.
     """
     from agent.pipeline.detect import letterbox  # noqa: PLC0415
-    from agent.pipeline.boxes import iou_matrix  # noqa: PLC0415
-    from agent.pipeline.boxes import greedy_match  # noqa: PLC0415
 
     h, w = (int(d) for d in model.inputs[0].shape[1:3])
     decoder = yunet_family.Decoder(decoding_fields(), (w, h))

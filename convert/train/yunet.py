@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from agent.pipeline.boxes import iou_matrix
+from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.detectors.yunet import decode_boxes, grid
 from convert.data import detector as dd
 from convert.data.masks import load_mask_templates
@@ -66,7 +66,6 @@ def label_keypoints(scenes: Sequence[dd.Scene], images: Sequence[np.ndarray], on
     The scenes carry no keypoints, and synthetic masks are placed from them; the annotators' boxes
     are narrower than YuNet's, hence the loose pairing. Images are shrunk to ``max_side`` first.
     """
-    from agent.pipeline.boxes import greedy_match  # noqa: PLC0415
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
 
     found = 0
