@@ -34,7 +34,7 @@ DEFAULT_KERAS_DIR = REPO_ROOT / "build" / "keras"
 # the module exists, so this CLI does not depend on them.
 EXTERNAL: Dict[str, str] = {
     "train-classifier": "convert.train.classifier",
-    "landmark-classifier": "convert.ports.landmark_keras",
+    "landmark-classifier": "convert.train.landmark_classifier",
     "evaluate-classifier": "convert.evaluate.classifier",
     "classifier-data": "convert.data.classifier",
     "train-detector": "convert.train.detector",

@@ -1,6 +1,6 @@
 """Evaluate the int8 mask classifier on the ``val`` crops with LiteRT, draw figures, update the card.
 
-    python -m convert.evaluate.classifier [--model models/mask_classifier.tflite] [--keras build/classifier/mask_classifier.keras]
+    maskwatch-convert evaluate-classifier [--model models/mask_classifier.tflite] [--keras build/classifier/mask_classifier.keras]
 
 Measures per-class precision and recall with Wilson 95 % intervals, the confusion matrix, masked
 faces called ``no_mask``, faces dropped as ``not_face``, calibration (reliability diagram, ECE),
@@ -379,8 +379,12 @@ def _alert_lines(m: Dict[str, object]) -> List[str]:
             f"Chosen on the tuning fold ({m.get('tune_crops', 0)} crops of faces >= {TUNE_MIN_FACE_PX:g} px as the detector frames "
             "them, from held-out train images never trained on): **`classifier.thresholds: "
             f"{thresholds_words(m['thresholds'])}`**, the point alerting on the most incorrectly worn masks without alerting "
-            "on more masked faces than the arg-max. Incorrectly worn masks alerted (as `incorrect_mask` or `no_mask`) / "
-            f"masked faces falsely alerted / unmasked alerted, faces >= {TUNE_MIN_FACE_PX:g} px:")
+            "on more masked faces than the arg-max.")
+    else:
+        lines.append("No tuning fold was held out of this model's training, so no threshold is chosen here; the val "
+                     "curve is reported, not chosen on.")
+    lines[-1] += (" Each cell: incorrectly worn masks alerted (as `incorrect_mask` or `no_mask`) / masked faces falsely "
+                  f"alerted / unmasked alerted, of the faces >= {TUNE_MIN_FACE_PX:g} px:")
     lines += ["", "| `classifier.thresholds` | " + " | ".join(name for _, name in curves) + " |",
               "|---" * (1 + len(curves)) + "|"]
     for i, row in enumerate(m[curves[0][0]]):
@@ -409,13 +413,13 @@ def _origin(source: str, info: Dict[str, object], size: int) -> Tuple[str, List[
         what = (f"Backbone and training: {source}. The float master ships beside it as the sidecar's "
                 "`provenance.float_model` (what `maskwatch-convert finetune` starts from).")
         return what, list(info.get("recipe") or [  # the trainer's own command lines; older exports: its defaults
-            f"python -m convert.data.classifier --size {size} --out build/classifier_{size}/crops.npz",
-            f"python -m convert.ports.landmark_keras --crops build/classifier_{size}/crops.npz --stride 16 --prelu dw \\",
+            f"maskwatch-convert classifier-data --size {size} --out build/classifier_{size}/crops.npz",
+            f"maskwatch-convert landmark-classifier --crops build/classifier_{size}/crops.npz --stride 16 --prelu dw \\",
             "    --freeze-epochs 1 --epochs 13 --lr 1e-3 --seed 0 --threads 2 --export --models-dir build/cand_models/NAME",
         ])
     return ("A depthwise-separable CNN trained from scratch here (no pretrained weights, no downloads).", [
-        "python -m convert.data.classifier                # crops -> build/classifier/crops.npz (about 3 min)",
-        "python -m convert.train.classifier --epochs 16 --export   # or: maskwatch-convert train-classifier ...",
+        "maskwatch-convert classifier-data                # crops -> build/classifier/crops.npz (about 3 min)",
+        "maskwatch-convert train-classifier --epochs 16 --export",
     ])
 
 
@@ -423,7 +427,7 @@ def _crops_path(rebuild: Sequence[str]) -> str:
     """Where the rebuild lines cache the crops: classifier-data's ``--out``, else its default."""
     for line in rebuild:
         words = line.split()
-        if "convert.data.classifier" in words and "--out" in words[:-1]:
+        if "classifier-data" in words and "--out" in words[:-1]:
             return words[words.index("--out") + 1]
     return str(cd.DEFAULT_CROPS.relative_to(REPO_ROOT))
 
@@ -511,7 +515,7 @@ def card_section(m: Dict[str, object], info: Dict[str, object], sidecar: Dict[st
         "### Rebuild",
         "```",
         *rebuild,
-        "python -m convert.evaluate.classifier            # figures + this generated block, from the shipped .tflite",
+        "maskwatch-convert evaluate-classifier            # figures + this generated block, from the shipped .tflite",
         "```",
         f"Data root `--data-root` (default `../shared/datasets`); seed {cfg.get('seed', 0)}; crops cached in `{_crops_path(rebuild)}`.",
         "",
@@ -569,8 +573,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {a.model}: not a classifier sidecar\n  {exc}", file=sys.stderr)
             return 2
     sidecar_path = a.model.with_suffix(".json")
-    for f, fix in ((a.model, "run python -m convert.train.classifier --export"), (sidecar_path, "run python -m convert.train.classifier --export"),
-                   (a.crops, "run python -m convert.data.classifier")):
+    train = "train one with maskwatch-convert landmark-classifier --export (the model card's Rebuild lines)"
+    for f, fix in ((a.model, train), (sidecar_path, train),
+                   (a.crops, f"make it with maskwatch-convert classifier-data --size SIZE --out {a.crops}")):
         if not f.is_file():
             print(f"error: {f} not found; {fix}", file=sys.stderr)
             return 2

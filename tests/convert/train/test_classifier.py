@@ -62,14 +62,15 @@ def test_label_metrics_count_the_card_figures_from_probabilities():
 
 
 def test_regenerating_the_shipped_card_keeps_its_hand_written_notes(tmp_path):
-    """`python -m convert.evaluate.classifier` rewrites the block between the classifier markers:
+    """`maskwatch-convert evaluate-classifier` rewrites the block between the classifier markers:
     the shipped card keeps in there only the headings card_section writes, and the notes after it
     (why the model ships, what was tried) and the detector sections survive a rewrite."""
     shipped = (REPO_ROOT / "models" / "MODEL_CARD.md").read_text()
     block = shipped.split(ev.START, 1)[1].split(ev.END, 1)[0]
     headings = [line for line in block.splitlines() if line.startswith("#") or line.startswith("**")]
     assert headings == ["## Mask classifier (`mask_classifier.tflite`)", "### Data",
-                        "### Metrics (int8, LiteRT, scenes-ilc2021 `val` crops, annotator boxes)", "### Rebuild",
+                        "### Metrics (int8, LiteRT, scenes-ilc2021 `val` crops, annotator boxes)",
+                        "### The alert decision (`alert.labels`: incorrect_mask, no_mask; `classifier.thresholds`)", "### Rebuild",
                         "### Known failure cases and limits"]
     card = tmp_path / "MODEL_CARD.md"
     card.write_text(shipped)
@@ -164,19 +165,19 @@ def test_tiny_run_end_to_end_to_int8(tmp_path):
 
 
 def test_card_names_the_pretrained_trunk_and_its_own_rebuild_lines():
-    recipe = ["python -m convert.data.classifier --size 96 --out c.npz", "python -m convert.ports.landmark_keras --backbone mobilenet_v2 --cut 10"]
+    recipe = ["maskwatch-convert classifier-data --size 96 --out c.npz", "maskwatch-convert landmark-classifier --backbone mobilenet_v2 --cut 10"]
     for source in ("convert/ports/mobilenet_keras.py: torchvision ImageNet MobileNetV2 ...", "convert/ports/landmark_keras.py: trunk of ..."):
         what, rebuild = ev._origin(source, {"recipe": recipe}, 96)
         assert source in what and "from scratch" not in what and rebuild == recipe
     what, rebuild = ev._origin("convert/ports/landmark_keras.py: trunk", {}, 96)  # exported before recipes were recorded
     assert "--models-dir build/cand_models/NAME" in rebuild[-1]
     what, rebuild = ev._origin("convert/train/classifier.py", {}, 64)
-    assert "from scratch" in what and "convert.train.classifier" in rebuild[1]
+    assert "from scratch" in what and rebuild[1].startswith("maskwatch-convert train-classifier ")
 
 
 def test_card_names_where_its_own_rebuild_lines_cache_the_crops():
-    recipe = ["python -m convert.data.classifier --size 64 --out build/classifier_64/crops.npz",
-              "python -m convert.ports.landmark_keras --crops build/classifier_64/crops.npz --backbone mobilenet_v2"]
+    recipe = ["maskwatch-convert classifier-data --size 64 --out build/classifier_64/crops.npz",
+              "maskwatch-convert landmark-classifier --crops build/classifier_64/crops.npz --backbone mobilenet_v2"]
     assert ev._crops_path(recipe) == "build/classifier_64/crops.npz"
     _, scratch = ev._origin("convert/train/classifier.py", {}, 64)
     assert ev._crops_path(scratch) == "build/classifier/crops.npz"  # classifier_data's default --out
