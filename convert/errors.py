@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 from convert.tf import settings
 
@@ -40,6 +40,23 @@ def open_fraction(text: str) -> float:
     if not 0.0 < value < 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (exclusive)")
     return value
+
+
+def input_size_type(multiple: int, example: str) -> Callable[[str], Tuple[int, int]]:
+    """argparse type: ``WxH`` -> (width, height), positive multiples of ``multiple`` (a graph's
+    largest stride: 16 for BlazeFace, 32 for YuNet)."""
+
+    def parse(text: str) -> Tuple[int, int]:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. {example}") from None
+        if w <= 0 or h <= 0 or w % multiple or h % multiple:
+            raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive multiples of {multiple}"
+                                             f" (e.g. {example})")
+        return w, h
+
+    return parse
 
 
 def run_command(prog: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],

@@ -170,3 +170,39 @@ def test_maskwatch_run_loads_no_operator_tool(argv):
     r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("sidecar", sorted((REPO / "models").glob("*.json")), ids=lambda p: p.name)
+def test_shipped_sidecars_name_only_files_and_modules_this_checkout_has(sidecar):
+    """Provenance lines and rebuild recipes in models/*.json (the model card prints them) point at
+    code: after a module moves, they must move with it."""
+    import re
+
+    text = sidecar.read_text()
+    missing = [f for f in set(re.findall(r"\b(?:agent|convert|bench|scripts)/[\w/]+\.py\b", text)) if not (REPO / f).is_file()]
+    missing += [m for m in set(re.findall(r"python -m ([\w.]+)", text)) if m not in MODULES]
+    assert not missing, f"{sidecar.name} names {sorted(missing)}"
+
+
+# convert/ from the bottom up: what a layer may import is itself and the layers below it.
+CONVERT_LAYERS = (("convert.paths", "convert.tf"), ("convert.errors",), ("convert.litert", "convert.fetch"),
+                  ("convert.ports",), ("convert.data",), ("convert.evaluate",), ("convert.export",),
+                  ("convert.train",), ("convert.cli", "convert.__main__"))
+
+
+def convert_layer(module: str) -> int:
+    """The index in CONVERT_LAYERS of the layer a convert module belongs to."""
+    for i, layer in enumerate(CONVERT_LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in layer):
+            return i
+    raise AssertionError(f"{module} is in no layer of CONVERT_LAYERS: place it there")
+
+
+def test_convert_imports_only_its_own_layer_and_those_below():
+    """Ports rebuild graphs, data cuts and labels, evaluate scores, export writes model files, train
+    trains: a port that reads the data sets or an export that imports a trainer is a helper in the
+    wrong place (move the helper down, as bgr_loader and input_size_type were)."""
+    edges = graph()
+    up = [f"{m} -> {d}" for m in edges if m.startswith("convert.") and m != "convert"
+          for d in edges[m] if d.startswith("convert.") and convert_layer(d) > convert_layer(m)]
+    assert not up, "imports that run up convert's layers:\n" + "\n".join(sorted(up))

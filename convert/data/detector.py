@@ -106,6 +106,21 @@ def load_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def bgr_loader() -> Callable[[Scene], np.ndarray]:
+    """Scene -> BGR pixels, cached (the evaluation reads each image several times)."""
+    cache: Dict[str, np.ndarray] = {}
+
+    def load(s: Scene) -> np.ndarray:
+        if s.image not in cache:
+            img = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise FileNotFoundError(f"cannot read image {s.path}")
+            cache[s.image] = img
+        return cache[s.image]
+
+    return load
+
+
 # ----------------------------------------------------------------------------- geometry
 
 def letterbox_matrix(width: int, height: int, out_w: int, out_h: int) -> np.ndarray:

@@ -104,10 +104,9 @@ def detector_parity(keras_model: Any, flat: bytes, side: Dict[str, Any], data_ro
                     val_images: Optional[int], threads: int) -> Dict[str, Any]:
     """Faces of the variant against the float master on val scenes, through the agent's detector."""
     from agent.model import load_model  # noqa: PLC0415
-    from convert.data.detector import read_scenes  # noqa: PLC0415
+    from convert.data.detector import bgr_loader, read_scenes  # noqa: PLC0415
     from convert.evaluate import detector as de  # noqa: PLC0415
     from convert.export.sidecar import write_model_pair  # noqa: PLC0415
-    from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     val = read_scenes(data_root, "val")[:val_images]
     with tempfile.TemporaryDirectory(prefix="maskwatch-fp16-") as tmp:

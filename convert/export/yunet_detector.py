@@ -29,7 +29,7 @@ import numpy as np
 
 from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.detect import adaptive_input_size
-from convert.errors import ConvertError, open_fraction, run_command
+from convert.errors import ConvertError, input_size_type, open_fraction, run_command
 from convert.tf import tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -41,7 +41,6 @@ PARITY_SCORE = 1e-3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from convert.train.detector import input_size_type  # noqa: PLC0415
 
     _wh = input_size_type(32, "320x256")
     p.add_argument("--onnx", type=Path, default=None, help="YuNet ONNX file (default ../shared/models/yunet/yunet_n_dynamic.onnx)")
@@ -155,20 +154,28 @@ def _export_flags(report: Mapping[str, Any]) -> str:
     return " ".join(flags + ([f"--nms-iou {nms['iou_threshold']}"] if nms["iou_threshold"] != NMS_IOU else []))
 
 
+# What a .train.json written before train-yunet recorded its own command holds of the options.
+RECORDED_TRAIN_OPTIONS = ("steps", "batch", "lr", "seed", "box_loss", "box_weight")
+
+
+def _train_command(train: Mapping[str, Any]) -> str:
+    """The training command of a run's .train.json: the line train-yunet recorded, else (older runs)
+    every option its config holds, spelled out, which trains the same weights whatever the defaults."""
+    if train.get("command"):
+        return str(train["command"])
+    cfg = train["config"]
+    return " ".join(["maskwatch-convert train-yunet", *(f"--{k.replace('_', '-')} {cfg[k]}" for k in RECORDED_TRAIN_OPTIONS if k in cfg)])
+
+
 def _rebuild(report: Mapping[str, Any], threshold: float) -> str:
-    """The card's rebuild line: the training command (flags that differ from the defaults, from the
-    run's .train.json) and the export command."""
+    """The card's rebuild line: the training command (from the run's .train.json) and the export command."""
     train = report.get("training")
     export = " ".join(f"maskwatch-convert yunet {_export_flags(report)}".split())
     if not train:
         return f"Rebuild: `{export}` (writes this section, the figures and the model pair)."
-    from convert.train.yunet import TrainConfig  # noqa: PLC0415
-
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in train["config"].items()
-             if k in ("steps", "batch", "lr", "seed", "box_loss", "box_weight") and v != getattr(TrainConfig, k)]
     return (f"Training: {train['steps']} steps of {train['config']['batch']} views in {train['seconds'] / 60:.0f} min"
             f" on this 2-core CPU, {train['train_images']} train images ({train['held_out_images']} held out). Rebuild:"
-            f" `{('maskwatch-convert train-yunet ' + ' '.join(flags)).strip()}` then `{export} --keras"
+            f" `{_train_command(train)}` then `{export} --keras"
             f" build/yunet/yunet_ft.keras --min-score {threshold}` (writes this section, the figures and the model pair).")
 
 
@@ -262,12 +269,11 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     """Execute ``maskwatch-convert yunet``."""
     from convert.evaluate import detector as de  # noqa: PLC0415
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
-    from convert.data.detector import read_scenes  # noqa: PLC0415
+    from convert.data.detector import bgr_loader, read_scenes  # noqa: PLC0415
     from convert.export.parity import write_parity_report  # noqa: PLC0415
     from convert.litert import latency_ms  # noqa: PLC0415
     from convert.export.quantize import open_input_size, quantize_int8  # noqa: PLC0415
     from convert.export.sidecar import require_models_dir, write_model_pair  # noqa: PLC0415
-    from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     if not 0.0 < a.nms_iou < 1.0:
         raise ConvertError(f"--nms-iou {a.nms_iou}: must be between 0 and 1 (exclusive); fix: e.g. --nms-iou {yk.NMS_IOU}")

@@ -40,6 +40,7 @@ from convert.data.masks import load_mask_templates
 from convert.export.face_detector import sidecar_template
 from convert.ports.blazeface_keras import ANCHORS
 from convert.export.representative import source_sha256
+from convert.errors import input_size_type
 from convert.tf import tensorflow, tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -275,21 +276,6 @@ def read_json(path: Path) -> Dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def bgr_loader() -> Callable[[dd.Scene], np.ndarray]:
-    """Scene -> BGR pixels, cached (the evaluation reads each image several times)."""
-    cache: Dict[str, np.ndarray] = {}
-
-    def load(s: dd.Scene) -> np.ndarray:
-        if s.image not in cache:
-            img = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise FileNotFoundError(f"cannot read image {s.path}")
-            cache[s.image] = img
-        return cache[s.image]
-
-    return load
-
-
 def representative(scenes: Sequence[dd.Scene], dec: dd.Decoding, n: int, seed: int) -> List[np.ndarray]:
     """Calibration inputs: letterboxed train scenes, normalized like the model input."""
     rng = np.random.default_rng(seed + 2)
@@ -487,23 +473,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, default=BUILD_DIR / "report.json")
 
 
-def input_size_type(multiple: int, example: str) -> Callable[[str], Tuple[int, int]]:
-    """argparse type: ``WxH`` -> (width, height), positive multiples of ``multiple`` (a graph's
-    largest stride: 16 for BlazeFace, 32 for YuNet)."""
-
-    def parse(text: str) -> Tuple[int, int]:
-        try:
-            w, h = (int(v) for v in text.lower().split("x"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. {example}") from None
-        if w <= 0 or h <= 0 or w % multiple or h % multiple:
-            raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive multiples of {multiple}"
-                                             f" (e.g. {example})")
-        return w, h
-
-    return parse
-
-
 _wh = input_size_type(16, "192x144")
 
 
@@ -639,7 +608,7 @@ def evaluate_and_export(a: argparse.Namespace, model: Any, base: Dict[str, Any],
     from convert.ports.blazeface_keras import load_keras  # noqa: PLC0415
     from convert.errors import ConvertError  # noqa: PLC0415
 
-    load = bgr_loader()
+    load = dd.bgr_loader()
     scores: Dict[str, Dict[str, Any]] = {}
     draft = ft_sidecar(target, 0.5, train_info, {})
     try:

@@ -35,7 +35,7 @@ from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.detectors.yunet import decode_boxes, grid
 from convert.data import detector as dd
 from convert.data.masks import load_mask_templates
-from convert.errors import ConvertError, int_at_least, run_command
+from convert.errors import ConvertError, input_size_type, int_at_least, run_command
 from convert.tf import tensorflow, tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -277,11 +277,10 @@ def choose_threshold(model: Any, holdout: Sequence[dd.Scene], max_false_per_imag
     """The score threshold within the false-detection budget on held-out train scenes (float model)."""
     from convert.evaluate import detector as de  # noqa: PLC0415
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
-    from convert.train.detector import bgr_loader  # noqa: PLC0415
 
     h, w = (int(d) for d in model.inputs[0].shape[1:3])
     side = yk.sidecar_template((w, h), "candidate", "", 0.5)
-    results = de.run_detector(de.make_detector(de.KerasModel(model, side), de.LOW_SCORE), holdout, bgr_loader())
+    results = de.run_detector(de.make_detector(de.KerasModel(model, side), de.LOW_SCORE), holdout, dd.bgr_loader())
     thr = de.choose_threshold(results, max_false_per_image)
     m = de.metrics_at(results, thr)
     r = m["recall_ge40px"]["all"]
@@ -313,9 +312,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, default=0, help="also save OUT.stepN.keras every N steps")
 
 
+# The options that change the trained weights (not where files go, threads or logging).
+REBUILD_OPTIONS = ("input", "steps", "batch", "lr", "box_loss", "box_weight", "seed", "holdout", "max_false",
+                   "synthetic_masks", "hard_examples")
+
+
+def rebuild_command(a: argparse.Namespace) -> str:
+    """The ``maskwatch-convert train-yunet`` line that trains these weights again: the options of
+    :data:`REBUILD_OPTIONS` that differ from their defaults. The run's .train.json records it, so the
+    export's model card names the training as it ran (this module knows its own defaults)."""
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    defaults = p.parse_args([])
+    flags = [f"--{k.replace('_', '-')} {getattr(a, k)}" for k in REBUILD_OPTIONS if getattr(a, k) != getattr(defaults, k)]
+    return " ".join(["maskwatch-convert train-yunet", *flags])
+
+
 def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
-    from convert.train.detector import input_size_type, split_holdout  # noqa: PLC0415
+    from convert.train.detector import split_holdout  # noqa: PLC0415
 
     try:
         w, h = input_size_type(32, "320x256")(a.input)
@@ -356,7 +371,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     result = train(student, teacher, batches, cfg, a.out, log, a.log_every, a.save_every)
     log(f"saved {a.out} ({result['seconds']} s)")
     thr = choose_threshold(student, holdout, a.max_false, log)
-    info = {"config": asdict(cfg), "augment": asdict(aug), "source": onnx.name, "source_sha256": sha,
+    info = {"command": rebuild_command(a), "config": asdict(cfg), "augment": asdict(aug), "source": onnx.name, "source_sha256": sha,
             "input": f"{w}x{h}", "train_images": len(train_scenes), "held_out_images": len(holdout),
             "mask_templates": [t.name for t in templates], "keypoints": keypoint_info,
             "sampling": sampling, **result, **thr}

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from convert.errors import int_at_least, open_fraction
+from convert.errors import input_size_type, int_at_least, open_fraction
 
 
 def test_int_at_least():
@@ -22,6 +22,16 @@ def test_open_fraction():
     for bad in ("0", "1", "2", "nan", "-0.1", "x"):
         with pytest.raises(argparse.ArgumentTypeError):
             open_fraction(bad)
+
+
+def test_input_size_type():
+    """``WxH`` in positive multiples of a graph's largest stride (16 for BlazeFace, 32 for YuNet)."""
+    parse = input_size_type(32, "320x256")
+    assert parse("320x256") == (320, 256) and parse("448X352") == (448, 352)
+    for bad, says in (("320", "expected WIDTHxHEIGHT"), ("300x256", "multiples of 32"), ("0x32", "multiples of 32"),
+                      ("x", "expected WIDTHxHEIGHT")):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            parse(bad)
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -156,6 +156,23 @@ def real_scenes():
     return dd.read_scenes(DEFAULT_DATA_ROOT, "train")[:40]
 
 
+def test_bgr_loader_reads_each_scene_once_and_names_an_unreadable_one(tmp_path):
+    import cv2
+
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, :, 2] = 255  # red in BGR
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), img)
+    scene = dd.Scene("a.png", path, 30, 20, np.zeros((0, 4), np.float32), ())
+    load = dd.bgr_loader()
+    first = load(scene)
+    assert first.shape == (20, 30, 3) and first[0, 0, 2] == 255
+    path.unlink()
+    assert load(scene) is first  # cached: the evaluation reads each image several times
+    with pytest.raises(FileNotFoundError, match="b.png"):
+        dd.bgr_loader()(dd.Scene("b.png", tmp_path / "b.png", 30, 20, np.zeros((0, 4), np.float32), ()))
+
+
 def test_read_scenes(real_scenes):
     s = real_scenes[0]
     assert s.boxes.shape[1] == 4 and len(s.labels) == len(s.boxes)

@@ -106,6 +106,37 @@ def test_a_short_run_trains_saves_and_names_the_next_command(tmp_path, capsys):
     assert info["steps"] == 2 and len(info["history"]) == 2 and np.isfinite(info["history"][-1]["loss"])
     assert 0 < info["threshold"] <= 1
     assert f"maskwatch-convert yunet --keras {out}" in capsys.readouterr().out
+    assert info["command"] == "maskwatch-convert train-yunet --steps 2 --batch 2 --holdout 0.005"
+
+
+def test_rebuild_command_names_the_options_that_change_the_weights():
+    """The line the .train.json records (and the model card prints): options off their defaults that
+    change what is trained, not paths, threads or logging; parsed again it trains the same run."""
+    import argparse
+
+    p = argparse.ArgumentParser()
+    ty.add_arguments(p)
+    assert ty.rebuild_command(p.parse_args([])) == "maskwatch-convert train-yunet"
+    a = p.parse_args(["--steps", "500", "--synthetic-masks", "0.4", "--hard-examples", "1", "--threads", "1",
+                      "--out", "x.keras", "--log-every", "5"])
+    line = ty.rebuild_command(a)
+    assert line == "maskwatch-convert train-yunet --steps 500 --synthetic-masks 0.4 --hard-examples 1.0"
+    again = p.parse_args(line.split()[2:])
+    assert all(getattr(again, k) == getattr(a, k) for k in ty.REBUILD_OPTIONS)
+
+
+def test_the_cards_rebuild_line_is_the_recorded_training_command():
+    from convert.export import yunet_detector as yd
+
+    train = {"steps": 2000, "seconds": 1320, "train_images": 1219, "held_out_images": 135,
+             "config": {"steps": 2000, "batch": 16, "lr": 0.0001, "seed": 0, "box_loss": "smooth_l1", "box_weight": 2.0},
+             "command": "maskwatch-convert train-yunet --hard-examples 1.0"}
+    line = yd._rebuild({"training": train}, 0.5)
+    assert "`maskwatch-convert train-yunet --hard-examples 1.0` then `maskwatch-convert yunet --keras" in line
+    del train["command"]  # a run from before the command was recorded: its config, spelled out
+    line = yd._rebuild({"training": train}, 0.5)
+    assert ("`maskwatch-convert train-yunet --steps 2000 --batch 16 --lr 0.0001 --seed 0 --box-loss smooth_l1"
+            " --box-weight 2.0` then") in line
 
 
 @pytest.mark.skipif(not (SHARED / "scenes-ilc2021").is_dir(), reason="../shared datasets not there")
