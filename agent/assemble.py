@@ -44,8 +44,11 @@ def check_alert_labels(cfg: Config, classifier: MaskClassifier) -> None:
 def build_pipeline(cfg: Config, publisher: Publisher,
                    models: Optional[Tuple[FaceDetector, MaskClassifier]] = None) -> Pipeline:
     """Wire the stages a config describes around loaded models."""
-    detector, classifier = models or load_models(cfg)
-    check_alert_labels(cfg, classifier)
+    if models is None:
+        detector, classifier = load_models(cfg)  # which checks the alert labels
+    else:
+        detector, classifier = models
+        check_alert_labels(cfg, classifier)  # models loaded before, perhaps for another config (a reload)
     versions = {detector.model.name: detector.model.version, classifier.model.name: classifier.model.version}
     preview = PreviewServer(cfg.preview, cfg.runtime.camera) if cfg.preview.enabled else None
     return Pipeline(detector, classifier, Tracker(cfg.tracker, thresholds=cfg.classifier.thresholds), AlertPolicy(cfg.alerts, cfg.runtime.camera, versions),

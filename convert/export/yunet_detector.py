@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nms", choices=METHODS, default=NMS_METHOD,
                    help="the sidecar's decoding.nms.method: hard keeps each group's top box (OpenCV's, the authors'),"
                         " weighted averages the group's boxes by score")
-    p.add_argument("--nms-iou", type=float, default=NMS_IOU, help="the sidecar's decoding.nms.iou_threshold")
+    p.add_argument("--nms-iou", type=open_fraction, default=NMS_IOU, help="the sidecar's decoding.nms.iou_threshold")
     p.add_argument("--keras", type=Path, default=None,
                    help="a fine-tuned YuNet .keras to export instead of the ONNX weights (the ONNX check is skipped)")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow / LiteRT threads")
@@ -275,8 +275,6 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.export.quantize import open_input_size, quantize_int8  # noqa: PLC0415
     from convert.export.sidecar import require_models_dir, write_model_pair  # noqa: PLC0415
 
-    if not 0.0 < a.nms_iou < 1.0:
-        raise ConvertError(f"--nms-iou {a.nms_iou}: must be between 0 and 1 (exclusive); fix: e.g. --nms-iou {yk.NMS_IOU}")
     if not a.no_write:  # found now, not after minutes of work
         require_models_dir(a.models_dir, " (or --no-write to score only)")
     t0 = time.time()

@@ -37,6 +37,7 @@ def test_input_size_type():
 @pytest.mark.parametrize("argv, says", [
     (["classifier-data", "--size", "0"], "argument --size: 0 is below 8"),
     (["yunet", "--min-score", "2"], "argument --min-score: 2 is not between 0 and 1"),
+    (["yunet", "--nms-iou", "1.5"], "argument --nms-iou: 1.5 is not between 0 and 1"),
     (["train-yunet", "--steps", "0"], "argument --steps: 0 is below 1"),
     (["landmark-classifier", "--crops", "x", "--epochs", "-1"], "argument --epochs: -1 is below 0"),
     (["float16", "--stem", "x", "--val-images", "-3"], "argument --val-images: -3 is below 1"),

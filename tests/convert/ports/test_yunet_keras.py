@@ -106,15 +106,16 @@ def test_yunet_command_refuses_a_keras_model_of_another_shape(tmp_path, model, c
 
 
 def test_yunet_command_refuses_an_nms_overlap_outside_0_1_before_any_work(tmp_path, capsys):
-    """`maskwatch-convert yunet --nms-iou 1.5`: exit 2 naming the flag and a fix, nothing written."""
+    """`maskwatch-convert yunet --nms-iou 1.5`: a usage error (exit 2) naming the flag, nothing written."""
     from convert.cli import main
 
     models = tmp_path / "models"
     models.mkdir()
-    assert main(["yunet", "--nms", "weighted", "--nms-iou", "1.5", "--models-dir", str(models),
-                 "--build-dir", str(tmp_path / "build")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["yunet", "--nms", "weighted", "--nms-iou", "1.5", "--models-dir", str(models),
+              "--build-dir", str(tmp_path / "build")])
     err = capsys.readouterr().err
-    assert "--nms-iou 1.5" in err and "fix:" in err and "Traceback" not in err
+    assert exc.value.code == 2 and "argument --nms-iou: 1.5 is not between 0 and 1" in err and "Traceback" not in err
     assert list(models.iterdir()) == [] and not (tmp_path / "build").exists()
 
 
