@@ -172,16 +172,27 @@ def test_maskwatch_run_loads_no_operator_tool(argv):
     assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("sidecar", sorted((REPO / "models").glob("*.json")), ids=lambda p: p.name)
-def test_shipped_sidecars_name_only_files_and_modules_this_checkout_has(sidecar):
-    """Provenance lines and rebuild recipes in models/*.json (the model card prints them) point at
-    code: after a module moves, they must move with it."""
+# Text that names code: sidecars (provenance, rebuild recipes: the model card prints them), the model
+# card, the README and docs/, the schemas' descriptions.
+NAMING_CODE = sorted([*(REPO / "models").glob("*.json"), REPO / "models" / "MODEL_CARD.md", REPO / "README.md",
+                      *(REPO / "docs").glob("*.md"), *(REPO / "agent" / "schemas").glob("*.json")])
+
+
+@pytest.mark.parametrize("doc", NAMING_CODE, ids=lambda p: str(p.relative_to(REPO)))
+def test_docs_and_sidecars_name_only_files_and_modules_this_checkout_has(doc):
+    """After a module moves, every path (`convert/ports/x.py`), `python -m` module and backticked
+    dotted name (`convert.export.quantize`, `agent.tools.demo.draw_mask`) naming it moves with it."""
     import re
 
-    text = sidecar.read_text()
-    missing = [f for f in set(re.findall(r"\b(?:agent|convert|bench|scripts)/[\w/]+\.py\b", text)) if not (REPO / f).is_file()]
-    missing += [m for m in set(re.findall(r"python -m ([\w.]+)", text)) if m not in MODULES]
-    assert not missing, f"{sidecar.name} names {sorted(missing)}"
+    text = doc.read_text()
+    missing = [f for f in set(re.findall(r"(?<![\w/.])(?:agent|convert|bench|scripts|tests)/[\w/]+\.(?:py|sh)\b", text))
+               if not (REPO / f).is_file()]
+    missing += [m for m in set(re.findall(r"python3? -m ((?:agent|convert|bench)\b[\w.]*)", text)) if m not in MODULES]
+    for name in set(re.findall(r"`((?:agent|convert)\.[\w.]+)`", text)):
+        parts = name.split(".")  # a module, or a name inside one: some prefix of two or more parts is a module
+        if not any(".".join(parts[:k]) in MODULES for k in range(len(parts), 1, -1)):
+            missing.append(name)
+    assert not missing, f"{doc.relative_to(REPO)} names {sorted(missing)}"
 
 
 # convert/ from the bottom up: what a layer may import is itself and the layers below it.
