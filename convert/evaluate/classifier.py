@@ -56,6 +56,8 @@ class Int8Classifier:
         """Logits for uint8 RGB crops (N, H, W, 3), turned into tensors as the agent's classifier does
         (``cv2.LUT`` through :func:`agent.model.cv2_table` of ``pixel_lut``)."""
         n, h, w, c = x_uint8.shape
+        if n == 0:  # cv2.LUT of an empty image is None
+            return np.zeros((0, int(np.prod(self.runner.outs[0]["shape"][1:]))), np.float32)
         table = cv2_table(self.pixel_lut(normalization))
         return self._run(cv2.LUT(np.ascontiguousarray(x_uint8).reshape(n * h, w, c), table).reshape(n, h, w, c))
 
@@ -200,7 +202,13 @@ def evaluate_bytes(tflite_bytes: bytes, val_set: cd.CropSet, temperature: float,
     big = val_set.box_h >= TUNE_MIN_FACE_PX if val_set.box_h is not None else np.ones(len(y), bool)
     out["alert_curve_val"] = alert_curve(prob[big], y[big])
     if tune_set is not None and len(tune_set):
-        framed = (tune_set.source == "detector") & (tune_set.box_h >= TUNE_MIN_FACE_PX)
+        # The faces as the agent's detector frames them when the cache holds them (classifier-data
+        # --agent-detector), else the annotators' boxes: a cache cut without a detector has only those.
+        big_tune = tune_set.box_h >= TUNE_MIN_FACE_PX
+        framed = (tune_set.source == "detector") & big_tune
+        if not framed.any():
+            framed = (tune_set.y < 3) & big_tune
+            out["tune_framing"] = "annotator boxes"
         tp = softmax(clf.logits_uint8(tune_set.x[framed], normalization), temperature)
         out["alert_curve_tune"] = alert_curve(tp, tune_set.y[framed])
         out["thresholds"] = choose_thresholds(out["alert_curve_tune"])
@@ -376,8 +384,9 @@ def _alert_lines(m: Dict[str, object]) -> List[str]:
     lines = ["", "### The alert decision (`alert.labels`: incorrect_mask, no_mask; `classifier.thresholds`)"]
     if "thresholds" in m:
         lines.append(
-            f"Chosen on the tuning fold ({m.get('tune_crops', 0)} crops of faces >= {TUNE_MIN_FACE_PX:g} px as the detector frames "
-            "them, from held-out train images never trained on): **`classifier.thresholds: "
+            f"Chosen on the tuning fold ({m.get('tune_crops', 0)} crops of faces >= {TUNE_MIN_FACE_PX:g} px "
+            + ("cut from the annotators' boxes" if m.get("tune_framing") == "annotator boxes" else "as the detector frames them")
+            + ", from held-out train images never trained on): **`classifier.thresholds: "
             f"{thresholds_words(m['thresholds'])}`**, the point alerting on the most incorrectly worn masks without alerting "
             "on more masked faces than the arg-max.")
     else:

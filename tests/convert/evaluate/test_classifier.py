@@ -92,3 +92,32 @@ def test_the_model_may_be_named_by_its_sidecar(classifier_json, tmp_path, capsys
     assert ev.main(["--model", str(bad), "--crops", str(missing), "--no-write"]) == 2
     err = capsys.readouterr().err
     assert "x.json: not a classifier sidecar" in err and "Traceback" not in err
+
+
+def test_a_tuning_fold_without_detector_framed_faces_chooses_on_the_annotators_boxes(classifier_json):
+    """`landmark-classifier --tune-fold` on a crop cache cut without --agent-detector (the shipped
+    recipe's): the fold holds only annotator-box crops. The export died there after training (an empty
+    selection, cv2.LUT of nothing returned None); the thresholds are now chosen on those crops and the
+    card says which framing."""
+    from convert.data import classifier as cd
+
+    model = load_model(classifier_json, kind="classifier")
+    meta = json.loads(classifier_json.read_text())
+    w, h = model.input_size
+    rng = np.random.default_rng(0)
+
+    def crops(n: int, source: str) -> "cd.CropSet":
+        y = np.arange(n) % 4
+        return cd.CropSet(rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8), y, np.array([source] * n),
+                          np.array([f"i{k}.jpg" for k in range(n)]), np.full(n, 60.0, np.float32))
+
+    tfl = model.model_path.read_bytes()
+    m = ev.evaluate_bytes(tfl, crops(12, "scenes"), 1.0, meta["input"]["normalization"], tune_set=crops(16, "scenes"))
+    assert m["tune_framing"] == "annotator boxes" and m["tune_crops"] == 12  # the 12 face crops, not the 4 not_face
+    assert m["alert_curve_tune"] and "thresholds" in m
+    assert "cut from the annotators' boxes" in "\n".join(ev._alert_lines(m))
+    framed = crops(16, "detector")
+    m = ev.evaluate_bytes(tfl, crops(12, "scenes"), 1.0, meta["input"]["normalization"], tune_set=framed)
+    assert "tune_framing" not in m and m["tune_crops"] == 16 and "as the detector frames them" in "\n".join(ev._alert_lines(m))
+    empty = ev.Int8Classifier(tfl).logits_uint8(framed.x[:0], meta["input"]["normalization"])
+    assert empty.shape == (0, len(meta["labels"]))
