@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from convert.errors import ConvertError
+from convert.errors import ConvertError, float_in, int_at_least
 from convert.tf import settings
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -162,11 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--variants", nargs="+", choices=["full", "short"], default=["full"])
     f.add_argument("--scenes", type=Path, default=DEFAULT_SCENES)
     f.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    f.add_argument("--calibration-images", type=int, default=300)
-    f.add_argument("--val-images", type=int, default=None, help="limit the val images of the parity report")
+    f.add_argument("--calibration-images", type=int_at_least(1), default=300)
+    f.add_argument("--val-images", type=int_at_least(1), default=None, help="limit the val images of the parity report")
     f.add_argument("--float-outputs", nargs="*", default=["regressors", "scores"], choices=["regressors", "scores"],
                    help="outputs whose head runs in float (default both; give the flag alone for all-int8)")
-    f.add_argument("--trim-quantile", type=float, default=0.25, help="drop calibration images with output peaks above this quantile")
+    f.add_argument("--trim-quantile", type=float_in(0, 1, low_open=True), default=0.25, help="drop calibration images with output peaks above this quantile")
     f.add_argument("--no-ablation", action="store_true", help="skip measuring the all-int8-heads variant")
     f.add_argument("--no-head-correction", action="store_true",
                    help="do not fit and fold the int8 bias correction into the float regressor heads")

@@ -6,6 +6,7 @@ The CLI turns it into one clear message and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -26,6 +27,27 @@ def int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a number in the interval from ``low`` to ``high`` (either end open or closed);
+    anything else, nan included, is a usage error (exit 2) naming the interval. For rates, weights and
+    fractions that would otherwise train on nothing, or on everything held out, and fail after the work."""
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    where = (f"{'above' if low_open else 'at least'} {low:g}" if math.isinf(high)
+             else f"in {left}{low:g}, {high:g}{right}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not inside:  # nan compares false everywhere
+            raise argparse.ArgumentTypeError(f"{text} is not {where}")
         return value
 
     return parse

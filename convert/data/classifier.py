@@ -41,7 +41,7 @@ from agent.pipeline.detectors import blazeface
 from agent.types import Box
 from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, decoding_fields, mediapipe_dir
 from convert.data.masks import is_frontal, load_mask_templates, paste_mask
-from convert.errors import int_at_least
+from convert.errors import float_in, int_at_least
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
 LABELS: Tuple[str, ...] = ("mask", "incorrect_mask", "no_mask", "not_face")
@@ -651,11 +651,11 @@ def load_crops(path: Path) -> Tuple[CropSet, CropSet, Dict[str, object]]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding scenes-ilc2021/ and faces/ (default: ../shared/datasets)")
     p.add_argument("--size", type=int_at_least(8), default=64, help="crop side in pixels (the classifier input)")
-    p.add_argument("--scale", type=float, default=1.3, help="crop side / larger face-box side")
-    p.add_argument("--shift-y", type=float, default=0.0, help="move the crop centre down by this many box heights")
+    p.add_argument("--scale", type=float_in(0, low_open=True), default=1.3, help="crop side / larger face-box side")
+    p.add_argument("--shift-y", type=float_in(-1, 1), default=0.0, help="move the crop centre down by this many box heights")
     p.add_argument("--anchor", choices=("box", "keypoints"), default="box",
                    help="frame crops by the face box (--scale, --shift-y) or by the eye and mouth keypoints (--anchor-side, --anchor-centre)")
-    p.add_argument("--anchor-side", type=float, default=2.2, help="keypoints anchor: crop side in eye-to-mouth distances")
+    p.add_argument("--anchor-side", type=float_in(0, low_open=True), default=2.2, help="keypoints anchor: crop side in eye-to-mouth distances")
     p.add_argument("--anchor-centre", type=float, default=0.8, help="keypoints anchor: crop centre below the eyes, in eye-to-mouth distances")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="at most N images per source (tiny runs)")

@@ -27,6 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from convert.data import classifier as cd
+from convert.errors import float_in
 from convert.tf import tensorflow, tf_threads
 from convert.paths import REPO_ROOT
 
@@ -386,8 +387,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild-crops", action="store_true", help="cut the crops again even if the cache exists")
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier of the CNN")
+    p.add_argument("--lr", type=float_in(0, low_open=True), default=3e-3)
+    p.add_argument("--width", type=float_in(0, low_open=True), default=1.0, help="channel multiplier of the CNN")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra/inter-op threads")
     p.add_argument("--out-model", type=Path, default=BUILD_DIR / "mask_classifier.keras")
     p.add_argument("--load", action="store_true", help="skip training: load --out-model (e.g. to --export it again)")

@@ -40,7 +40,7 @@ from convert.data.masks import load_mask_templates
 from convert.export.face_detector import sidecar_template
 from convert.ports.blazeface_keras import ANCHORS
 from convert.export.representative import source_sha256
-from convert.errors import input_size_type
+from convert.errors import float_in, input_size_type, open_fraction
 from convert.tf import tensorflow, tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -444,23 +444,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the original models' val scores, kept by content hash (delete to rescore)")
     p.add_argument("--out", type=Path, default=BUILD_DIR / f"{STEM}.keras")
     p.add_argument("--steps", type=int, default=0, help="training steps (0: as many as fit in --minutes)")
-    p.add_argument("--minutes", type=float, default=35.0)
+    p.add_argument("--minutes", type=float_in(0, low_open=True), default=35.0)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float_in(0, low_open=True), default=2e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iou-weight", type=float, default=0.0,
+    p.add_argument("--iou-weight", type=float_in(0), default=0.0,
                    help="weight of a GIoU box loss on the positive anchors, beside smooth-L1 (default 0: none)")
     p.add_argument("--iou-score", action="store_true",
                    help="IoU-aware score: a positive anchor's score target is its box's IoU with the face, not 1")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads")
-    p.add_argument("--holdout", type=float, default=0.1, help="fraction of train kept out to choose thresholds")
-    p.add_argument("--max-false", type=float, default=0.05, help="false detections / image allowed at the threshold")
-    p.add_argument("--default-min-score", type=float, default=None,
+    p.add_argument("--holdout", type=open_fraction, default=0.1, help="fraction of train kept out to choose thresholds")
+    p.add_argument("--max-false", type=float_in(0), default=0.05, help="false detections / image allowed at the threshold")
+    p.add_argument("--default-min-score", type=open_fraction, default=None,
                    help="detector threshold written to the sidecar (default: the held-out --max-false threshold)")
-    p.add_argument("--synthetic-masks", type=float, default=0.4, metavar="P",
+    p.add_argument("--synthetic-masks", type=float_in(0, 1), default=0.4, metavar="P",
                    help="chance that an unmasked frontal face of a training view gets a mask template pasted on"
                         " (mask-templates/ under --data-root; 0: none)")
-    p.add_argument("--composite", type=float, default=0.0, metavar="P",
+    p.add_argument("--composite", type=float_in(0, 1), default=0.0, metavar="P",
                    help="chance that a training view gets 1-3 faces from faces/ (masked and unmasked) blended in"
                         " (default 0: measured at 0.3, it found as many faces but raised background false"
                         " detections by half; see the model card)")

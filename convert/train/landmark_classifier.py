@@ -27,7 +27,7 @@ import numpy as np
 
 from agent.model import sha256_of
 from convert.data import classifier as cd
-from convert.errors import ConvertError, int_at_least
+from convert.errors import ConvertError, float_in, int_at_least
 from convert.paths import REPO_ROOT
 from convert.ports.blazeface_keras import ensure_mediapipe, load_keras, mediapipe_dir
 from convert.ports import mobilenet_keras as mk
@@ -148,17 +148,17 @@ def _arguments() -> argparse.ArgumentParser:
                         " (the trunk on the whole face at half the side and on its nose-mouth window; see build_classifier)")
     p.add_argument("--expand", type=int, default=0, help="1x1 conv to this many channels (+ReLU) before pooling; 0: none")
     p.add_argument("--freeze-epochs", type=int_at_least(0), default=1, help="head-only epochs first")
-    p.add_argument("--head-lr", type=float, default=3e-3)
+    p.add_argument("--head-lr", type=float_in(0, low_open=True), default=3e-3)
     p.add_argument("--epochs", type=int_at_least(0), default=13, help="all-weights epochs after the head-only ones")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float_in(0, low_open=True), default=1e-3)
     p.add_argument("--batch", type=int_at_least(1), default=64)
-    p.add_argument("--mixup", type=float, default=0.0, help="all-weights epochs: mix each crop with another of the batch, Beta(A, A) (0: off)")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="all-weights epochs: soft targets (0: off)")
+    p.add_argument("--mixup", type=float_in(0), default=0.0, help="all-weights epochs: mix each crop with another of the batch, Beta(A, A) (0: off)")
+    p.add_argument("--label-smoothing", type=float_in(0, 1, high_open=True), default=0.0, help="all-weights epochs: soft targets (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--subsample", type=int, default=None, help="train on a random N of the train crops (exploration)")
     p.add_argument("--synthetic", action="store_true", help="add CROPS.synthetic.npz (nine tenths; the rest scored apart)")
-    p.add_argument("--tune-fold", type=float, default=0.0,
+    p.add_argument("--tune-fold", type=float_in(0, 1, high_open=True), default=0.0,
                    help="hold out this fraction of the train images (every crop of an image together) from training: the"
                         " temperature and the alert thresholds are chosen on it instead of on val (0: temperature on val)")
     p.add_argument("--out-dir", type=Path, default=None, help="Keras model, checkpoint and log (default: next to --crops)")

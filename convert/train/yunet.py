@@ -35,7 +35,7 @@ from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.detectors.yunet import decode_boxes, grid
 from convert.data import detector as dd
 from convert.data.masks import load_mask_templates
-from convert.errors import ConvertError, input_size_type, int_at_least, run_command
+from convert.errors import ConvertError, float_in, input_size_type, int_at_least, open_fraction, run_command
 from convert.tf import tensorflow, tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -293,16 +293,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default="320x256", help="input WIDTHxHEIGHT, multiples of 32")
     p.add_argument("--steps", type=int_at_least(1), default=TrainConfig.steps)
     p.add_argument("--batch", type=int_at_least(1), default=TrainConfig.batch)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--lr", type=float_in(0, low_open=True), default=TrainConfig.lr)
     p.add_argument("--box-loss", choices=["smooth_l1", "giou"], default=TrainConfig.box_loss)
-    p.add_argument("--box-weight", type=float, default=TrainConfig.box_weight)
+    p.add_argument("--box-weight", type=float_in(0), default=TrainConfig.box_weight)
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--holdout", type=float, default=0.1, help="fraction of train scenes held out to choose the threshold")
-    p.add_argument("--max-false", type=float, default=0.4, help="false detections / image allowed at the chosen threshold")
-    p.add_argument("--synthetic-masks", type=float, default=0.0, metavar="P",
+    p.add_argument("--holdout", type=open_fraction, default=0.1, help="fraction of train scenes held out to choose the threshold")
+    p.add_argument("--max-false", type=float_in(0), default=0.4, help="false detections / image allowed at the chosen threshold")
+    p.add_argument("--synthetic-masks", type=float_in(0, 1), default=0.0, metavar="P",
                    help="chance that an unmasked frontal train face gets a pasted mask template, placed from the"
                         " untouched model's keypoints (mask-templates/ under --data-root; 0: none)")
-    p.add_argument("--hard-examples", type=float, default=0.0, metavar="B",
+    p.add_argument("--hard-examples", type=float_in(0), default=0.0, metavar="B",
                    help="draw a train scene (1 + B x the faces the untouched model misses there) times as often; 0: evenly")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
