@@ -8,15 +8,13 @@ import pytest
 
 
 def tiny_model():
-    """A small detector-like model with two outputs of distinct shapes; its weights come from fixed
-    seeds, not from whatever state earlier tests left the global generator in."""
+    """A small detector-like model with two outputs of distinct shapes."""
     keras = pytest.importorskip("keras")
-    init = keras.initializers.GlorotUniform
     inp = keras.Input((16, 16, 3), batch_size=1, name="input")
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", kernel_initializer=init(seed=1))(inp)
-    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", depthwise_initializer=init(seed=2))(x)
-    reg = keras.layers.Reshape((64, 4), name="regressors")(keras.layers.Conv2D(4, 1, kernel_initializer=init(seed=3))(x))
-    sc = keras.layers.Reshape((64, 1), name="scores")(keras.layers.Conv2D(1, 1, kernel_initializer=init(seed=4))(x))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    reg = keras.layers.Reshape((64, 4), name="regressors")(keras.layers.Conv2D(4, 1)(x))
+    sc = keras.layers.Reshape((64, 1), name="scores")(keras.layers.Conv2D(1, 1)(x))
     return keras.Model(inp, [reg, sc])
 
 
