@@ -37,8 +37,12 @@ def float_in(low: float, high: float = math.inf, low_open: bool = False, high_op
     anything else, nan included, is a usage error (exit 2) naming the interval. For rates, weights and
     fractions that would otherwise train on nothing, or on everything held out, and fail after the work."""
     left, right = "(" if low_open else "[", ")" if high_open else "]"
-    where = (f"{'above' if low_open else 'at least'} {low:g}" if math.isinf(high)
-             else f"in {left}{low:g}, {high:g}{right}")
+    if math.isinf(high):
+        where = f"{'above' if low_open else 'at least'} {low:g}"
+    elif low_open and high_open:
+        where = f"between {low:g} and {high:g} (exclusive)"
+    else:
+        where = f"in {left}{low:g}, {high:g}{right}"
 
     def parse(text: str) -> float:
         try:
@@ -53,15 +57,8 @@ def float_in(low: float, high: float = math.inf, low_open: bool = False, high_op
     return parse
 
 
-def open_fraction(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1 (a score or overlap threshold)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (exclusive)")
-    return value
+# A score or overlap threshold: a number strictly between 0 and 1.
+open_fraction = float_in(0.0, 1.0, low_open=True, high_open=True)
 
 
 def input_size_type(multiple: int, example: str) -> Callable[[str], Tuple[int, int]]:

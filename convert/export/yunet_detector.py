@@ -41,7 +41,6 @@ PARITY_SCORE = 1e-3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-
     _wh = input_size_type(32, "320x256")
     p.add_argument("--onnx", type=Path, default=None, help="YuNet ONNX file (default ../shared/models/yunet/yunet_n_dynamic.onnx)")
     p.add_argument("--input", type=_wh, default=(320, 256), help="model input WIDTHxHEIGHT, multiples of 32 (default 320x256: 4:3 frames)")

@@ -34,11 +34,10 @@ import cv2
 import numpy as np
 
 from convert.data import detector as dd
-from convert.ports.blazeface_keras import FACE_DIR, MODEL_FILES, mediapipe_dir
+from convert.ports.blazeface_keras import ANCHORS, FACE_DIR, MODEL_FILES, mediapipe_dir
 from convert.data.classifier import DEFAULT_FACE_DETECTOR, FaceFinder, read_scene_faces
 from convert.data.masks import load_mask_templates
 from convert.export.face_detector import sidecar_template
-from convert.ports.blazeface_keras import ANCHORS
 from convert.export.representative import source_sha256
 from convert.errors import float_in, input_size_type, open_fraction
 from convert.tf import tensorflow, tf_threads
