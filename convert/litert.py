@@ -78,6 +78,25 @@ class TfliteRunner:
         return res
 
 
+def median_invoke_ms(it: Any, tensor: np.ndarray, runs: int = 300, warmup: int = 20,
+                     set_each_run: bool = False) -> float:
+    """Median milliseconds of one invoke of interpreter ``it`` on ``tensor`` (its first input, already
+    in the model's dtype). ``set_each_run`` times ``set_tensor`` with each invoke, as a caller that
+    feeds a new crop every time pays it; otherwise the tensor is set once and only invoke is timed."""
+    index = it.get_input_details()[0]["index"]
+    it.set_tensor(index, tensor)
+    for _ in range(warmup):
+        it.invoke()
+    times = np.empty(runs)
+    for k in range(runs):
+        t0 = time.perf_counter()
+        if set_each_run:
+            it.set_tensor(index, tensor)
+        it.invoke()
+        times[k] = time.perf_counter() - t0
+    return float(np.median(times)) * 1000.0
+
+
 def latency_ms(tflite_bytes: bytes, threads: Sequence[int] = (1, 2), runs: int = 300, warmup: int = 20,
                input_shape: Optional[Sequence[int]] = None) -> Dict[str, float]:
     """Median LiteRT invoke time in ms for each thread count (input: zeros; time excludes I/O), at
@@ -86,16 +105,8 @@ def latency_ms(tflite_bytes: bytes, threads: Sequence[int] = (1, 2), runs: int =
     for n in threads:
         it = litert_interpreter(tflite_bytes, n, input_shape)
         inp = it.get_input_details()[0]
-        it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-        for _ in range(warmup):
-            it.invoke()
-        times = np.empty(runs)
-        for k in range(runs):
-            t0 = time.perf_counter()
-            it.invoke()
-            times[k] = time.perf_counter() - t0
-        res[f"threads_{n}"] = round(float(np.median(times)) * 1000.0, 4)
+        res[f"threads_{n}"] = round(median_invoke_ms(it, np.zeros(inp["shape"], inp["dtype"]), runs, warmup), 4)
     return res
 
 
-__all__ = ("TfliteRunner", "latency_ms", "litert_interpreter", "tflite_io")
+__all__ = ("TfliteRunner", "latency_ms", "litert_interpreter", "median_invoke_ms", "tflite_io")

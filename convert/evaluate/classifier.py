@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -28,7 +27,7 @@ from agent.model import ModelError, cv2_table, pixel_table, read_sidecar
 from agent.pipeline.classify import pick_label, softmax
 from convert.data import classifier as cd
 from convert.evaluate.card import update_card
-from convert.litert import TfliteRunner
+from convert.litert import TfliteRunner, median_invoke_ms
 from convert.tf import tensorflow
 from convert.paths import REPO_ROOT
 
@@ -70,19 +69,9 @@ class Int8Classifier:
         return self._run(self.runner.quantize_input(x_norm))
 
     def latency_ms(self, x_norm: np.ndarray, runs: int = 300) -> float:
-        """Median milliseconds of set_tensor + invoke for one crop."""
-        q = self.runner.quantize_input(x_norm[:1])
-        it, index = self.runner.it, self.runner.inp["index"]
-        for _ in range(20):
-            it.set_tensor(index, q)
-            it.invoke()
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            it.set_tensor(index, q)
-            it.invoke()
-            times.append(time.perf_counter() - t)
-        return float(np.median(times) * 1000)
+        """Median milliseconds of set_tensor + invoke for one real crop (the agent sets a new crop
+        before each invoke)."""
+        return median_invoke_ms(self.runner.it, self.runner.quantize_input(x_norm[:1]), runs, set_each_run=True)
 
 
 def reliability(prob: np.ndarray, y: np.ndarray, bins: int = 10) -> Dict[str, object]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from agent.pipeline.boxes import greedy_match, iou_matrix
 from agent.pipeline.detect import adaptive_input_size
-from convert.errors import ConvertError, input_size_type, open_fraction, run_command
+from convert.errors import ConvertError, input_size_type, int_at_least, open_fraction, run_command
 from convert.tf import tf_threads
 from convert.paths import DEFAULT_DATA_ROOT, REPO_ROOT
 
@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding scenes-ilc2021/")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
     p.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD, help="float master, reports and figures")
-    p.add_argument("--calibration-images", type=int, default=300, help="train scenes in the representative set")
-    p.add_argument("--parity-images", type=int, default=40, help="val scenes for the check against cv2.FaceDetectorYN")
+    p.add_argument("--calibration-images", type=int_at_least(1), default=300, help="train scenes in the representative set")
+    p.add_argument("--parity-images", type=int_at_least(1), default=40, help="val scenes for the check against cv2.FaceDetectorYN")
     p.add_argument("--min-score", type=open_fraction, default=0.5, help="the sidecar's default_min_score")
     from agent.pipeline.detectors.nms import METHODS  # noqa: PLC0415
     from convert.ports.yunet_keras import NMS_IOU, NMS_METHOD  # noqa: PLC0415

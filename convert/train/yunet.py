@@ -290,7 +290,8 @@ def choose_threshold(model: Any, holdout: Sequence[dd.Scene], max_false_per_imag
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", default="320x256", help="input WIDTHxHEIGHT, multiples of 32")
+    p.add_argument("--input", type=input_size_type(32, "320x256"), default=(320, 256), metavar="WxH",
+                   help="input WIDTHxHEIGHT, multiples of 32")
     p.add_argument("--steps", type=int_at_least(1), default=TrainConfig.steps)
     p.add_argument("--batch", type=int_at_least(1), default=TrainConfig.batch)
     p.add_argument("--lr", type=float_in(0, low_open=True), default=TrainConfig.lr)
@@ -317,6 +318,11 @@ REBUILD_OPTIONS = ("input", "steps", "batch", "lr", "box_loss", "box_weight", "s
                    "synthetic_masks", "hard_examples")
 
 
+def _flag_value(value: object) -> str:
+    """A parsed option as it is typed: ``--input``'s (width, height) as WxH."""
+    return "x".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
+
 def rebuild_command(a: argparse.Namespace) -> str:
     """The ``maskwatch-convert train-yunet`` line that trains these weights again: the options of
     :data:`REBUILD_OPTIONS` that differ from their defaults. The run's .train.json records it, so the
@@ -324,7 +330,8 @@ def rebuild_command(a: argparse.Namespace) -> str:
     p = argparse.ArgumentParser()
     add_arguments(p)
     defaults = p.parse_args([])
-    flags = [f"--{k.replace('_', '-')} {getattr(a, k)}" for k in REBUILD_OPTIONS if getattr(a, k) != getattr(defaults, k)]
+    flags = [f"--{k.replace('_', '-')} {_flag_value(getattr(a, k))}"
+             for k in REBUILD_OPTIONS if getattr(a, k) != getattr(defaults, k)]
     return " ".join(["maskwatch-convert train-yunet", *flags])
 
 
@@ -332,10 +339,7 @@ def run(a: argparse.Namespace, log: Callable[[str], None] = print) -> int:
     from convert.ports import yunet_keras as yk  # noqa: PLC0415
     from convert.train.detector import split_holdout  # noqa: PLC0415
 
-    try:
-        w, h = input_size_type(32, "320x256")(a.input)
-    except argparse.ArgumentTypeError as exc:
-        raise ConvertError(str(exc)) from None
+    w, h = a.input
     tf_threads(a.threads)
     cv2.setNumThreads(1)
     onnx = a.onnx or yk.DEFAULT_ONNX

@@ -61,6 +61,10 @@ def test_input_size_type():
     (["classifier-data", "--shift-y", "2"], "argument --shift-y: 2 is not in [-1, 1]"),
     (["face-detector", "--calibration-images", "0"], "argument --calibration-images: 0 is below 1"),
     (["face-detector", "--trim-quantile", "0"], "argument --trim-quantile: 0 is not in (0, 1]"),
+    (["yunet", "--calibration-images", "0"], "argument --calibration-images: 0 is below 1"),
+    (["yunet", "--parity-images", "0"], "argument --parity-images: 0 is below 1"),
+    (["quantize", "m.keras", "--stem", "x", "--images", "d", "--val-images", "0"], "argument --val-images: 0 is below 1"),
+    (["train-yunet", "--input", "320x240"], "argument --input: "),
 ])
 def test_commands_refuse_numbers_that_would_break_or_skip_the_work(argv, says, capsys):
     """Each used to start: --size 0 died in a ZeroDivisionError, --min-score 2 in a ModelError

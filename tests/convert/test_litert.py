@@ -10,7 +10,7 @@ pytest.importorskip("tensorflow")
 
 from convert.errors import ConvertError  # noqa: E402
 from convert.export.quantize import quantize_int8  # noqa: E402
-from convert.litert import TfliteRunner, latency_ms, tflite_io  # noqa: E402
+from convert.litert import TfliteRunner, latency_ms, median_invoke_ms, tflite_io  # noqa: E402
 from tests.convert.export.tiny import rep, tiny_model  # noqa: E402
 
 
@@ -55,3 +55,21 @@ def test_latency_is_timed_per_thread_count(pair):
     _, flat = pair
     ms = latency_ms(flat, threads=(1, 2), runs=5, warmup=1)
     assert set(ms) == {"threads_1", "threads_2"} and all(v > 0 for v in ms.values())
+
+
+@pytest.mark.parametrize("set_each_run", [False, True])
+def test_median_invoke_runs_the_given_tensor(pair, set_each_run):
+    """One timing loop for the card's invoke figures (zeros, set once) and the classifier's per-crop
+    figure (a real crop set before every invoke): either way the model ran on the tensor given."""
+    model, flat = pair
+    run = TfliteRunner(flat)
+    x = np.random.default_rng(3).uniform(-1, 1, (1, *run.inp["shape"][1:])).astype(np.float32)
+    q = run.quantize_input(x)
+    assert median_invoke_ms(run.it, q, runs=3, warmup=1, set_each_run=set_each_run) > 0
+    got = [run.it.get_tensor(o["index"]).copy() for o in run.outs]
+    zeros = run.invoke(np.zeros_like(q))
+    want = run.invoke(q)  # dequantized, so compare dequantized
+    deq = [(g.astype(np.float32) - o["quantization"][1]) * o["quantization"][0] if o["quantization"][0] else g
+           for g, o in zip(got, run.outs)]
+    assert all(np.array_equal(a, b) for a, b in zip(deq, want))
+    assert not all(np.array_equal(a, b) for a, b in zip(zeros, want))  # the check can tell the inputs apart

@@ -118,9 +118,9 @@ def test_rebuild_command_names_the_options_that_change_the_weights():
     ty.add_arguments(p)
     assert ty.rebuild_command(p.parse_args([])) == "maskwatch-convert train-yunet"
     a = p.parse_args(["--steps", "500", "--synthetic-masks", "0.4", "--hard-examples", "1", "--threads", "1",
-                      "--out", "x.keras", "--log-every", "5"])
+                      "--out", "x.keras", "--log-every", "5", "--input", "448x352"])
     line = ty.rebuild_command(a)
-    assert line == "maskwatch-convert train-yunet --steps 500 --synthetic-masks 0.4 --hard-examples 1.0"
+    assert line == "maskwatch-convert train-yunet --input 448x352 --steps 500 --synthetic-masks 0.4 --hard-examples 1.0"
     again = p.parse_args(line.split()[2:])
     assert all(getattr(again, k) == getattr(a, k) for k in ty.REBUILD_OPTIONS)
 
@@ -172,9 +172,11 @@ def test_synthetic_masks_without_templates_name_the_file_and_the_fix(tmp_path, c
     assert not (tmp_path / "m.keras").exists()
 
 
-def test_bad_input_size_is_one_line(capsys):
-    assert ty.main(["--input", "320x240"]) == 2
-    assert "multiples of 32" in capsys.readouterr().err
+def test_bad_input_size_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        ty.main(["--input", "320x240"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --input" in err and "multiples of 32" in err
 
 
 def test_giou_of_codes_is_the_giou_of_the_decoded_boxes():
