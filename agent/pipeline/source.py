@@ -247,15 +247,23 @@ def list_images(spec: str) -> List[str]:
     return [spec]
 
 
-def read_image(path: str) -> Optional[np.ndarray]:
-    """Read an image file as stored (keeps 16-bit, alpha, gray); None if unreadable."""
+def read_image(path: str, orient: bool = True) -> Optional[np.ndarray]:
+    """Read an image file (keeps 16-bit and gray for :func:`normalize_image`; drops alpha, as frames
+    are BGR); None if unreadable.
+
+    ``orient``: turn it upright by its EXIF orientation, as photo viewers and ``cv2.imread`` show it.
+    A phone stores a portrait photo sideways with a tag saying so; read as stored, every face in it
+    lies on its side and the detector, trained on upright faces, finds none. ``orient=False`` keeps
+    the stored pixels (boxes drawn by an annotation tool that ignores the tag, e.g. labelImg).
+    ``IMREAD_UNCHANGED`` would keep alpha but always ignores the tag, so it is not used."""
     try:
         data = np.fromfile(path, np.uint8)
     except OSError:
         return None
     if data.size == 0:
         return None
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | (0 if orient else cv2.IMREAD_IGNORE_ORIENTATION)
+    return cv2.imdecode(data, flags)
 
 
 def no_frame_error(what: str, skipped: Dict[str, int], fix: str) -> SourceError:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from agent.tools.annotations import LABELS, AnnotationError, Boxes, LabelMap, load
-from agent.tools.scoring import MATCH_IOU, UNMASKED, EvaluateError, pct, read_photo, score_image
+from agent.tools.scoring import MATCH_IOU, UNMASKED, EvaluateError, pct, read_annotated_photo, score_image
 
 
 def _group(faces: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -161,6 +161,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--iou", type=float, default=MATCH_IOU, metavar="X",
                     help="least overlap (IoU) of a detection with an annotated face to count it found (default"
                          f" {MATCH_IOU}; lower for annotations boxed otherwise than the detector)")
+    sp.add_argument("--exif", choices=("apply", "ignore"), default="apply",
+                    help="apply (default): photos turned upright by their EXIF orientation, as viewers, most annotation"
+                         " tools and `maskwatch detect` show them; ignore: as stored, for boxes drawn by a tool that"
+                         " ignores it (labelImg). A box outside the photo says which: the error names the fix")
     sp.add_argument("--json", metavar="OUT", help="save the metrics and per-face outcomes as JSON")
     sp.add_argument("--confusion-png", metavar="OUT", help="save the confusion matrix as a PNG (needs matplotlib)")
     sp.add_argument("--force", action="store_true", help="overwrite existing --json / --confusion-png files")
@@ -236,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         run = Detector(cfg)
         per_image: Dict[str, Dict[str, Any]] = {}
         for name, path in sorted(images.items()):
-            image = read_photo(path, cfg)
+            image = read_annotated_photo(path, cfg, boxes[name], args.exif == "apply")
             faces, _ = run(image)
             h, w = image.shape[:2]
             per_image[name] = score_image([face_json(f, w, h) for f in faces], boxes[name], args.iou)
@@ -273,7 +277,7 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
                    for p in args.classifiers]
     per_model: List[Dict[str, Dict[str, Any]]] = [{} for _ in classifiers]
     for name, path in sorted(images.items()):
-        image = read_photo(path, cfg)
+        image = read_annotated_photo(path, cfg, boxes[name], args.exif == "apply")
         found = detector.detect(image)
         h, w = image.shape[:2]
         for k, clf in enumerate(classifiers):

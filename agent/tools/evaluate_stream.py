@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from agent.tools.annotations import LABELS, Annotation, Boxes
-from agent.tools.scoring import MATCH_IOU, UNMASKED, match_greedy, pct, read_photo, wilson
+from agent.tools.scoring import MATCH_IOU, UNMASKED, match_greedy, pct, read_annotated_photo, wilson
 from agent.types import Frame
 
 # A still camera's clip: how far a frame may be shifted (px), sensor noise (sd, 8-bit levels) and
@@ -179,7 +179,8 @@ def cmd_stream(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[st
     for name, path in sorted(images.items()):
         # as `maskwatch run` wires it; alerts go to a buffer (they are read from the frame results)
         publisher = StdoutPublisher(stream=io.StringIO(), stats_enabled=False, crops=False)
-        per_image[name] = run_clip(build_pipeline(cfg, publisher, models), read_photo(path, cfg), boxes[name],
+        per_image[name] = run_clip(build_pipeline(cfg, publisher, models),
+                                   read_annotated_photo(path, cfg, boxes[name], args.exif == "apply"), boxes[name],
                                    spec, name, args.iou)
     elapsed = time.perf_counter() - started
     summary = {**summarize_stream(per_image, spec, args.min_size, args.iou),

@@ -72,14 +72,48 @@ def pct(n: int, d: int) -> Optional[float]:
     return round(100.0 * n / d, 2) if d else None
 
 
-def read_photo(path: str, cfg: Any) -> Any:
-    """An image file as the agent's sources give frames (BGR uint8, within ``source.max_pixels``)."""
+def read_photo(path: str, cfg: Any, orient: bool = True) -> Any:
+    """An image file as the agent's sources give frames (BGR uint8, within ``source.max_pixels``),
+    upright by its EXIF orientation unless ``orient`` is False (:func:`agent.pipeline.source.read_image`)."""
     from agent.pipeline.source import SourceCounters, normalize_image, read_image
 
-    image = normalize_image(read_image(path), SourceCounters(), cfg.source.max_pixels)
+    image = normalize_image(read_image(path, orient), SourceCounters(), cfg.source.max_pixels)
     if image is None:
         raise EvaluateError(f"{path}: not a readable image")
     return image
 
 
-__all__ = ["EvaluateError", "UNMASKED", "match_greedy", "pct", "read_photo", "score_image", "wilson"]
+BOX_SLACK_PX = 2.0  # annotation tools round to whole pixels and some draw to the last pixel's far edge
+
+
+def _outside(gts: Sequence[Annotation], image: Any) -> Optional[Annotation]:
+    """The first annotated face whose box leaves ``image`` by more than :data:`BOX_SLACK_PX`, or None."""
+    h, w = image.shape[:2]
+    for g in gts:
+        x1, y1, x2, y2 = g.box
+        if min(x1, y1) < -BOX_SLACK_PX or x2 > w + BOX_SLACK_PX or y2 > h + BOX_SLACK_PX:
+            return g
+    return None
+
+
+def read_annotated_photo(path: str, cfg: Any, gts: Sequence[Annotation], orient: bool = True) -> Any:
+    """:func:`read_photo`, checked against its annotated faces: a box outside the photo means the boxes
+    were drawn on another frame of it, most often a phone photo's stored pixels against its EXIF
+    orientation (or the reverse), which would score every face as missed without a word."""
+    image = read_photo(path, cfg, orient)
+    bad = _outside(gts, image)
+    if bad is None:
+        return image
+    h, w = image.shape[:2]
+    other = read_photo(path, cfg, not orient)
+    if _outside(gts, other) is None:
+        flag, frame = ("ignore", "as stored, not turned upright by its EXIF orientation") if orient else \
+            ("apply", "turned upright by its EXIF orientation, not as stored")
+        raise EvaluateError(f"{path}: its boxes fit the photo {frame} ({other.shape[1]}x{other.shape[0]} against"
+                            f" {w}x{h})\n  fix: pass --exif {flag} (the tool that drew the boxes read the photo so)")
+    raise EvaluateError(f"{path}: annotated box {list(bad.box)} lies outside the {w}x{h} photo\n"
+                        f"  fix: correct the box in the annotations, or name the image the box was drawn on")
+
+
+__all__ = ["BOX_SLACK_PX", "EvaluateError", "UNMASKED", "match_greedy", "pct", "read_annotated_photo", "read_photo",
+           "score_image", "wilson"]

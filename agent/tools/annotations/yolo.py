@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import cv2
 import yaml
 
+from agent.pipeline.source import read_image
 from agent.tools.annotations.common import Annotation, AnnotationError, Boxes, check_box, from_xywh
 from agent.tools.annotations.labels import IGNORE, LabelMap
 
@@ -97,7 +97,8 @@ def read_split(images: Path, label_folder: Path, names: Dict[int, str], labels: 
         rows = [line.split() for line in txt.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not rows:
             continue
-        shape = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+        # the size as YOLO tools see the photo (upright by its EXIF orientation, as Ultralytics reads it)
+        shape = read_image(str(image))
         if shape is None:
             raise AnnotationError(f"{image}: not a readable image (its size turns {txt.name}'s fractions into pixels)")
         height, width = shape.shape[:2]

@@ -15,8 +15,9 @@ import pytest
 
 from agent.pipeline.source import (
     ImageSource, LiveSource, OpenCVCapture, SourceConfig, SourceCounters, SourceError, VideoFileSource,
-    classify_uri, normalize_image, open_source,
+    classify_uri, normalize_image, open_source, read_image,
 )
+from tests.exif import STORE, oriented_jpeg
 
 
 def norm(img, max_pixels=10_000_000):
@@ -308,3 +309,22 @@ def test_check_config_finds_a_picamera2_that_does_not_import(tmp_path, monkeypat
     assert main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "picamera2 does not import" in err and "'numpy<2'" in err
+
+
+@pytest.mark.parametrize("orientation", sorted(STORE))
+def test_photos_are_read_upright_by_their_exif_orientation(tmp_path, astronaut, orientation):
+    """A phone stores a portrait photo sideways and tags it; read as stored, every face lies on its side
+    (IMREAD_UNCHANGED ignores the tag). Read as viewers show it, and as stored only when asked."""
+    upright = astronaut[:384]  # not square: a turn shows in the shape too
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(oriented_jpeg(upright, orientation))
+    got = read_image(str(path))
+    assert got.shape == upright.shape and np.abs(got.astype(int) - upright).mean() < 4  # JPEG's loss only
+    stored = read_image(str(path), orient=False)
+    assert stored.shape == STORE[orientation](upright).shape
+    if orientation != 1:
+        assert np.abs(stored.astype(int) - STORE[orientation](upright)).mean() < 4
+        if stored.shape == upright.shape:
+            assert np.abs(stored.astype(int) - upright).mean() > 20  # the check tells the two apart
+    frame = next(iter(open_source(SourceConfig(uri=str(path)))))
+    assert frame.image.shape == upright.shape

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from agent.cli import main
+from tests.exif import oriented_jpeg
 
 
 FACE_LABELS = {"mask", "incorrect_mask", "no_mask"}
@@ -98,3 +99,15 @@ def test_detect_odd_images(capsys, tmp_path, detector_json, classifier_json, ast
     check_record(deep)
     check_record(alpha)
     assert huge == {"image": str(d / "huge.png"), "error": "unusable image (too large)"}
+
+
+def test_detect_reads_a_phone_photo_upright(capsys, models_config, tmp_path, astronaut):
+    """A portrait phone photo (stored sideways, EXIF orientation 6) is scored as it is seen: the same
+    face, box and label as the same picture stored upright; read as stored, the face lies on its side."""
+    up, side = tmp_path / "upright.jpg", tmp_path / "phone.jpg"
+    up.write_bytes(oriented_jpeg(astronaut, 1))
+    side.write_bytes(oriented_jpeg(astronaut, 6))
+    rc, (a, b) = run_json(capsys, "--config", str(models_config), str(up), str(side))
+    assert rc == 0 and len(a["faces"]) == len(b["faces"]) == 1
+    assert a["faces"][0]["label"] == b["faces"][0]["label"]
+    assert np.abs(np.subtract(a["faces"][0]["box"], b["faces"][0]["box"])).max() < 4

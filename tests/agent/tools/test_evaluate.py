@@ -15,6 +15,7 @@ from agent.cli import main
 from agent.tools.evaluate import format_table, summarize
 from agent.tools.scoring import match_greedy, score_image, wilson
 from tests.agent.tools.annotations.writers import write_all, write_voc
+from tests.exif import oriented_jpeg
 
 SCENES = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "scenes-ilc2021"
 
@@ -176,6 +177,39 @@ def test_iou_sets_how_far_a_box_drawn_otherwise_may_be(capsys, tmp_path, astrona
         assert rc == 0 and f"IoU >= {iou}" in text and r["iou"] == float(iou)
         found[iou] = (r["all"]["no_mask"]["found"], r["spurious"])
     assert found == {"0.5": (0, 1), "0.4": (1, 0)}
+
+
+def test_a_phone_photo_is_scored_upright_and_boxes_drawn_on_its_stored_pixels_are_named(
+        capsys, tmp_path, astronaut, astronaut_face, models_config):
+    """A photo stored sideways with EXIF orientation 6 is scored as viewers (and `maskwatch detect`) show it.
+    Boxes drawn on its stored pixels (labelImg ignores the tag) that leave the upright photo are an error
+    naming --exif ignore, which reads the photo as stored; a box outside either frame names the box."""
+    upright = astronaut[:384]  # 512 wide, 384 tall; stored 384 wide, 512 tall
+    (tmp_path / "phone.jpg").write_bytes(oriented_jpeg(upright, 6))
+    x1, y1, x2, y2 = astronaut_face
+    header = "image,xmin,ymin,xmax,ymax,label\n"
+    seen = tmp_path / "seen.csv"
+    seen.write_text(header + f"phone.jpg,{x1},{y1},{x2},{y2},no_mask\nphone.jpg,420,300,480,370,mask\n")
+    out = tmp_path / "r.json"
+    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(seen), "--json", str(out), str(tmp_path))
+    assert rc == 0, err
+    assert json.loads(out.read_text())["all"]["no_mask"]["correct"] == 1
+    # the same face on the stored pixels (turned 90 degrees counter-clockwise) and a face near their bottom
+    stored = tmp_path / "stored.csv"
+    stored.write_text(header + f"phone.jpg,{y1},{512 - x2},{y2},{512 - x1},no_mask\nphone.jpg,100,440,160,500,mask\n")
+    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(stored), str(tmp_path))
+    assert rc == 2 and "phone.jpg: its boxes fit the photo as stored" in err and "fix: pass --exif ignore" in err
+    assert "Traceback" not in err
+    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(stored), "--exif", "ignore",
+                           "--json", str(out), "--force", str(tmp_path))
+    assert rc == 0, err
+    assert json.loads(out.read_text())["all"]["all"]["faces"] == 2
+    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(seen), "--exif", "ignore", str(tmp_path))
+    assert rc == 2 and "fix: pass --exif apply" in err
+    outside = tmp_path / "outside.csv"
+    outside.write_text(header + "phone.jpg,100,100,600,600,no_mask\n")
+    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(outside), str(tmp_path))
+    assert rc == 2 and "annotated box [100.0, 100.0, 600.0, 600.0] lies outside the 512x384 photo" in err
 
 
 def _two_scenes(astronaut, astronaut_face):

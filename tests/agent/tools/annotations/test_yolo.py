@@ -64,3 +64,13 @@ def test_labelimg_layout_labels_beside_images_with_classes_txt(tmp_path):
             p.rename(folder / p.name)
     (folder / "classes.txt").write_text("\n".join(NAMES) + "\n")
     assert read(folder, LabelMap()) == EXPECTED
+
+
+def test_fractions_are_of_the_photo_as_seen_upright(tmp_path):
+    """YOLO tools (Ultralytics) label a phone photo upright by its EXIF orientation, so its fractions are
+    of the turned size: 640x480 seen, stored 480x640 with orientation 6."""
+    from tests.exif import oriented_jpeg
+
+    data = write_yolo(tmp_path / "set", IMAGES, FACES, NAMES)
+    (tmp_path / "set" / "valid" / "images" / "a.jpg").write_bytes(oriented_jpeg(IMAGES["a.jpg"], 6))
+    assert read(data, LabelMap()) == EXPECTED
