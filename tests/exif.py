@@ -17,7 +17,10 @@ STORE = {
     1: lambda a: a,
     2: lambda a: cv2.flip(a, 1),
     3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+    4: lambda a: cv2.flip(a, 0),
+    5: lambda a: cv2.transpose(a),
     6: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),  # the viewer turns it 90 degrees clockwise
+    7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),  # the transverse: its own inverse
     8: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
 }
 

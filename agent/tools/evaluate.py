@@ -161,10 +161,10 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--iou", type=float, default=MATCH_IOU, metavar="X",
                     help="least overlap (IoU) of a detection with an annotated face to count it found (default"
                          f" {MATCH_IOU}; lower for annotations boxed otherwise than the detector)")
-    sp.add_argument("--exif", choices=("apply", "ignore"), default="apply",
-                    help="apply (default): photos turned upright by their EXIF orientation, as viewers, most annotation"
-                         " tools and `maskwatch detect` show them; ignore: as stored, for boxes drawn by a tool that"
-                         " ignores it (labelImg). A box outside the photo says which: the error names the fix")
+    sp.add_argument("--boxes-on", choices=("upright", "stored"), default="upright",
+                    help="the photos the boxes were drawn on: upright (default) by their EXIF orientation, as viewers,"
+                         " CVAT, Roboflow and Ultralytics show them; stored: their stored pixels (labelImg ignores"
+                         " the tag). Photos are scored upright either way; a box outside its frame names the fix")
     sp.add_argument("--json", metavar="OUT", help="save the metrics and per-face outcomes as JSON")
     sp.add_argument("--confusion-png", metavar="OUT", help="save the confusion matrix as a PNG (needs matplotlib)")
     sp.add_argument("--force", action="store_true", help="overwrite existing --json / --confusion-png files")
@@ -240,10 +240,10 @@ def run(args: argparse.Namespace) -> int:
         run = Detector(cfg)
         per_image: Dict[str, Dict[str, Any]] = {}
         for name, path in sorted(images.items()):
-            image = read_annotated_photo(path, cfg, boxes[name], args.exif == "apply")
+            image, gts = read_annotated_photo(path, cfg, boxes[name], args.boxes_on)
             faces, _ = run(image)
             h, w = image.shape[:2]
-            per_image[name] = score_image([face_json(f, w, h) for f in faces], boxes[name], args.iou)
+            per_image[name] = score_image([face_json(f, w, h) for f in faces], gts, args.iou)
         summary = summarize(per_image, args.min_size, args.iou)
         print(format_table(summary))
         if args.confusion_png:
@@ -277,12 +277,12 @@ def _compare(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[str,
                    for p in args.classifiers]
     per_model: List[Dict[str, Dict[str, Any]]] = [{} for _ in classifiers]
     for name, path in sorted(images.items()):
-        image = read_annotated_photo(path, cfg, boxes[name], args.exif == "apply")
+        image, gts = read_annotated_photo(path, cfg, boxes[name], args.boxes_on)
         found = detector.detect(image)
         h, w = image.shape[:2]
         for k, clf in enumerate(classifiers):
             faces = clf.classify(image, found)
-            per_model[k][name] = score_image([face_json(f, w, h) for f in faces], boxes[name], args.iou)
+            per_model[k][name] = score_image([face_json(f, w, h) for f in faces], gts, args.iou)
     models = [{"sidecar": p, "name": c.model.name, "version": c.model.version,
                **summarize(per_image, args.min_size, args.iou), "per_image": per_image}
               for p, c, per_image in zip(args.classifiers, classifiers, per_model)]

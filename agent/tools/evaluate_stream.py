@@ -179,9 +179,8 @@ def cmd_stream(args: argparse.Namespace, cfg: Any, boxes: Boxes, images: Dict[st
     for name, path in sorted(images.items()):
         # as `maskwatch run` wires it; alerts go to a buffer (they are read from the frame results)
         publisher = StdoutPublisher(stream=io.StringIO(), stats_enabled=False, crops=False)
-        per_image[name] = run_clip(build_pipeline(cfg, publisher, models),
-                                   read_annotated_photo(path, cfg, boxes[name], args.exif == "apply"), boxes[name],
-                                   spec, name, args.iou)
+        image, gts = read_annotated_photo(path, cfg, boxes[name], args.boxes_on)
+        per_image[name] = run_clip(build_pipeline(cfg, publisher, models), image, gts, spec, name, args.iou)
     elapsed = time.perf_counter() - started
     summary = {**summarize_stream(per_image, spec, args.min_size, args.iou),
                "models": {m.model.name: m.model.version for m in models},

@@ -4,7 +4,9 @@ interval. ``maskwatch evaluate`` (photos and ``--stream`` clips) and convert's e
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from agent.pipeline.boxes import iou
 from agent.tools.annotations import Annotation
@@ -72,7 +74,7 @@ def pct(n: int, d: int) -> Optional[float]:
     return round(100.0 * n / d, 2) if d else None
 
 
-def read_photo(path: str, cfg: Any, orient: bool = True) -> Any:
+def read_photo(path: str, cfg: Any, orient: bool = True) -> np.ndarray:
     """An image file as the agent's sources give frames (BGR uint8, within ``source.max_pixels``),
     upright by its EXIF orientation unless ``orient`` is False (:func:`agent.pipeline.source.read_image`)."""
     from agent.pipeline.source import SourceCounters, normalize_image, read_image
@@ -96,23 +98,61 @@ def _outside(gts: Sequence[Annotation], image: Any) -> Optional[Annotation]:
     return None
 
 
-def read_annotated_photo(path: str, cfg: Any, gts: Sequence[Annotation], orient: bool = True) -> Any:
-    """:func:`read_photo`, checked against its annotated faces: a box outside the photo means the boxes
-    were drawn on another frame of it, most often a phone photo's stored pixels against its EXIF
-    orientation (or the reverse), which would score every face as missed without a word."""
-    image = read_photo(path, cfg, orient)
-    bad = _outside(gts, image)
-    if bad is None:
-        return image
-    h, w = image.shape[:2]
-    other = read_photo(path, cfg, not orient)
-    if _outside(gts, other) is None:
-        flag, frame = ("ignore", "as stored, not turned upright by its EXIF orientation") if orient else \
-            ("apply", "turned upright by its EXIF orientation, not as stored")
-        raise EvaluateError(f"{path}: its boxes fit the photo {frame} ({other.shape[1]}x{other.shape[0]} against"
-                            f" {w}x{h})\n  fix: pass --exif {flag} (the tool that drew the boxes read the photo so)")
-    raise EvaluateError(f"{path}: annotated box {list(bad.box)} lies outside the {w}x{h} photo\n"
-                        f"  fix: correct the box in the annotations, or name the image the box was drawn on")
+# The eight ways a camera stores a picture (EXIF orientations): each as the array operation that turns the
+# stored pixels upright, and where a stored point (x, y) lands in the upright picture (w, h: stored size).
+_TURNS: Tuple[Tuple[Callable[[np.ndarray], np.ndarray], Callable[[float, float, int, int], Tuple[float, float]]], ...] = (
+    (lambda a: a, lambda x, y, w, h: (x, y)),
+    (lambda a: a[:, ::-1], lambda x, y, w, h: (w - x, y)),  # mirrored
+    (lambda a: a[::-1, ::-1], lambda x, y, w, h: (w - x, h - y)),  # upside down
+    (lambda a: a[::-1], lambda x, y, w, h: (x, h - y)),  # mirrored upside down
+    (lambda a: a.swapaxes(0, 1), lambda x, y, w, h: (y, x)),  # transposed
+    (lambda a: np.rot90(a, -1), lambda x, y, w, h: (h - y, x)),  # turned clockwise (orientation 6)
+    (lambda a: a.swapaxes(0, 1)[::-1, ::-1], lambda x, y, w, h: (h - y, w - x)),  # transverse
+    (lambda a: np.rot90(a, 1), lambda x, y, w, h: (y, w - x)),  # turned counter-clockwise (orientation 8)
+)
+
+
+def _turn_boxes(path: str, stored: np.ndarray, upright: np.ndarray, gts: Sequence[Annotation]) -> List[Annotation]:
+    """``gts`` drawn on the ``stored`` pixels, moved to where they lie in ``upright``: the turn is found by
+    comparing pixels (the decoder turns the same decoded array, so one turn matches exactly), not read
+    from the tag, which OpenCV does not return."""
+    h, w = stored.shape[:2]
+    for turn, point in _TURNS:
+        turned = turn(stored)
+        if turned.shape == upright.shape and np.array_equal(turned, upright):
+            out = []
+            for g in gts:
+                (ax, ay), (bx, by) = point(g.box[0], g.box[1], w, h), point(g.box[2], g.box[3], w, h)
+                out.append(Annotation((min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)), g.label))
+            return out
+    raise EvaluateError(f"{path}: the photo as stored is no turn or mirror of it upright; its boxes cannot be"
+                        f" moved\n  fix: re-save the photo upright (most viewers can) and draw its boxes there")
+
+
+def read_annotated_photo(path: str, cfg: Any, gts: Sequence[Annotation],
+                         boxes_on: str = "upright") -> Tuple[np.ndarray, List[Annotation]]:
+    """The photo upright by its EXIF orientation (:func:`read_photo`: what a camera would show the agent)
+    and its annotated faces in that frame. ``boxes_on``: ``upright`` when the boxes were drawn on the photo
+    as viewers show it (most labelling tools), ``stored`` when on its stored pixels (labelImg ignores the
+    tag): those are turned with the photo, so a phone photo's faces are scored upright either way.
+
+    A box outside the frame it was drawn on means the other frame, which would score every face as missed
+    without a word: the error names the image and, when the boxes fit the other frame, the flag."""
+    upright = read_photo(path, cfg)
+    stored = read_photo(path, cfg, orient=False) if boxes_on == "stored" else None
+    drawn_on = upright if stored is None else stored
+    bad = _outside(gts, drawn_on)
+    if bad is not None:
+        h, w = drawn_on.shape[:2]
+        other = read_photo(path, cfg, orient=False) if stored is None else upright
+        if _outside(gts, other) is None:
+            flag, frame = ("stored", "as stored, not turned upright by its EXIF orientation") if stored is None else \
+                ("upright", "turned upright by its EXIF orientation, not as stored")
+            raise EvaluateError(f"{path}: its boxes fit the photo {frame} ({other.shape[1]}x{other.shape[0]} against"
+                                f" {w}x{h})\n  fix: pass --boxes-on {flag} (the tool that drew them showed the photo so)")
+        raise EvaluateError(f"{path}: annotated box {list(bad.box)} lies outside the {w}x{h} photo\n"
+                            f"  fix: correct the box in the annotations, or name the image the box was drawn on")
+    return upright, list(gts) if stored is None else _turn_boxes(path, stored, upright, gts)
 
 
 __all__ = ["BOX_SLACK_PX", "EvaluateError", "UNMASKED", "match_greedy", "pct", "read_annotated_photo", "read_photo",

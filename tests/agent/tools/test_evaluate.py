@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from agent.tools.annotations import Annotation
@@ -15,7 +16,7 @@ from agent.cli import main
 from agent.tools.evaluate import format_table, summarize
 from agent.tools.scoring import match_greedy, score_image, wilson
 from tests.agent.tools.annotations.writers import write_all, write_voc
-from tests.exif import oriented_jpeg
+from tests.exif import STORE, oriented_jpeg
 
 SCENES = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "scenes-ilc2021"
 
@@ -179,37 +180,60 @@ def test_iou_sets_how_far_a_box_drawn_otherwise_may_be(capsys, tmp_path, astrona
     assert found == {"0.5": (0, 1), "0.4": (1, 0)}
 
 
-def test_a_phone_photo_is_scored_upright_and_boxes_drawn_on_its_stored_pixels_are_named(
+def test_a_phone_photo_is_scored_upright_whichever_frame_its_boxes_were_drawn_on(
         capsys, tmp_path, astronaut, astronaut_face, models_config):
     """A photo stored sideways with EXIF orientation 6 is scored as viewers (and `maskwatch detect`) show it.
-    Boxes drawn on its stored pixels (labelImg ignores the tag) that leave the upright photo are an error
-    naming --exif ignore, which reads the photo as stored; a box outside either frame names the box."""
+    Boxes drawn on its stored pixels (labelImg ignores the tag) are turned with it (--boxes-on stored); boxes
+    that leave the frame they claim are an error naming the flag; a box outside both frames names the box."""
     upright = astronaut[:384]  # 512 wide, 384 tall; stored 384 wide, 512 tall
     (tmp_path / "phone.jpg").write_bytes(oriented_jpeg(upright, 6))
     x1, y1, x2, y2 = astronaut_face
     header = "image,xmin,ymin,xmax,ymax,label\n"
-    seen = tmp_path / "seen.csv"
-    seen.write_text(header + f"phone.jpg,{x1},{y1},{x2},{y2},no_mask\nphone.jpg,420,300,480,370,mask\n")
-    out = tmp_path / "r.json"
-    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(seen), "--json", str(out), str(tmp_path))
-    assert rc == 0, err
-    assert json.loads(out.read_text())["all"]["no_mask"]["correct"] == 1
-    # the same face on the stored pixels (turned 90 degrees counter-clockwise) and a face near their bottom
+    seen = tmp_path / "seen.csv"  # the face, a box that only fits the upright frame, one whose turn only fits it
+    seen.write_text(header + f"phone.jpg,{x1},{y1},{x2},{y2},no_mask\nphone.jpg,420,300,480,370,mask\n"
+                    "phone.jpg,40,100,100,160,mask\n")
+    # the same two boxes on the stored pixels (the picture turned 90 degrees counter-clockwise)
     stored = tmp_path / "stored.csv"
-    stored.write_text(header + f"phone.jpg,{y1},{512 - x2},{y2},{512 - x1},no_mask\nphone.jpg,100,440,160,500,mask\n")
-    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(stored), str(tmp_path))
-    assert rc == 2 and "phone.jpg: its boxes fit the photo as stored" in err and "fix: pass --exif ignore" in err
-    assert "Traceback" not in err
-    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(stored), "--exif", "ignore",
-                           "--json", str(out), "--force", str(tmp_path))
-    assert rc == 0, err
-    assert json.loads(out.read_text())["all"]["all"]["faces"] == 2
-    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(seen), "--exif", "ignore", str(tmp_path))
-    assert rc == 2 and "fix: pass --exif apply" in err
+    stored.write_text(header + f"phone.jpg,{y1},{512 - x2},{y2},{512 - x1},no_mask\nphone.jpg,300,32,370,92,mask\n"
+                      "phone.jpg,100,412,160,472,mask\n")
+    results = []
+    for boxes, on in ((seen, "upright"), (stored, "stored")):
+        out = tmp_path / f"{on}.json"
+        rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(boxes), "--boxes-on", on,
+                               "--json", str(out), str(tmp_path))
+        assert rc == 0, err
+        results.append(json.loads(out.read_text()))
+    assert results[0]["all"]["no_mask"]["correct"] == 1  # found and labelled: scored upright
+    assert results[0]["per_image"] == results[1]["per_image"]  # the stored boxes, turned, are the seen ones
+    for boxes, on, flag in ((stored, "upright", "stored"), (seen, "stored", "upright")):
+        rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(boxes), "--boxes-on", on,
+                               str(tmp_path))
+        assert rc == 2 and "phone.jpg: its boxes fit the photo" in err and f"fix: pass --boxes-on {flag}" in err
+        assert "Traceback" not in err
     outside = tmp_path / "outside.csv"
     outside.write_text(header + "phone.jpg,100,100,600,600,no_mask\n")
     rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(outside), str(tmp_path))
     assert rc == 2 and "annotated box [100.0, 100.0, 600.0, 600.0] lies outside the 512x384 photo" in err
+
+
+@pytest.mark.parametrize("orientation", sorted(STORE))
+def test_boxes_on_the_stored_pixels_are_turned_with_the_photo(tmp_path, astronaut, orientation):
+    """Each way a camera stores a picture: a box drawn where the face lies in the stored pixels lands on the
+    face in the upright photo (the turn found from the pixels, not from the tag)."""
+    from types import SimpleNamespace
+
+    from agent.tools.scoring import read_annotated_photo
+
+    upright = astronaut[:384]
+    path = tmp_path / "p.jpg"
+    path.write_bytes(oriented_jpeg(upright, orientation))
+    mark = np.zeros(upright.shape[:2], np.uint8)
+    mark[60:180, 170:280] = 255  # where the face is, upright
+    ys, xs = np.nonzero(STORE[orientation](mark))  # ...and in the stored pixels
+    drawn = Annotation((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)), "no_mask")
+    cfg = SimpleNamespace(source=SimpleNamespace(max_pixels=10_000_000))
+    image, (moved,) = read_annotated_photo(str(path), cfg, [drawn], "stored")
+    assert image.shape == upright.shape and moved.box == (170.0, 60.0, 280.0, 180.0) and moved.label == "no_mask"
 
 
 def _two_scenes(astronaut, astronaut_face):
