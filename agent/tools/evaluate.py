@@ -164,7 +164,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--boxes-on", choices=("upright", "stored"), default="upright",
                     help="the photos the boxes were drawn on: upright (default) by their EXIF orientation, as viewers,"
                          " CVAT, Roboflow and Ultralytics show them; stored: their stored pixels (labelImg ignores"
-                         " the tag). Photos are scored upright either way; a box outside its frame names the fix")
+                         " the tag). Photos are scored upright either way; boxes that fit only the other frame name the fix")
     sp.add_argument("--json", metavar="OUT", help="save the metrics and per-face outcomes as JSON")
     sp.add_argument("--confusion-png", metavar="OUT", help="save the confusion matrix as a PNG (needs matplotlib)")
     sp.add_argument("--force", action="store_true", help="overwrite existing --json / --confusion-png files")

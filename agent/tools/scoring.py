@@ -136,22 +136,20 @@ def read_annotated_photo(path: str, cfg: Any, gts: Sequence[Annotation],
     as viewers show it (most labelling tools), ``stored`` when on its stored pixels (labelImg ignores the
     tag): those are turned with the photo, so a phone photo's faces are scored upright either way.
 
-    A box outside the frame it was drawn on means the other frame, which would score every face as missed
-    without a word: the error names the image and, when the boxes fit the other frame, the flag."""
+    Boxes that leave the frame they claim but fit the other one were drawn on the other, which would score
+    every face as missed without a word: an error naming the image and the flag. A box outside both (an
+    annotator's box past the photo's edge) is scored as before."""
     upright = read_photo(path, cfg)
     stored = read_photo(path, cfg, orient=False) if boxes_on == "stored" else None
     drawn_on = upright if stored is None else stored
-    bad = _outside(gts, drawn_on)
-    if bad is not None:
-        h, w = drawn_on.shape[:2]
+    if _outside(gts, drawn_on) is not None:
         other = read_photo(path, cfg, orient=False) if stored is None else upright
-        if _outside(gts, other) is None:
+        if other.shape != drawn_on.shape and _outside(gts, other) is None:
             flag, frame = ("stored", "as stored, not turned upright by its EXIF orientation") if stored is None else \
                 ("upright", "turned upright by its EXIF orientation, not as stored")
             raise EvaluateError(f"{path}: its boxes fit the photo {frame} ({other.shape[1]}x{other.shape[0]} against"
-                                f" {w}x{h})\n  fix: pass --boxes-on {flag} (the tool that drew them showed the photo so)")
-        raise EvaluateError(f"{path}: annotated box {list(bad.box)} lies outside the {w}x{h} photo\n"
-                            f"  fix: correct the box in the annotations, or name the image the box was drawn on")
+                                f" {drawn_on.shape[1]}x{drawn_on.shape[0]})\n  fix: pass --boxes-on {flag} (the tool"
+                                f" that drew them showed the photo so)")
     return upright, list(gts) if stored is None else _turn_boxes(path, stored, upright, gts)
 
 

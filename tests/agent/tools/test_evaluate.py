@@ -184,7 +184,7 @@ def test_a_phone_photo_is_scored_upright_whichever_frame_its_boxes_were_drawn_on
         capsys, tmp_path, astronaut, astronaut_face, models_config):
     """A photo stored sideways with EXIF orientation 6 is scored as viewers (and `maskwatch detect`) show it.
     Boxes drawn on its stored pixels (labelImg ignores the tag) are turned with it (--boxes-on stored); boxes
-    that leave the frame they claim are an error naming the flag; a box outside both frames names the box."""
+    that leave the frame they claim and fit the other are an error naming the flag."""
     upright = astronaut[:384]  # 512 wide, 384 tall; stored 384 wide, 512 tall
     (tmp_path / "phone.jpg").write_bytes(oriented_jpeg(upright, 6))
     x1, y1, x2, y2 = astronaut_face
@@ -210,10 +210,10 @@ def test_a_phone_photo_is_scored_upright_whichever_frame_its_boxes_were_drawn_on
                                str(tmp_path))
         assert rc == 2 and "phone.jpg: its boxes fit the photo" in err and f"fix: pass --boxes-on {flag}" in err
         assert "Traceback" not in err
-    outside = tmp_path / "outside.csv"
-    outside.write_text(header + "phone.jpg,100,100,600,600,no_mask\n")
-    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(outside), str(tmp_path))
-    assert rc == 2 and "annotated box [100.0, 100.0, 600.0, 600.0] lies outside the 512x384 photo" in err
+    past = tmp_path / "past.csv"  # an annotator's box past the photo's edge in either frame: scored as always
+    past.write_text(header + f"phone.jpg,{x1},{y1},{x2},{y2},no_mask\nphone.jpg,300,300,600,600,mask\n")
+    rc, _, err = _evaluate(capsys, "--config", str(models_config), "--boxes", str(past), str(tmp_path))
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("orientation", sorted(STORE))
