@@ -88,14 +88,11 @@ def read_photo(path: str, cfg: Any, orient: bool = True) -> np.ndarray:
 BOX_SLACK_PX = 2.0  # annotation tools round to whole pixels and some draw to the last pixel's far edge
 
 
-def _outside(gts: Sequence[Annotation], image: Any) -> Optional[Annotation]:
-    """The first annotated face whose box leaves ``image`` by more than :data:`BOX_SLACK_PX`, or None."""
-    h, w = image.shape[:2]
-    for g in gts:
-        x1, y1, x2, y2 = g.box
-        if min(x1, y1) < -BOX_SLACK_PX or x2 > w + BOX_SLACK_PX or y2 > h + BOX_SLACK_PX:
-            return g
-    return None
+def _fits(gts: Sequence[Annotation], shape: Tuple[int, ...]) -> bool:
+    """Whether every annotated box lies inside an image of ``shape`` (give or take :data:`BOX_SLACK_PX`)."""
+    h, w = shape[:2]
+    return all(min(g.box[0], g.box[1]) >= -BOX_SLACK_PX and g.box[2] <= w + BOX_SLACK_PX and g.box[3] <= h + BOX_SLACK_PX
+               for g in gts)
 
 
 # The eight ways a camera stores a picture (EXIF orientations): each as the array operation that turns the
@@ -142,9 +139,9 @@ def read_annotated_photo(path: str, cfg: Any, gts: Sequence[Annotation],
     upright = read_photo(path, cfg)
     stored = read_photo(path, cfg, orient=False) if boxes_on == "stored" else None
     drawn_on = upright if stored is None else stored
-    if _outside(gts, drawn_on) is not None:
+    if not _fits(gts, drawn_on.shape):
         other = read_photo(path, cfg, orient=False) if stored is None else upright
-        if other.shape != drawn_on.shape and _outside(gts, other) is None:
+        if _fits(gts, other.shape):
             flag, frame = ("stored", "as stored, not turned upright by its EXIF orientation") if stored is None else \
                 ("upright", "turned upright by its EXIF orientation, not as stored")
             raise EvaluateError(f"{path}: its boxes fit the photo {frame} ({other.shape[1]}x{other.shape[0]} against"
