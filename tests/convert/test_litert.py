@@ -66,7 +66,9 @@ def test_median_invoke_runs_the_given_tensor(pair, set_each_run):
     x = np.random.default_rng(3).uniform(-1, 1, (1, *run.inp["shape"][1:])).astype(np.float32)
     q = run.quantize_input(x)
     assert median_invoke_ms(run.it, q, runs=3, warmup=1, set_each_run=set_each_run) > 0
-    raw = lambda: [run.it.get_tensor(o["index"]).copy() for o in run.outs]  # noqa: E731
+    def raw():
+        return [run.it.get_tensor(o["index"]).copy() for o in run.outs]
+
     got = raw()
     run.invoke(np.zeros_like(q))
     zeros = raw()
